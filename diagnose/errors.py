@@ -1,7 +1,7 @@
 """The one exception type for mistakes a user can fix."""
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """A mistake the user can fix (bad option, bad number, missing data).
 
     The message is one paragraph that names the problem and says what to do; the CLI prints it
