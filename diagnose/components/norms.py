@@ -1,0 +1,77 @@
+"""Normalisation layers by short name; each factory takes (channels, spatial) and returns a module."""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diagnose.errors import UserError
+
+
+class BatchInstanceNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch-Instance Norm (Nam & Kim 2018): y = (rho * x_BN + (1 - rho) * x_IN) * gamma + beta.
+
+    One learnable rho per channel, starting at 1 (pure BN); the trainer clamps it to [0, 1] after every
+    optimizer step and trains it with 10x lr and no weight decay, as the paper's code does. Subclassing
+    _BatchNorm keeps running stats, state_dict keys and isinstance checks identical to BatchNorm.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__(channels, eps, momentum, affine=True, track_running_stats=True)
+        self.rho = nn.Parameter(torch.ones(channels))
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() not in (2, 4):
+            raise ValueError(f"BatchInstanceNorm expects (B, C) or (B, C, H, W) input, got {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        use_batch_stats = self.training or self.running_mean is None
+        x_bn = F.batch_norm(
+            x, self.running_mean, self.running_var, None, None, use_batch_stats, self.momentum, self.eps
+        )
+        x_in = _instance_normalise(x, self.eps)
+        shape = (1, -1) + (1,) * (x.dim() - 2)  # broadcast per channel
+        rho = self.rho.view(shape)
+        return (rho * x_bn + (1 - rho) * x_in) * self.weight.view(shape) + self.bias.view(shape)
+
+
+def _instance_normalise(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Each example and channel over its positions; an MLP unit has one position, so there each
+    example is normalised over its features instead (normalising one number would zero it)."""
+    if x.dim() == 4:
+        return F.instance_norm(x, eps=eps)
+    return F.layer_norm(x, x.shape[1:], eps=eps)
+
+
+def _group_norm(channels: int, spatial: bool, groups: int = 8) -> nn.Module:
+    if groups < 1 or channels % groups:
+        raise UserError(
+            f"norm=gn with norm.groups={groups} needs every normalised layer's channel count to be "
+            f"divisible by {groups}, but a layer has {channels} channels. Pick norm.groups from the "
+            f"divisors of the layer widths (e.g. norm.groups=1 is LayerNorm-like, groups=channels is "
+            f"InstanceNorm-like) or change the widths."
+        )
+    return nn.GroupNorm(groups, channels)
+
+
+NORMS: dict[str, Callable[..., nn.Module | None]] = {
+    "none": lambda channels, spatial: None,
+    "bn": lambda channels, spatial: nn.BatchNorm2d(channels) if spatial else nn.BatchNorm1d(channels),
+    "gn": _group_norm,
+    # LN for conv maps normalises each example over (C, H, W): GroupNorm with one group does exactly that
+    # without having to know H and W when the model is built.
+    "ln": lambda channels, spatial: nn.GroupNorm(1, channels) if spatial else nn.LayerNorm(channels),
+    # IN for MLP blocks: see _instance_normalise (per example over the features, as LN does).
+    "in": lambda channels, spatial: nn.InstanceNorm2d(channels, affine=True) if spatial else nn.LayerNorm(channels),
+    "bin": lambda channels, spatial: BatchInstanceNorm(channels),
+}
+
+
+def clamp_rho_(model: nn.Module) -> None:
+    """Keep every Batch-Instance Norm gate in [0, 1] (call after each optimizer step)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, BatchInstanceNorm):
+                module.rho.clamp_(0.0, 1.0)

@@ -1,0 +1,51 @@
+"""What a run shows on the terminal: a progress bar while training and a summary at the end."""
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+        TextColumn("<"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[stats]}"),
+        console=console,
+    )
+
+
+def stats_text(loss: float, acc: float, images_per_s: float) -> str:
+    return f"loss {loss:.4f}  acc {acc:.3f}  {images_per_s:,.0f} img/s"
+
+
+def print_summary(metrics: dict[str, Any], out_dir: str) -> None:
+    table = Table(title=f"diagnose: run {metrics['status']}", show_header=True, header_style="bold")
+    table.add_column("split")
+    table.add_column("loss", justify="right")
+    table.add_column("accuracy", justify="right")
+    final = metrics["final"]
+    for split in ("train", "val", "test"):
+        loss, acc = final.get(f"{split}_loss"), final.get(f"{split}_acc")
+        if loss is not None:
+            table.add_row(split, f"{loss:.4f}", f"{acc:.4f}")
+    console.print(table)
+    console.print(
+        f"{metrics['steps']} steps in {metrics['wall_time_s']:.1f} s, "
+        f"{metrics['images_per_s']:,.0f} images/s. Run folder: {out_dir}"
+    )

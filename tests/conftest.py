@@ -1,0 +1,39 @@
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from diagnose.cli import config_dir
+
+CONF = config_dir()
+
+# A tiny, fast run: synthetic 8x8 images, a few steps, on the CPU.
+TINY = ["data=synthetic", "data.size=8", "data.train_count=256", "data.test_count=64", "data.val_size=64",
+        "batch=16", "steps=4", "log_every=2", "device=cpu", "model.widths=[8,16]"]
+
+
+def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """The config `diagnose <config_name> <overrides>` would run, composed through Hydra's own API."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name, overrides=overrides)
+
+
+def options_of(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture
+def cfg_factory() -> Callable[..., DictConfig]:
+    return lambda *overrides: compose_config(TINY + list(overrides))
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `diagnose ARGS` as a user would, in `cwd`, and capture everything it prints."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "diagnose", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)

@@ -1,0 +1,209 @@
+"""Every component builds, and the ones with a textbook definition match an independent computation."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import compose_config, options_of
+from torch import nn
+
+from diagnose.build import build_loss, build_model
+from diagnose.components.activations import ACTIVATIONS, GAINS, Maxout, _gaussian_second_moment
+from diagnose.components.downsample import DOWNSAMPLES
+from diagnose.components.inits import INITS
+from diagnose.components.losses import LOSSES, Focal
+from diagnose.components.norms import NORMS, BatchInstanceNorm, clamp_rho_
+from diagnose.components.optim import CLIPS, OPTIMIZERS, SCHEDULES, param_groups, scaled_lr
+from diagnose.errors import UserError
+from diagnose.models.cnn import build_cnn
+from diagnose.registry import lookup
+
+REGISTRIES = {"act": ACTIVATIONS, "init": INITS, "norm": NORMS, "downsample": DOWNSAMPLES, "loss": LOSSES,
+              "optim": OPTIMIZERS, "schedule": SCHEDULES, "clip": CLIPS}
+SHAPE = (3, 8, 8)  # (C, H, W) of one input
+
+
+@pytest.mark.parametrize("group", sorted(REGISTRIES))
+def test_every_registry_key_has_a_config_file_and_back(group):
+    assert sorted(REGISTRIES[group]) == options_of(group)
+
+
+def test_lookup_error_lists_valid_names():
+    with pytest.raises(ValueError, match="Unknown act 'swish'. Valid options: .*gelu.*relu"):
+        lookup(ACTIVATIONS, "swish", "act")
+
+
+COMPONENT_OPTIONS = [(g, o) for g in ("act", "init", "norm", "loss") for o in options_of(g)]
+COMPONENT_OPTIONS += [("downsample", o) for o in options_of("downsample")]
+
+
+@pytest.mark.parametrize("model", ["cnn", "mlp"])
+@pytest.mark.parametrize(("group", "option"), COMPONENT_OPTIONS, ids=[f"{g}={o}" for g, o in COMPONENT_OPTIONS])
+def test_every_option_composes_builds_and_trains_one_step(model, group, option):
+    shrink = ["model.widths=[8,16]"] if model == "cnn" else ["model.width=16", "model.depth=2"]
+    cfg = compose_config([f"model={model}", f"{group}={option}", *shrink])
+    net = build_model(cfg, SHAPE, n_classes=4)
+    loss_fn = build_loss(cfg.loss, n_classes=4)
+    x, y = torch.randn(6, *SHAPE), torch.randint(0, 4, (6,))
+    logits = net(x)
+    assert logits.shape == (6, 4)
+    loss = loss_fn(logits, y)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    weights = [p for name, p in net.named_parameters() if name.endswith("weight") and p.dim() > 1]
+    assert all(p.grad is not None for p in weights)
+    if option != "zeros":  # zero weights pass no gradient back to earlier layers: that is the point
+        assert any(p.grad.abs().sum() > 0 for p in weights)
+
+
+@pytest.mark.parametrize("option", options_of("optim"))
+@pytest.mark.parametrize("schedule", options_of("schedule"))
+@pytest.mark.parametrize("clip", options_of("clip"))
+def test_every_optimizer_schedule_and_clip_builds(option, schedule, clip, cfg_factory):
+    from diagnose.build import build_run
+
+    run = build_run(cfg_factory(f"optim={option}", f"schedule={schedule}", f"clip={clip}"))
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 16 / 128)
+    assert (run.clip is None) == (clip == "none")
+
+
+def test_batch_instance_norm_with_rho_one_is_batch_norm():
+    torch.manual_seed(0)
+    x = torch.randn(8, 4, 5, 5) * 3 + 1
+    bin_, bn = BatchInstanceNorm(4), nn.BatchNorm2d(4)
+    with torch.no_grad():
+        for m in (bin_, bn):
+            m.weight.uniform_(0.5, 2)
+        bn.weight.copy_(bin_.weight)
+        bn.bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
+        bin_.bias.copy_(bn.bias)
+    torch.testing.assert_close(bin_(x), bn(x))
+    torch.testing.assert_close(bin_.running_mean, bn.running_mean)
+    torch.testing.assert_close(bin_.running_var, bn.running_var)
+    bin_.eval()
+    bn.eval()
+    torch.testing.assert_close(bin_(x), bn(x))
+
+
+def test_batch_instance_norm_with_rho_zero_is_instance_norm_and_rho_stays_in_unit_interval():
+    x = torch.randn(4, 3, 6, 6) * 2 + 5
+    bin_ = BatchInstanceNorm(3)
+    with torch.no_grad():
+        bin_.rho.zero_()
+    torch.testing.assert_close(bin_(x), F.instance_norm(x, eps=1e-5))
+    model = nn.Sequential(bin_)
+    with torch.no_grad():
+        bin_.rho.copy_(torch.tensor([-0.5, 0.3, 1.7]))
+    clamp_rho_(model)
+    assert bin_.rho.tolist() == pytest.approx([0.0, 0.3, 1.0])
+
+
+def test_batch_instance_norm_gate_gets_ten_times_lr_and_no_weight_decay():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), BatchInstanceNorm(2))
+    groups = param_groups(model, lr=0.1, weight_decay=5e-4)
+    assert [len(g["params"]) for g in groups] == [4, 1]
+    assert groups[1]["params"][0] is model[1].rho
+    assert groups[1]["lr"] == pytest.approx(1.0) and groups[1]["weight_decay"] == 0
+
+
+def test_focal_with_gamma_zero_is_cross_entropy():
+    logits, y = torch.randn(32, 5), torch.randint(0, 5, (32,))
+    torch.testing.assert_close(Focal(gamma=0.0)(logits, y), F.cross_entropy(logits, y))
+    # gamma > 0 down-weights easy examples, so the loss can only shrink
+    assert Focal(gamma=2.0)(logits, y) < F.cross_entropy(logits, y)
+    alpha = [0.1, 0.2, 0.3, 0.4, 0.5]
+    torch.testing.assert_close(Focal(gamma=0.0, alpha=alpha)(logits, y),
+                               F.cross_entropy(logits, y, reduction="none").mul(torch.tensor(alpha)[y]).mean())
+
+
+def test_nll_and_kl_without_smoothing_equal_cross_entropy():
+    logits, y = torch.randn(16, 4), torch.randint(0, 4, (16,))
+    torch.testing.assert_close(LOSSES["nll"]()(logits, y), F.cross_entropy(logits, y))
+    torch.testing.assert_close(LOSSES["kl"](label_smoothing=0.0)(logits, y), F.cross_entropy(logits, y))
+
+
+def test_margin_loss_matches_a_loop_over_classes():
+    logits, y = torch.randn(8, 5), torch.randint(0, 5, (8,))
+    expected = sum(max(0.0, 1.0 - (logits[i, y[i]] - logits[i, j]).item())
+                   for i in range(8) for j in range(5) if j != y[i]) / 8
+    assert LOSSES["margin"](margin=1.0)(logits, y).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_mse_compares_softmax_with_one_hot():
+    logits, y = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    expected = ((logits.softmax(1) - F.one_hot(y, 3)) ** 2).mean()
+    torch.testing.assert_close(LOSSES["mse"]()(logits, y), expected)
+
+
+def test_kaiming_normal_gives_std_sqrt_two_over_fan_in():
+    torch.manual_seed(0)
+    layer = nn.Linear(500, 2000)
+    INITS["kaiming_normal"](layer.weight, GAINS["relu"]())
+    assert layer.weight.std().item() == pytest.approx(math.sqrt(2 / 500), rel=0.01)
+    conv = nn.Conv2d(16, 256, 3)  # fan_in = 16 * 3 * 3
+    INITS["kaiming_normal"](conv.weight, GAINS["relu"]())
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / 144), rel=0.02)
+
+
+def test_gains_follow_the_second_moment_rule():
+    # the quadrature reproduces the closed forms calculate_gain knows ...
+    assert 1 / math.sqrt(_gaussian_second_moment(F.relu)) == pytest.approx(math.sqrt(2), rel=1e-4)
+    assert 1 / math.sqrt(_gaussian_second_moment(lambda z: z)) == pytest.approx(1.0, rel=1e-4)
+    # ... max of two Gaussians has E[max^2] = 1 exactly, and a sampled estimate agrees for more pieces
+    assert GAINS["maxout"](pieces=2) == pytest.approx(1.0, rel=1e-4)
+    samples = torch.randn(400_000, 4, generator=torch.Generator().manual_seed(0)).amax(1)
+    assert GAINS["maxout"](pieces=4) == pytest.approx(1 / samples.pow(2).mean().sqrt().item(), rel=0.01)
+    z = torch.randn(1_000_000, generator=torch.Generator().manual_seed(0))
+    assert GAINS["gelu"]() == pytest.approx(1 / F.gelu(z).pow(2).mean().sqrt().item(), rel=0.005)
+
+
+def test_maxout_takes_the_max_over_consecutive_pieces_and_widens_the_layer_before():
+    x = torch.randn(2, 6, 3, 3)
+    expected = torch.maximum(torch.maximum(x[:, 0::3], x[:, 1::3]), x[:, 2::3])  # channel c: max of 3c..3c+2
+    torch.testing.assert_close(Maxout(3)(x), expected)
+    net = build_cnn(1, 8, 4, [5], 1, lambda: Maxout(3), lambda c, s: None, DOWNSAMPLES["maxpool"])
+    assert net.features[0].conv.out_channels == 15
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 4)
+
+
+def test_group_norm_groups_must_divide_the_channels():
+    with pytest.raises(UserError, match="norm.groups=5.*16 channels"):
+        build_model(compose_config(["norm=gn", "norm.groups=5", "model.widths=[16]"]), SHAPE, 4)
+
+
+def test_too_many_stages_for_the_image_size_is_a_clear_error():
+    cfg = compose_config(["model.widths=[4,4,4,4,4]"])  # 8 -> 4 -> 2 -> 1 -> cannot halve
+    with pytest.raises(UserError, match="5 stages.*1x1.*at most 4 stages"):
+        build_model(cfg, SHAPE, 4)
+    strided = compose_config(["model.widths=[4,4,4,4,4]", "downsample=strided"])
+    with pytest.raises(UserError, match="at most 4 stages"):
+        build_model(strided, SHAPE, 4)
+
+
+def test_lr_scaling_rules():
+    assert scaled_lr(0.1, 32, 128, "linear") == pytest.approx(0.025)
+    assert scaled_lr(0.1, 32, 128, "sqrt") == pytest.approx(0.05)
+    assert scaled_lr(0.1, 32, 128, "none") == pytest.approx(0.1)
+    with pytest.raises(UserError, match="optim.lr_scaling"):
+        scaled_lr(0.1, 32, 128, "cubic")
+
+
+def test_schedules():
+    cosine, step = SCHEDULES["cosine"](), SCHEDULES["step"](milestones=[0.5, 0.75], gamma=0.1)
+    assert [cosine(p) for p in (0, 0.5, 1)] == pytest.approx([1, 0.5, 0])
+    assert [step(p) for p in (0, 0.49, 0.5, 0.8)] == pytest.approx([1, 1, 0.1, 0.01])
+    assert SCHEDULES["constant"]()(0.7) == 1
+
+
+def test_clipping_by_value_changes_direction_by_norm_keeps_it():
+    def grads(clip):
+        p = nn.Parameter(torch.zeros(2))
+        p.grad = torch.tensor([3.0, 0.5])
+        clip([p], max=1.0)
+        return p.grad
+
+    assert grads(CLIPS["value"]).tolist() == [1.0, 0.5]
+    by_norm = grads(CLIPS["norm"])
+    assert by_norm.norm().item() == pytest.approx(1.0, rel=1e-4)
+    assert (by_norm / by_norm.norm()).tolist() == pytest.approx((torch.tensor([3.0, 0.5]) / 3.0414).tolist(), rel=1e-3)
