@@ -12,6 +12,8 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -80,6 +82,21 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _name_jobs_by_swept_keys(args: list[str]) -> list[str]:
+    """In a sweep, name each job's folder by the keys that vary only (`batch=4,norm=gn`), not by every
+    override on the command line: the fixed ones are the same for all jobs and would drown them."""
+    if "-m" not in args and "--multirun" not in args:
+        return args
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("-")])
+    except HydraException:
+        return args  # Hydra itself reports the malformed override
+    fixed = [o.key_or_group for o in overrides if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    if not fixed or len(fixed) == len(overrides):
+        return args
+    return [*args, f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -91,5 +108,5 @@ def main(argv: list[str] | None = None) -> None:
               f"Run `diagnose --help` for usage.")
         sys.exit(USER_ERROR_EXIT)
     config_name, task, _ = SUBCOMMANDS[command]
-    sys.argv = [f"diagnose-{command}", *rest]  # Hydra reads sys.argv; argv[0] names the job
+    sys.argv = [f"diagnose-{command}", *_name_jobs_by_swept_keys(rest)]  # Hydra reads sys.argv; argv[0] names the job
     hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task)()

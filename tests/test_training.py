@@ -1,0 +1,96 @@
+"""The training loop, run in-process on tiny configs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from diagnose.build import build_run
+from diagnose.training.loop import train
+
+
+def run_tiny(cfg, out_dir: Path) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return train(build_run(cfg), out_dir, OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_run_writes_events_metrics_and_checkpoint(cfg_factory, tmp_path):
+    metrics = run_tiny(cfg_factory("steps=6"), tmp_path)
+    assert metrics["status"] == "completed" and metrics["steps"] == 6
+    assert json.loads((tmp_path / "metrics.json").read_text())["final"] == metrics["final"]
+    assert set(metrics["final"]) == {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"}
+    events = EventAccumulator(str(tmp_path)).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "train/lr", "val/loss", "val/acc", "test/loss", "test/acc",
+            "perf/images_per_s"} <= scalars
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6]
+    assert "config/text_summary" in events.Tags()["tensors"]
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert checkpoint["step"] == 6 and checkpoint["config"]["batch"] == 16
+    assert set(checkpoint) >= {"model", "optimizer", "scheduler", "step", "config"}
+
+
+def test_same_seed_gives_identical_numbers_on_the_cpu(cfg_factory, tmp_path):
+    cfg = cfg_factory("steps=8", "data.augment=true", "model.dropout=0.2")
+    first, second = run_tiny(cfg, tmp_path / "a"), run_tiny(cfg, tmp_path / "b")
+    assert first["final"] == second["final"] and first["history"] == second["history"]
+    other_seed = run_tiny(cfg_factory("steps=8", "data.augment=true", "model.dropout=0.2", "seed=1"), tmp_path / "c")
+    assert other_seed["final"] != first["final"]
+
+
+def test_epochs_mode_evaluates_every_epoch(cfg_factory, tmp_path):
+    metrics = run_tiny(cfg_factory("steps=null", "epochs=2", "batch=64"), tmp_path)
+    # 256 - 64 validation = 192 training examples -> 3 steps per epoch
+    assert metrics["steps"] == 6
+    assert [h["step"] for h in metrics["history"]] == [3, 6]
+
+
+def test_training_learns_the_synthetic_data(tmp_path):
+    cfg = compose_config(["data=synthetic", "device=cpu", "data.train_count=2000", "epochs=3", "batch=32", "lr=0.2",
+                          "model.widths=[16,32]"])
+    metrics = run_tiny(cfg, tmp_path)
+    assert metrics["final"]["test_acc"] > 0.6  # 10 classes: chance is 0.1
+
+
+def test_a_diverging_run_stops_and_says_so(cfg_factory, tmp_path):
+    metrics = run_tiny(cfg_factory("lr=1e12", "norm=none", "steps=20", "optim.momentum=0.0"), tmp_path)
+    assert metrics["status"] == "diverged"
+    assert metrics["steps"] < 20
+    assert "test_acc" not in metrics["final"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_ctrl_c_saves_checkpoint_and_metrics(cfg_factory, tmp_path):
+    run = build_run(cfg_factory("steps=10"))
+    calls = {"n": 0}
+    real_loss = run.loss_fn
+
+    def interrupting_loss(logits, target):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_loss(logits, target)
+
+    run.loss_fn = interrupting_loss
+    metrics = train(run, tmp_path, {"batch": 16})
+    assert metrics["status"] == "interrupted" and metrics["steps"] == 3
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 3
+
+
+def test_bf16_autocast_runs(cfg_factory, tmp_path):
+    assert run_tiny(cfg_factory("precision=bf16"), tmp_path)["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_default_cnn_reaches_80_percent_on_a_fashion_mnist_subset(tmp_path):
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        pytest.skip("needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
+    cfg = compose_config(["data=fashion_mnist", f"data.root={tmp_path / 'none'}", "data.download=false",
+                          "data.subset=10000", "epochs=2", "device=cpu"])
+    metrics = run_tiny(cfg, tmp_path / "run")
+    assert metrics["final"]["test_acc"] >= 0.80, metrics["final"]
