@@ -390,8 +390,8 @@ def test_synthetic_is_learnable_but_not_by_one_pixel():
     # The best single pixel, classifying by the nearest class mean of that pixel, stays near chance.
     x, y = raw.train_x.flatten(1).float(), raw.train_y
     class_means = torch.stack([x[y == k].mean(0) for k in range(10)])  # (classes, pixels)
-    guess = (x[:, None, :] - class_means[None]).abs().argmin(1)  # (N, pixels)
-    assert (guess == y[:, None]).float().mean(0).max() < 0.3
+    guess = (raw.test_x.flatten(1).float()[:, None, :] - class_means[None]).abs().argmin(1)  # (N, pixels)
+    assert (guess == raw.test_y[:, None]).float().mean(0).max() < 0.3
 
 
 def test_synthetic_bad_arguments_are_user_errors():

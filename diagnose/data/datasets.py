@@ -1,0 +1,175 @@
+"""Find a dataset's files (local, system, download), read them, and split them onto the device."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diagnose.data import cifar, idx
+from diagnose.data.download import download as fetch
+from diagnose.data.sources import SOURCES, Source
+from diagnose.errors import UserError
+from diagnose.registry import lookup
+
+# Debian/Ubuntu dataset packages install here (dataset-fashion-mnist -> fashion-mnist/).
+SYSTEM_DIR = Path("/usr/share/datasets")
+
+_CIFAR_LAYOUTS = {"cifar10": cifar.CIFAR10, "cifar100": cifar.CIFAR100}
+
+Array = np.ndarray | torch.Tensor
+
+
+@dataclass
+class RawData:
+    """A dataset on the CPU, as read from its files."""
+
+    train_x: Array  # (N, C, H, W) uint8
+    train_y: Array  # (N,) int64
+    test_x: Array
+    test_y: Array
+    n_classes: int
+
+
+@dataclass
+class DeviceData:
+    """The whole dataset resident on the training device, so batches are cut by indexing there."""
+
+    train_x: torch.Tensor  # (N, C, H, W) uint8
+    train_y: torch.Tensor  # (N,) int64
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: torch.Tensor  # (C,) float32, of train_x / 255
+    std: torch.Tensor  # (C,) float32
+    n_classes: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train_x.shape[1:]
+        return c, h, w
+
+
+def read_dataset(name: str, root: Path, *, download: bool = True, mirror: str | None = None) -> RawData:
+    """Read `name` from `root/<name>/`, else the system dataset folder, else download into `root/<name>/`."""
+    source = lookup(SOURCES, name, "dataset")
+    target = Path(root) / name
+    folders = [target, *(SYSTEM_DIR / n for n in dict.fromkeys([name, name.replace("_", "-")]))]
+    paths = {}
+    for file in source.md5:
+        paths[file] = _find(_accepted_names(file, name, source), folders) or _download(
+            file, source, target, download, mirror
+        )
+    raw = _read(source, name, paths)
+    _check(raw, name, paths)
+    return raw
+
+
+def _accepted_names(file: str, name: str, source: Source) -> list[str]:
+    """IDX files may be stored unzipped; a CIFAR archive may be stored extracted."""
+    if source.format == "idx":
+        return [file, file.removesuffix(".gz")]
+    return [_CIFAR_LAYOUTS[name].folder, file]  # the extracted folder first: it skips decompressing 160 MB
+
+
+def _find(names: list[str], folders: list[Path]) -> Path | None:
+    for folder in folders:
+        for candidate in names:
+            if (folder / candidate).exists():
+                return folder / candidate
+    return None
+
+
+def _download(file: str, source: Source, target: Path, allowed: bool, mirror: str | None) -> Path:
+    where = (
+        f"Put the files {', '.join(source.md5)} into the folder {target} (get them from {source.homepage}), "
+        f"or set data.root / the environment variable DIAGNOSE_DATA to a folder that has a "
+        f"'{target.name}' folder holding them."
+    )
+    if not allowed:
+        raise UserError(f"{file} was not found and downloading is switched off. {where}")
+    bases = (mirror,) if mirror else source.mirrors
+    urls = [base.rstrip("/") + "/" + file for base in bases]
+    try:
+        return fetch(urls, target / file, source.md5[file])
+    except UserError as e:
+        raise UserError(f"{e} {where}") from e
+
+
+def _read(source: Source, name: str, paths: dict[str, Path]) -> RawData:
+    if source.format == "cifar":
+        (path,) = paths.values()
+        (train_x, train_y), (test_x, test_y) = cifar.read_cifar(path, _CIFAR_LAYOUTS[name])
+    else:
+        train_x = idx.read_images(paths["train-images-idx3-ubyte.gz"])
+        train_y = idx.read_labels(paths["train-labels-idx1-ubyte.gz"]).astype(np.int64)
+        test_x = idx.read_images(paths["t10k-images-idx3-ubyte.gz"])
+        test_y = idx.read_labels(paths["t10k-labels-idx1-ubyte.gz"]).astype(np.int64)
+    return RawData(train_x, train_y, test_x, test_y, source.n_classes)
+
+
+def _check(raw: RawData, name: str, paths: dict[str, Path]) -> None:
+    """Files that parse can still disagree (training images from one copy, labels from another)."""
+    folders = ", ".join(sorted({str(p.parent) for p in paths.values()}))
+    problems = []
+    for part, x, y in (("training", raw.train_x, raw.train_y), ("test", raw.test_x, raw.test_y)):
+        if len(x) != len(y):
+            problems.append(f"the {part} split has {len(x)} images but {len(y)} labels")
+        if len(y) and not 0 <= int(y.min()) <= int(y.max()) < raw.n_classes:
+            problems.append(f"the {part} labels fall outside 0..{raw.n_classes - 1}")
+    if raw.train_x.shape[1:] != raw.test_x.shape[1:]:
+        problems.append(f"training images are {raw.train_x.shape[1:]} but test images {raw.test_x.shape[1:]}")
+    if problems:
+        raise UserError(
+            f"The {name} files in {folders} do not fit together: {'; '.join(problems)}. "
+            f"Replace them with the published files (or delete them to download them again)."
+        )
+
+
+def split(raw: RawData, *, val_size: int, subset: int | None, device: torch.device) -> DeviceData:
+    """Hold out `val_size` training examples, optionally keep `subset` of the rest, move all to `device`."""
+    n = len(raw.train_x)
+    if not isinstance(val_size, int) or not 0 <= val_size < n:
+        raise UserError(f"data.val_size={val_size} must be at least 0 and below the {n} training examples.")
+    if subset is not None and (not isinstance(subset, int) or not 1 <= subset <= n - val_size):
+        raise UserError(
+            f"data.subset={subset} must be between 1 and the {n - val_size} training examples left after "
+            f"data.val_size={val_size} are held out (or null for all)."
+        )
+    # A fixed seed, not the run seed: runs that differ only in seed must see the same validation set.
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    val, train = order[:val_size], order[val_size:]
+    if subset is not None:
+        train = train[:subset]
+    x, y = torch.as_tensor(raw.train_x), torch.as_tensor(raw.train_y)
+    train_x = x[train]
+    mean, std = _channel_stats(train_x)
+    return DeviceData(
+        train_x=train_x.to(device),
+        train_y=y[train].to(device),
+        val_x=x[val].to(device),
+        val_y=y[val].to(device),
+        test_x=torch.as_tensor(raw.test_x).to(device),
+        test_y=torch.as_tensor(raw.test_y).to(device),
+        mean=mean.to(device),
+        std=std.to(device),
+        n_classes=raw.n_classes,
+    )
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of x/255, exact, from a histogram of the 256 byte values.
+
+    Counting bytes needs no float copy of the data (MNIST as float64 would be 376 MB).
+    """
+    channels = x.shape[1]
+    counts = torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(channels)])
+    values = torch.arange(256, dtype=torch.float64) / 255
+    total = counts.sum(1).double()
+    mean = (counts * values).sum(1) / total
+    var = (counts * values**2).sum(1) / total - mean**2
+    std = var.clamp_min(0).sqrt()
+    # A constant channel would divide by zero; std 1 makes centring only subtract its mean.
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return mean.float(), std.float()

@@ -1,0 +1,43 @@
+"""A built wheel, installed into a fresh venv, finds its configs from any working directory."""
+
+import json
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_wheel_installs_into_a_fresh_venv_and_trains_from_another_directory(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
+                    str(REPO)], check=True, capture_output=True)
+    (wheel,) = dist.glob("diagnose-*.whl")
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    # The dependencies (torch, hydra, ...) come from this environment, not from the network; a path line in a
+    # .pth does not run the .pth files it contains, so this environment's editable `diagnose` stays out.
+    (site / "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", str(wheel)],
+                   check=True, capture_output=True)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([python, "-c", "import diagnose; print(diagnose.__file__)"], cwd=elsewhere,
+                           check=True, capture_output=True, text=True).stdout
+    assert where.startswith(str(venv)), where
+    result = subprocess.run(
+        [venv / "bin" / "diagnose", "train", "data=synthetic", "data.size=8", "data.train_count=128",
+         "data.test_count=32", "data.val_size=32", "batch=16", "steps=2", "device=cpu", "model.widths=[8]"],
+        cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (metrics,) = elsewhere.glob("outputs/*/*/metrics.json")
+    assert json.loads(metrics.read_text())["status"] == "completed"
