@@ -55,12 +55,13 @@ def read_dataset(name: str, root: Path, *, download: bool = True, mirror: str | 
     """Read `name` from `root/<name>/`, else the system dataset folder, else download into `root/<name>/`."""
     source = lookup(SOURCES, name, "dataset")
     target = Path(root) / name
-    folders = [target, *(SYSTEM_DIR / n for n in dict.fromkeys([name, name.replace("_", "-")]))]
+    # Debian spells names with hyphens (fashion-mnist); dict.fromkeys drops the duplicate for "mnist".
+    spellings = dict.fromkeys([name, name.replace("_", "-")])
+    folders = [target, *(SYSTEM_DIR / n for n in spellings)]
     paths = {}
     for file in source.md5:
-        paths[file] = _find(_accepted_names(file, name, source), folders) or _download(
-            file, source, target, download, mirror
-        )
+        found = _find(_accepted_names(file, name, source), folders)
+        paths[file] = found or _download(file, source, target, download, mirror)
     raw = _read(source, name, paths)
     _check(raw, name, paths)
     return raw
