@@ -64,7 +64,7 @@ def test_every_optimizer_schedule_and_clip_builds(option, schedule, clip, cfg_fa
     from diagnose.build import build_run
 
     run = build_run(cfg_factory(f"optim={option}", f"schedule={schedule}", f"clip={clip}"))
-    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 16 / 128)
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 16 / 128)
     assert (run.clip is None) == (clip == "none")
 
 

@@ -91,6 +91,6 @@ def test_default_cnn_reaches_80_percent_on_a_fashion_mnist_subset(tmp_path):
     if not Path("/usr/share/datasets/fashion-mnist").is_dir():
         pytest.skip("needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
     cfg = compose_config(["data=fashion_mnist", f"data.root={tmp_path / 'none'}", "data.download=false",
-                          "data.subset=10000", "epochs=2", "device=cpu"])
+                          "data.subset=10000", "epochs=3", "device=cpu"])
     metrics = run_tiny(cfg, tmp_path / "run")
     assert metrics["final"]["test_acc"] >= 0.80, metrics["final"]
