@@ -17,6 +17,7 @@ from diagnose.components.losses import LOSSES
 from diagnose.components.norms import NORMS
 from diagnose.components.optim import CLIPS, OPTIMIZERS, SCHEDULES, lr_scheduler, param_groups, scaled_lr
 from diagnose.data import DeviceData, make_synthetic, read_dataset, split
+from diagnose.diagnostics.monitor import DiagSettings
 from diagnose.errors import UserError
 from diagnose.models.cnn import build_cnn
 from diagnose.models.init import init_weights
@@ -131,6 +132,7 @@ class Run:
     autocast_dtype: torch.dtype | None
     seed: int
     log_every: int
+    diag: DiagSettings
 
 
 def build_run(cfg: DictConfig) -> Run:
@@ -176,4 +178,5 @@ def build_run(cfg: DictConfig) -> Run:
         autocast_dtype=torch.bfloat16 if cfg.precision == "bf16" else None,
         seed=cfg.seed,
         log_every=cfg.log_every,
+        diag=call(partial(DiagSettings, **options(cfg.diag)), "diag", cfg.diag.name),
     )

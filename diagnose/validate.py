@@ -56,6 +56,9 @@ def check_config(cfg: DictConfig) -> None:
     positive_int("data.val_size", cfg.data.val_size, minimum=0)
     optional_positive_int("data.subset", cfg.data.subset)
     fraction("model.dropout", cfg.model.dropout)
+    for key in ("every", "hist_every", "probe_every", "dead_since"):
+        positive_int(f"diag.{key}", cfg.diag[key], minimum=0)
+    positive_int("diag.probe_size", cfg.diag.probe_size)
     if cfg.model.name == "cnn":
         widths = cfg.model.widths
         if not OmegaConf.is_list(widths) or not widths:

@@ -1,7 +1,9 @@
 """The training loop: one function that reads top to bottom."""
 
+import itertools
 import math
 import time
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -14,32 +16,42 @@ from torch.utils.tensorboard import SummaryWriter
 from diagnose.build import Run
 from diagnose.components.norms import clamp_rho_
 from diagnose.data import augment, shuffled_batches, to_input
+from diagnose.diagnostics.dashboard import custom_scalars_layout, depth_figure
+from diagnose.diagnostics.monitor import Diagnostics, DiagSettings, NonFinite
+from diagnose.diagnostics.probes import DeadUnitProbe, has_batchnorm, write_scalars
 from diagnose.training.console import console, progress_bar, stats_text
 from diagnose.training.evaluate import evaluate
 from diagnose.training.outputs import save_checkpoint, write_metrics
+from diagnose.training.state import capture, epoch_generator, restore
 
 
 def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """Train `run` and write TensorBoard events, metrics.json and a checkpoint into `out_dir`.
+    """Train `run`, writing TensorBoard events, metrics.json and a checkpoint into `out_dir`.
 
-    Returns the metrics; their `status` is completed, diverged (a non-finite loss) or interrupted (Ctrl-C).
+    Returns the metrics; their `status` is completed, diverged (a NaN/Inf appeared) or interrupted (Ctrl-C).
     """
+    settings = run.diag
     model, data, device = run.model, run.data, run.device
     prepare = partial(to_input, mean=data.mean, std=data.std, center=run.center)
-    generator = torch.Generator(device=device).manual_seed(run.seed)  # batch order and augmentation
-    autocast = (torch.autocast(device.type, dtype=run.autocast_dtype) if run.autocast_dtype
-                else nullcontext())
+    generator = torch.Generator(device=device).manual_seed(run.seed)  # augmentation
     writer = SummaryWriter(log_dir=str(out_dir))
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
     writer.add_text("config", "    " + config_yaml.replace("\n", "\n    "))  # indented: markdown shows it verbatim
+    writer.add_custom_scalars(custom_scalars_layout())
+    diag = Diagnostics(model, writer, settings)
+    probe_x = prepare(data.val_x[:settings.probe_size])  # held out from training, fixed for the whole run
+    probe = DeadUnitProbe(model, probe_x, settings.dead_since) if settings.probe_every and len(probe_x) else None
+    step_fn = partial(train_step, run, generator, prepare, diag)
 
-    # running sums stay on the device; they are read (one host sync) only on logging steps
-    window_loss = torch.zeros((), device=device)
+    # Per-step losses of the current log window stay on the device: reading them (one host sync) happens
+    # only on logging steps, and still tells exactly which step first went non-finite.
+    window_losses = torch.zeros(run.log_every, device=device)
     window_correct = torch.zeros((), device=device, dtype=torch.long)
     window_start, window_steps = time.perf_counter(), 0
+    last_good = capture(run, generator, 0) if settings.locate_nonfinite else None
     train_loss = train_acc = float("nan")
     history: list[dict[str, float]] = []
-    status, done, train_time, images_per_s = "completed", 0, 0.0, 0.0  # done: completed steps
+    status, done, train_time, nonfinite = "completed", 0, 0.0, None
     started = time.perf_counter()
 
     model.train()
@@ -49,65 +61,64 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
         with progress:
             for step in range(run.total_steps):
                 if step % run.steps_per_epoch == 0:
-                    batches = shuffled_batches(len(data.train_y), run.batch, generator, device)
-                idx = next(batches)
-                xb, yb = data.train_x[idx], data.train_y[idx]  # (B, C, H, W) uint8, (B,)
-                if run.augment:
-                    xb = augment(xb, generator)
-                with autocast:
-                    logits = model(prepare(xb))
-                    loss = run.loss_fn(logits.float(), yb)
-                run.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if run.clip is not None:
-                    run.clip([p for p in model.parameters() if p.grad is not None])
-                run.optimizer.step()
-                run.scheduler.step()
-                clamp_rho_(model)
-                window_loss += loss.detach()
-                window_correct += (logits.argmax(dim=1) == yb).sum()
+                    batches = epoch_batches(run, step // run.steps_per_epoch)
+                diag.start(step + 1)
+                loss, correct = step_fn(next(batches))
+                nonfinite = diag.finish(step + 1)
+                window_losses[window_steps] = loss
+                window_correct += correct
                 window_steps += 1
-
                 done = step + 1
-                if done % run.log_every == 0 or done == run.total_steps:
+
+                if probe is not None and done % settings.probe_every == 0:
+                    write_scalars(writer, probe.measure(done), done)
+
+                if window_steps == run.log_every or done == run.total_steps or nonfinite:
                     # the only host sync of the hot loop, once per log window
-                    train_loss = window_loss.item() / window_steps
-                    train_acc = window_correct.item() / (window_steps * run.batch)
+                    losses = window_losses[:window_steps].tolist()
+                    first_step = done - window_steps + 1
+                    bad = next((first_step + i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+                    if bad is not None or nonfinite:
+                        status = "diverged"
+                        if bad is not None and not (nonfinite and nonfinite.step <= bad):
+                            nonfinite = locate_nonfinite(run, generator, last_good, bad, diag, step_fn)
+                        console.print(f"[red]Diverged: {nonfinite.describe()}. Stopping; lower the lr, clip "
+                                      f"gradients or add normalisation.")
+                        break
                     elapsed = time.perf_counter() - window_start
                     train_time += elapsed
                     images_per_s = window_steps * run.batch / elapsed
-                    writer.add_scalar("train/loss", train_loss, done)
+                    train_loss, train_acc = sum(losses) / len(losses), window_correct.item() / (window_steps * run.batch)
+                    for i, value in enumerate(losses):
+                        writer.add_scalar("train/loss", value, first_step + i)
                     writer.add_scalar("train/acc", train_acc, done)
                     writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], done)
                     writer.add_scalar("perf/images_per_s", images_per_s, done)
                     progress.update(task, completed=done, stats=stats_text(train_loss, train_acc, images_per_s))
-                    if not math.isfinite(train_loss):
-                        status = "diverged"
-                        console.print(f"[red]Training loss became {train_loss} by step {done}: stopping "
-                                      f"(lower lr, add clipping or normalisation).")
-                        break
-                    window_loss.zero_()
+                    if last_good is not None:
+                        last_good = capture(run, generator, done)
                     window_correct.zero_()
                     window_start, window_steps = time.perf_counter(), 0
 
-                if done % run.steps_per_epoch == 0 or done == run.total_steps:
-                    val_loss, val_acc = evaluate(model, run.loss_fn, data.val_x, data.val_y, prepare)
-                    writer.add_scalar("val/loss", val_loss, done)
-                    writer.add_scalar("val/acc", val_acc, done)
-                    history.append({"step": done, "epoch": done / run.steps_per_epoch,
-                                    "val_loss": val_loss, "val_acc": val_acc})
+                if (done % run.steps_per_epoch == 0 or done == run.total_steps) and len(data.val_y):
+                    history.append(evaluate_epoch(run, prepare, diag, settings, writer, done))
                     window_start = time.perf_counter()  # evaluation time is not training time
     except KeyboardInterrupt:
         status = "interrupted"
         console.print(f"[yellow]Interrupted after {done} steps: saving what there is.")
+    finally:
+        diag.close()
 
     final: dict[str, float] = {"train_loss": train_loss, "train_acc": train_acc}
     if history:
         final.update(val_loss=history[-1]["val_loss"], val_acc=history[-1]["val_acc"])
     if status == "completed":
         final["test_loss"], final["test_acc"] = evaluate(model, run.loss_fn, data.test_x, data.test_y, prepare)
-        writer.add_scalar("test/loss", final["test_loss"], run.total_steps)
-        writer.add_scalar("test/acc", final["test_acc"], run.total_steps)
+        writer.add_scalar("test/loss", final["test_loss"], done)
+        writer.add_scalar("test/acc", final["test_acc"], done)
+    if nonfinite is not None:
+        writer.add_text("diverged", nonfinite.describe(), nonfinite.step)
+        done = restore(run, generator, last_good) if last_good else done  # keep the last finite weights
     metrics = {
         "status": status,
         "steps": done,
@@ -116,15 +127,78 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
         "images_per_s": done * run.batch / train_time if train_time else 0.0,
         "final": final,
         "history": history,
+        "nonfinite": vars(nonfinite) if nonfinite else None,
         "config": config,
     }
     writer.close()
-    save_checkpoint(out_dir, {
-        "model": model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "step": done,
-        "config": config,
-    })
+    save_checkpoint(out_dir, {**capture(run, generator, done), "config": config})
     write_metrics(out_dir, metrics)
     return metrics
+
+
+def epoch_batches(run: Run, epoch: int) -> Iterator[torch.Tensor]:
+    """The index tensors of one epoch's batches, in an order fixed by (seed, epoch)."""
+    generator = epoch_generator(run.seed, epoch, run.device)
+    return shuffled_batches(len(run.data.train_y), run.batch, generator, run.device)
+
+
+def train_step(run: Run, generator: torch.Generator, prepare: Callable, diag: Diagnostics,
+               idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on the examples `idx`; returns (loss, number correct) as device tensors."""
+    xb, yb = run.data.train_x[idx], run.data.train_y[idx]  # (B, C, H, W) uint8, (B,)
+    if run.augment:
+        xb = augment(xb, generator)
+    autocast = torch.autocast(run.device.type, dtype=run.autocast_dtype) if run.autocast_dtype else nullcontext()
+    with autocast:
+        logits = run.model(prepare(xb))
+        loss = run.loss_fn(logits.float(), yb)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    diag.after_backward()
+    if run.clip is not None:
+        run.clip([p for p in run.model.parameters() if p.grad is not None])
+    run.optimizer.step()
+    run.scheduler.step()
+    clamp_rho_(run.model)
+    return loss.detach(), (logits.argmax(dim=1) == yb).sum()
+
+
+def locate_nonfinite(run: Run, generator: torch.Generator, last_good: dict[str, Any] | None, bad_step: int,
+                     diag: Diagnostics, step_fn: Callable) -> NonFinite:
+    """Replay from the last state known to be finite, measuring every layer at every step, to name the
+    first layer and step where a NaN/Inf appears. Without a saved state, only the step is known."""
+    if last_good is None:
+        return NonFinite(bad_step, "loss", "loss")
+    step = restore(run, generator, last_good)
+    epoch, position = divmod(step, run.steps_per_epoch)
+    batches = itertools.islice(epoch_batches(run, epoch), position, None)
+    for step in range(step, bad_step):
+        if step % run.steps_per_epoch == 0:
+            batches = epoch_batches(run, step // run.steps_per_epoch)
+        diag.start(step + 1, watch=True)
+        loss, _ = step_fn(next(batches))
+        found = diag.finish(step + 1, write=False)
+        if found:
+            return found
+        if not torch.isfinite(loss):
+            return NonFinite(step + 1, "loss", "loss")
+    return NonFinite(bad_step, "loss", "loss")
+
+
+def evaluate_epoch(run: Run, prepare: Callable, diag: Diagnostics, settings: DiagSettings, writer: SummaryWriter,
+                   done: int) -> dict[str, float]:
+    """Validation loss/accuracy, BN's train-vs-eval accuracy and the depth plot; returns the history entry."""
+    data = run.data
+    val_loss, val_acc = evaluate(run.model, run.loss_fn, data.val_x, data.val_y, prepare)
+    writer.add_scalar("val/loss", val_loss, done)
+    writer.add_scalar("val/acc", val_acc, done)
+    entry = {"step": done, "epoch": done / run.steps_per_epoch, "val_loss": val_loss, "val_acc": val_acc}
+    if settings.bn_eval_gap and has_batchnorm(run.model):
+        _, train_mode_acc = evaluate(run.model, run.loss_fn, data.val_x, data.val_y, prepare, batch=run.batch,
+                                     batch_stats=True)
+        writer.add_scalar("bn/val_acc_train_mode", train_mode_acc, done)
+        writer.add_scalar("bn/val_acc_eval_mode", val_acc, done)
+        entry["val_acc_bn_train_mode"] = train_mode_acc
+    if diag.latest:
+        writer.add_figure("depth/act_std_and_grad_norm", depth_figure(diag.latest, diag.layer_names, done), done)
+    return entry

@@ -1,0 +1,1 @@
+"""See inside a network while it trains: hooks attached from outside, statistics on the device."""

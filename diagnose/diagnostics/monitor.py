@@ -1,0 +1,190 @@
+"""The diagnostics object: attaches hooks to a model from outside, measures on chosen steps only."""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from diagnose.diagnostics import stats
+from diagnose.diagnostics.layers import Layer, measured_layers
+
+
+@dataclass(frozen=True)
+class DiagSettings:
+    every: int = 50  # per-layer statistics every N steps; 0 never
+    hist_every: int = 500  # histograms every N steps; 0 never
+    probe_every: int = 200  # dead units on the fixed probe batch every N steps; 0 never
+    probe_size: int = 512
+    dead_since: int = 0  # "permanently dead": dead at every probe from this step on
+    sigmoid_flat: float = 0.02  # sigmoid outputs below this, or above 1 - this, are saturated
+    tanh_flat: float = 0.97  # |tanh| above this is saturated
+    bn_eval_gap: bool = True  # at each evaluation, val accuracy with BN in train mode vs eval mode
+    locate_nonfinite: bool = True  # on divergence, replay from the last good state to find the layer
+
+
+@dataclass
+class NonFinite:
+    """Where a NaN/Inf first appeared."""
+
+    step: int
+    layer: str  # a module name, or "loss" when every measured tensor was still finite
+    tensor: str  # "activation", "gradient" (w.r.t. the layer's output), "weight gradient" or "loss"
+
+    def describe(self) -> str:
+        where = "the loss" if self.layer == "loss" else f"the {self.tensor} of layer {self.layer}"
+        return f"first non-finite value at step {self.step}, in {where}"
+
+
+class Diagnostics:
+    """Per-layer statistics of a training run, written to TensorBoard.
+
+    Call order per step: `start(step)` before the forward pass, `after_backward()`, then `finish(step)` after
+    the optimizer step. Hooks live only for the steps that measure and are removed after each of them, so
+    the model runs bare in between; measured values are 0-d device tensors gathered with a single host
+    transfer per measuring step and dropped right after.
+    """
+
+    def __init__(self, model: nn.Module, writer: Any, settings: DiagSettings):
+        self.model, self.writer, self.settings = model, writer, settings
+        self.layers = measured_layers(model)
+        self.weights = [(layer.name, layer.module.weight) for layer in self.layers if layer.role == "weight"]
+        self._handles: list[RemovableHandle] = []
+        self._scalars: list[tuple[str, torch.Tensor]] = []
+        self._hists: list[tuple[str, torch.Tensor]] = []
+        self._finite: list[tuple[str, str, torch.Tensor]] = []  # (layer, tensor kind, 1.0 if finite)
+        self._weights_before: list[torch.Tensor] = []
+        self._stats = self._hist = False
+        self.latest: dict[str, float] = {}  # the last measured values, for findings and depth plots
+
+    # ---- when to measure ----------------------------------------------------------------------------------
+    def _due(self, every: int, step: int) -> bool:
+        return every > 0 and step % every == 0
+
+    def start(self, step: int, *, watch: bool = False) -> None:
+        """Attach hooks if step `step` (counted from 1) measures; `watch` measures regardless."""
+        self._stats = watch or self._due(self.settings.every, step)
+        self._hist = not watch and self._due(self.settings.hist_every, step)
+        if not (self._stats or self._hist):
+            return
+        for layer in self.layers:
+            self._handles.append(layer.module.register_forward_hook(self._forward_hook(layer)))
+            if layer.kind == "batchnorm":
+                self._handles.append(layer.module.register_forward_pre_hook(self._batchnorm_hook(layer)))
+
+    @property
+    def measuring(self) -> bool:
+        return self._stats or self._hist
+
+    # ---- hooks ----------------------------------------------------------------------------------------------
+    def _forward_hook(self, layer: Layer):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if self._stats:
+                mean, std, zeros, finite = stats.moments(output)
+                self._scalars += [(f"act_mean/{layer.name}", mean), (f"act_std/{layer.name}", std),
+                                  (f"act_zero/{layer.name}", zeros)]
+                self._finite.append((layer.name, "activation", finite))
+                if layer.kind in ("sigmoid", "tanh"):
+                    fraction = stats.saturated_fraction(output, layer.kind, self.settings.sigmoid_flat,
+                                                        self.settings.tanh_flat)
+                    self._scalars.append((f"saturation/{layer.name}", fraction))
+            if self._hist:
+                self._hists.append((f"act/{layer.name}", stats.histogram(output)))
+            if output.requires_grad:
+                output.register_hook(self._grad_hook(layer))
+
+        return hook
+
+    def _grad_hook(self, layer: Layer):
+        def hook(grad: torch.Tensor) -> None:
+            if self._stats:
+                mean, std, _, finite = stats.moments(grad)
+                self._scalars += [(f"grad_mean/{layer.name}", mean), (f"grad_std/{layer.name}", std),
+                                  (f"grad_norm/{layer.name}", grad.detach().float().norm())]
+                self._finite.append((layer.name, "gradient", finite))
+            if self._hist:
+                self._hists.append((f"grad/{layer.name}", stats.histogram(grad)))
+
+        return hook
+
+    def _batchnorm_hook(self, layer: Layer):
+        def hook(module: nn.modules.batchnorm._BatchNorm, inputs: tuple) -> None:
+            # a pre-hook: the running statistics have not yet taken this batch in
+            if self._stats and module.training and module.running_mean is not None:
+                shift, ratio = stats.batch_vs_running(inputs[0], module.running_mean, module.running_var,
+                                                      module.eps)
+                self._scalars += [(f"bn_shift/{layer.name}", shift), (f"bn_var_ratio/{layer.name}", ratio)]
+                if hasattr(module, "rho"):  # Batch-Instance Norm: how much BN (1) vs IN (0) it learned
+                    self._scalars.append((f"bin_rho/{layer.name}", module.rho.detach().mean()))
+
+        return hook
+
+    # ---- after backward / after the update ------------------------------------------------------------
+    def after_backward(self) -> None:
+        """Weight gradients exist now and the weights are still the old ones."""
+        if self._stats:
+            for name, weight in self.weights:
+                if weight.grad is None:
+                    continue
+                self._scalars += [(f"weight_norm/{name}", weight.detach().norm()),
+                                  (f"weight_grad_norm/{name}", weight.grad.detach().norm()),
+                                  (f"sign_agreement/{name}", stats.sign_agreement(weight.grad))]
+                self._finite.append((name, "weight gradient", torch.isfinite(weight.grad).all().float()))
+            self._weights_before = [weight.detach().clone() for _, weight in self.weights]
+        if self._hist:
+            for name, weight in self.weights:
+                self._hists.append((f"weight/{name}", stats.histogram(weight)))
+                if weight.grad is not None:
+                    self._hists.append((f"weight_grad/{name}", stats.histogram(weight.grad)))
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def finish(self, step: int, write: bool = True) -> NonFinite | None:
+        """Detach hooks, write what this step measured (one host transfer); report a non-finite value."""
+        if not self.measuring:
+            return None
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for (name, weight), before in zip(self.weights, self._weights_before, strict=True):
+            # Karpathy's update:data ratio; about 1e-3 is healthy, far above or below is not
+            ratio = (weight.detach() - before).norm() / before.norm().clamp(min=1e-12)
+            self._scalars.append((f"update_ratio/{name}", ratio))
+        self._weights_before = []
+
+        flat = [value for _, value in self._scalars] + [flag for _, _, flag in self._finite]
+        values = torch.stack(flat).tolist() if flat else []
+        hists = torch.stack([h for _, h in self._hists]).cpu() if self._hists else None
+        for (tag, _), value in zip(self._scalars, values, strict=False):
+            if write:
+                self.writer.add_scalar(tag, value, step)
+            self.latest[tag] = value
+        if hists is not None and write:
+            for (tag, _), hist in zip(self._hists, hists, strict=True):
+                write_histogram(self.writer, tag, hist, step)
+        flags = values[len(self._scalars):]
+        bad = next(((layer, kind) for (layer, kind, _), ok in zip(self._finite, flags, strict=True) if not ok),
+                   None)
+        self._scalars, self._hists, self._finite = [], [], []
+        self._stats = self._hist = False
+        return NonFinite(step, *bad) if bad else None
+
+    def close(self) -> None:
+        """Remove every hook (a run may end in the middle of a measuring step)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._scalars, self._hists, self._finite, self._weights_before = [], [], [], []
+
+
+def write_histogram(writer: Any, tag: str, hist: torch.Tensor, step: int) -> None:
+    """Write one `stats.histogram` summary; TensorBoard wants each bucket's right edge."""
+    low, high, count, total, total_sq = hist[:5].tolist()
+    if count == 0:
+        return
+    counts = hist[5:]
+    edges = torch.linspace(low, high, len(counts) + 1)[1:]
+    writer.add_histogram_raw(tag, low, high, count, total, total_sq, edges.tolist(), counts.tolist(), step)

@@ -1,0 +1,79 @@
+"""Measurements on held-out data: dead units on a fixed probe batch, BN in train vs eval mode."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from diagnose.diagnostics import stats
+from diagnose.diagnostics.layers import measured_layers
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Run with every BatchNorm normalising by the batch's own statistics (as in training), the rest of the
+    model (dropout) in eval mode, and the running statistics left exactly as they were."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: v.clone() for k, v in m.named_buffers()} for m in norms]
+    was_training = model.training
+    model.eval()
+    for m in norms:
+        m.train()
+    try:
+        yield
+    finally:
+        for m, buffers in zip(norms, saved, strict=True):
+            for name, value in buffers.items():
+                getattr(m, name).copy_(value)
+        model.train(was_training)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+class DeadUnitProbe:
+    """Dead units of every ReLU-like layer on a fixed batch held out from training.
+
+    A unit (a channel of a conv map, a neuron of an MLP) is dead when its output is <= 0 (zero for a ReLU)
+    for every probe example and position. Besides the share dead now, it tracks the share dead at every
+    probe since `since`: permanently dead units, as opposed to ones that flicker back to life.
+    """
+
+    def __init__(self, model: nn.Module, probe_x: torch.Tensor, since: int = 0):
+        self.model, self.probe_x, self.since = model, probe_x, since
+        self.layers = [layer for layer in measured_layers(model) if layer.kind == "relu_like"]
+        self.always_dead: dict[str, torch.Tensor] = {}  # (units,) bool per layer, on the device
+
+    @torch.no_grad()
+    def measure(self, step: int) -> dict[str, torch.Tensor]:
+        """{tag: 0-d tensor} for dead/<layer> and, from step `since` on, dead_permanent/<layer>."""
+        outputs: dict[str, torch.Tensor] = {}
+        handles = [layer.module.register_forward_hook(
+            lambda m, i, out, name=layer.name: outputs.__setitem__(name, stats.dead_units(out)))
+            for layer in self.layers]
+        try:
+            with batch_statistics(self.model):
+                self.model(self.probe_x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        result = {}
+        for name, dead in outputs.items():
+            result[f"dead/{name}"] = dead.float().mean()
+            if step >= self.since:
+                self.always_dead[name] = self.always_dead.get(name, dead) & dead
+                result[f"dead_permanent/{name}"] = self.always_dead[name].float().mean()
+        return result
+
+
+def write_scalars(writer: Any, values: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+    """One host transfer for a dict of 0-d tensors; returns them as floats."""
+    if not values:
+        return {}
+    floats = dict(zip(values, torch.stack(list(values.values())).tolist(), strict=True))
+    for tag, value in floats.items():
+        writer.add_scalar(tag, value, step)
+    return floats
