@@ -55,6 +55,7 @@ class Diagnostics:
         self._hists: list[tuple[str, torch.Tensor]] = []
         self._finite: list[tuple[str, str, torch.Tensor]] = []  # (layer, tensor kind, 1.0 if finite)
         self._weights_before: list[torch.Tensor] = []
+        self._running_before: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._stats = self._hist = False
         self.latest: dict[str, float] = {}  # the last measured values, for findings and depth plots
 
@@ -81,16 +82,18 @@ class Diagnostics:
     def _forward_hook(self, layer: Layer):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             if self._stats:
-                mean, std, zeros, finite = stats.moments(output)
+                mean, std, _, finite = stats.moments(output)
                 self._scalars += [(f"act_mean/{layer.name}", mean), (f"act_std/{layer.name}", std),
-                                  (f"act_zero/{layer.name}", zeros)]
+                                  (f"act_zero/{layer.name}", stats.zero_fraction(output))]
                 self._finite.append((layer.name, "activation", finite))
+                if layer.kind == "batchnorm":
+                    self._batchnorm_stats(layer, module, output.numel() // output.shape[1])
                 if layer.kind in ("sigmoid", "tanh"):
                     fraction = stats.saturated_fraction(output, layer.kind, self.settings.sigmoid_flat,
                                                         self.settings.tanh_flat)
                     self._scalars.append((f"saturation/{layer.name}", fraction))
             if self._hist:
-                self._hists.append((f"act/{layer.name}", stats.histogram(output)))
+                self._hists.append((f"act/{layer.name}", stats.histogram_sample(output)))
             if output.requires_grad:
                 output.register_hook(self._grad_hook(layer))
 
@@ -99,26 +102,38 @@ class Diagnostics:
     def _grad_hook(self, layer: Layer):
         def hook(grad: torch.Tensor) -> None:
             if self._stats:
-                mean, std, _, finite = stats.moments(grad)
+                mean, std, norm, finite = stats.moments(grad)
                 self._scalars += [(f"grad_mean/{layer.name}", mean), (f"grad_std/{layer.name}", std),
-                                  (f"grad_norm/{layer.name}", grad.detach().float().norm())]
+                                  (f"grad_norm/{layer.name}", norm)]
                 self._finite.append((layer.name, "gradient", finite))
             if self._hist:
-                self._hists.append((f"grad/{layer.name}", stats.histogram(grad)))
+                self._hists.append((f"grad/{layer.name}", stats.histogram_sample(grad)))
 
         return hook
 
     def _batchnorm_hook(self, layer: Layer):
-        def hook(module: nn.modules.batchnorm._BatchNorm, inputs: tuple) -> None:
-            # a pre-hook: the running statistics have not yet taken this batch in
-            if self._stats and module.training and module.running_mean is not None:
-                shift, ratio = stats.batch_vs_running(inputs[0], module.running_mean, module.running_var,
-                                                      module.eps)
-                self._scalars += [(f"bn_shift/{layer.name}", shift), (f"bn_var_ratio/{layer.name}", ratio)]
-                if hasattr(module, "rho"):  # Batch-Instance Norm: how much BN (1) vs IN (0) it learned
-                    self._scalars.append((f"bin_rho/{layer.name}", module.rho.detach().mean()))
+        """A pre-hook keeps the running statistics from before this batch (C numbers); the forward hook then
+        reads the batch's own statistics back from BN's update, running' = (1 - m) running + m batch, so
+        measuring them costs no pass over the activations."""
 
-        return hook
+        def pre_hook(module: nn.modules.batchnorm._BatchNorm, inputs: tuple) -> None:
+            if self._stats and module.training and module.running_mean is not None and module.momentum:
+                self._running_before[layer.name] = (module.running_mean.clone(), module.running_var.clone())
+
+        return pre_hook
+
+    def _batchnorm_stats(self, layer: Layer, module: nn.modules.batchnorm._BatchNorm, n: int) -> None:
+        before = self._running_before.pop(layer.name, None)
+        if before is None:
+            return
+        mean_before, var_before = before
+        m = module.momentum
+        batch_mean = (module.running_mean - (1 - m) * mean_before) / m
+        batch_var = (module.running_var - (1 - m) * var_before) / m * (n - 1) / n  # BN keeps the unbiased var
+        shift, ratio = stats.batch_vs_running(batch_mean, batch_var, mean_before, var_before, module.eps)
+        self._scalars += [(f"bn_shift/{layer.name}", shift), (f"bn_var_ratio/{layer.name}", ratio)]
+        if hasattr(module, "rho"):  # Batch-Instance Norm: how much BN (1) vs IN (0) it has learned
+            self._scalars.append((f"bin_rho/{layer.name}", module.rho.detach().mean()))
 
     # ---- after backward / after the update ------------------------------------------------------------
     def after_backward(self) -> None:
@@ -134,9 +149,9 @@ class Diagnostics:
             self._weights_before = [weight.detach().clone() for _, weight in self.weights]
         if self._hist:
             for name, weight in self.weights:
-                self._hists.append((f"weight/{name}", stats.histogram(weight)))
+                self._hists.append((f"weight/{name}", stats.histogram_sample(weight)))
                 if weight.grad is not None:
-                    self._hists.append((f"weight_grad/{name}", stats.histogram(weight.grad)))
+                    self._hists.append((f"weight_grad/{name}", stats.histogram_sample(weight.grad)))
 
     @property
     def layer_names(self) -> list[str]:
@@ -157,7 +172,7 @@ class Diagnostics:
 
         flat = [value for _, value in self._scalars] + [flag for _, _, flag in self._finite]
         values = torch.stack(flat).tolist() if flat else []
-        hists = torch.stack([h for _, h in self._hists]).cpu() if self._hists else None
+        hists = stats.histograms([h for _, h in self._hists]).cpu() if self._hists else None
         for (tag, _), value in zip(self._scalars, values, strict=False):
             if write:
                 self.writer.add_scalar(tag, value, step)

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
@@ -42,21 +43,27 @@ class DeadUnitProbe:
     probe since `since`: permanently dead units, as opposed to ones that flicker back to life.
     """
 
-    def __init__(self, model: nn.Module, probe_x: torch.Tensor, since: int = 0):
-        self.model, self.probe_x, self.since = model, probe_x, since
+    def __init__(self, model: nn.Module, probe_x: torch.Tensor, since: int = 0, chunk: int = 128):
+        self.model, self.probe_x, self.since, self.chunk = model, probe_x, since, chunk
         self.layers = [layer for layer in measured_layers(model) if layer.kind == "relu_like"]
         self.always_dead: dict[str, torch.Tensor] = {}  # (units,) bool per layer, on the device
 
     @torch.no_grad()
     def measure(self, step: int) -> dict[str, torch.Tensor]:
         """{tag: 0-d tensor} for dead/<layer> and, from step `since` on, dead_permanent/<layer>."""
-        outputs: dict[str, torch.Tensor] = {}
-        handles = [layer.module.register_forward_hook(
-            lambda m, i, out, name=layer.name: outputs.__setitem__(name, stats.dead_units(out)))
-            for layer in self.layers]
+        outputs: dict[str, torch.Tensor] = {}  # per layer: dead in every chunk so far
+
+        def hook(module: nn.Module, inputs: tuple, out: torch.Tensor, name: str) -> None:
+            dead = stats.dead_units(out)
+            outputs[name] = outputs[name] & dead if name in outputs else dead
+
+        handles = [layer.module.register_forward_hook(partial(hook, name=layer.name)) for layer in self.layers]
         try:
+            # BN takes each chunk's statistics, as in training; chunks no larger than a training batch keep the
+            # probe's memory peak below the training step's
             with batch_statistics(self.model):
-                self.model(self.probe_x)
+                for start in range(0, len(self.probe_x), self.chunk):
+                    self.model(self.probe_x[start:start + self.chunk])
         finally:
             for handle in handles:
                 handle.remove()

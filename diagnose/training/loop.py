@@ -40,7 +40,8 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     writer.add_custom_scalars(custom_scalars_layout())
     diag = Diagnostics(model, writer, settings)
     probe_x = prepare(data.val_x[:settings.probe_size])  # held out from training, fixed for the whole run
-    probe = DeadUnitProbe(model, probe_x, settings.dead_since) if settings.probe_every and len(probe_x) else None
+    probe = (DeadUnitProbe(model, probe_x, settings.dead_since, chunk=max(run.batch, 2))
+             if settings.probe_every and len(probe_x) else None)
     step_fn = partial(train_step, run, generator, prepare, diag)
 
     # Per-step losses of the current log window stay on the device: reading them (one host sync) happens
@@ -88,7 +89,8 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
                     elapsed = time.perf_counter() - window_start
                     train_time += elapsed
                     images_per_s = window_steps * run.batch / elapsed
-                    train_loss, train_acc = sum(losses) / len(losses), window_correct.item() / (window_steps * run.batch)
+                    train_loss = sum(losses) / len(losses)
+                    train_acc = window_correct.item() / (window_steps * run.batch)
                     for i, value in enumerate(losses):
                         writer.add_scalar("train/loss", value, first_step + i)
                     writer.add_scalar("train/acc", train_acc, done)
@@ -169,10 +171,10 @@ def locate_nonfinite(run: Run, generator: torch.Generator, last_good: dict[str, 
     first layer and step where a NaN/Inf appears. Without a saved state, only the step is known."""
     if last_good is None:
         return NonFinite(bad_step, "loss", "loss")
-    step = restore(run, generator, last_good)
-    epoch, position = divmod(step, run.steps_per_epoch)
+    start = restore(run, generator, last_good)
+    epoch, position = divmod(start, run.steps_per_epoch)
     batches = itertools.islice(epoch_batches(run, epoch), position, None)
-    for step in range(step, bad_step):
+    for step in range(start, bad_step):
         if step % run.steps_per_epoch == 0:
             batches = epoch_batches(run, step // run.steps_per_epoch)
         diag.start(step + 1, watch=True)

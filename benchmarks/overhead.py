@@ -1,0 +1,109 @@
+"""What diagnostics cost: training steps/s and peak memory with diag=off, default and full, side by side.
+
+    python benchmarks/overhead.py                      # default CNN, Fashion-MNIST subset (synthetic if absent)
+    python benchmarks/overhead.py --data synthetic --steps 200 --rounds 2
+
+Each measurement runs in a fresh subprocess (so peak memory is its own), the modes interleaved round by
+round (so a slow moment of the machine hits every mode alike); the table shows medians and ratios to off.
+Steps/s counts training steps only (per-layer statistics, histograms and dead-unit probes included; the
+once-per-epoch evaluations that every mode does are not).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+MODES = ("off", "default", "full")
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def worker(args: argparse.Namespace) -> None:
+    import torch
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from diagnose.build import build_run
+    from diagnose.cli import config_dir
+    from diagnose.training.loop import train
+
+    overrides = [f"diag={args.worker}", f"steps={args.steps}", f"device={args.device}", f"batch={args.batch}",
+                 f"data={args.data}", "data.val_size=1000"]
+    overrides += ["data.subset=10000"] if args.data != "synthetic" else ["data.train_count=11000"]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    run = build_run(cfg)
+    reset_peak_rss()  # measure the peak during training, not while the dataset was decompressed
+    with tempfile.TemporaryDirectory() as out:
+        metrics = train(run, Path(out), OmegaConf.to_container(cfg, resolve=True))
+    result = {"steps_per_s": metrics["images_per_s"] / cfg.batch, "peak_rss_mb": peak_rss_mb(),
+              "device": str(run.device)}
+    if run.device.type == "cuda":
+        result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        result["gpu"] = torch.cuda.get_device_name()
+    print(json.dumps(result))
+
+
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets the process's peak resident set size (VmHWM) to its current size."""
+    clear_refs = Path("/proc/self/clear_refs")
+    if clear_refs.exists():
+        clear_refs.write_text("5")
+
+
+def peak_rss_mb() -> float:
+    status = Path("/proc/self/status")
+    if status.exists():
+        line = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak since start (kB on Linux)
+
+
+def measure(mode: str, args: argparse.Namespace, steps: int, env: dict | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--worker", mode, "--steps", str(steps), "--data", args.data,
+           "--device", args.device, "--batch", str(args.batch)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="fashion_mnist" if FASHION.is_dir() else "synthetic")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    speed_runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    for _ in range(args.rounds):
+        for mode in MODES:
+            speed_runs[mode].append(measure(mode, args, args.steps))
+    # Memory in runs of their own: a fixed mmap threshold makes glibc hand every large block back to the OS
+    # when it is freed, so peak RSS follows what is live rather than the order of past allocations (it also
+    # slows the CPU down, which is why speed is measured without it).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    memory_runs = {mode: measure(mode, args, min(args.steps, 100), env) for mode in MODES}
+
+    device = speed_runs["off"][0].get("gpu", speed_runs["off"][0]["device"])
+    print(f"default CNN, {args.data}, batch {args.batch}, {args.steps} steps, {args.rounds} rounds, on {device}")
+    memory_key = "cuda_peak_mb" if "cuda_peak_mb" in memory_runs["off"] else "peak_rss_mb"
+    off_speed = statistics.median(r["steps_per_s"] for r in speed_runs["off"])
+    off_memory = memory_runs["off"][memory_key]
+    print(f"{'diag':<8} {'steps/s':>8} {'vs off':>7} {memory_key:>13} {'vs off':>7}")
+    for mode in MODES:
+        speed = statistics.median(r["steps_per_s"] for r in speed_runs[mode])
+        memory = memory_runs[mode][memory_key]
+        print(f"{mode:<8} {speed:8.2f} {speed / off_speed:7.3f} {memory:13.1f} {memory / off_memory:7.3f}")
+
+
+if __name__ == "__main__":
+    main()
