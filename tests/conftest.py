@@ -13,8 +13,9 @@ from diagnose.cli import config_dir
 CONF = config_dir()
 
 # A tiny, fast run: synthetic 8x8 images, a few steps, on the CPU.
-TINY = ["data=synthetic", "data.size=8", "data.train_count=256", "data.test_count=64", "data.val_size=64",
-        "batch=16", "steps=4", "log_every=2", "device=cpu", "model.widths=[8,16]"]
+TINY_DATA = ["data=synthetic", "data.size=8", "data.train_count=256", "data.test_count=64", "data.val_size=64",
+             "batch=16", "steps=4", "log_every=2", "device=cpu"]
+TINY = [*TINY_DATA, "model.widths=[8,16]"]
 
 
 def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:

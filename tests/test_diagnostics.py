@@ -1,0 +1,279 @@
+"""Per-layer diagnostics, each checked against an independent computation."""
+
+import gc
+import json
+import math
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY, TINY_DATA, compose_config
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
+
+from diagnose.build import build_model, build_run
+from diagnose.data import to_input
+from diagnose.diagnostics.monitor import Diagnostics, DiagSettings
+from diagnose.diagnostics.probes import DeadUnitProbe, batch_statistics
+from diagnose.diagnostics.stats import histograms, sign_agreement
+from diagnose.training.loop import epoch_batches, train, train_step
+
+EVERY_STEP = DiagSettings(every=1, hist_every=1)
+
+
+class RecordingWriter:
+    """Stands in for SummaryWriter: keeps the last value written under each tag."""
+
+    def __init__(self):
+        self.scalars: dict[str, float] = {}
+        self.histograms: dict[str, tuple] = {}
+
+    def add_scalar(self, tag, value, step):
+        self.scalars[tag] = value
+
+    def add_histogram_raw(self, tag, *args):
+        self.histograms[tag] = args
+
+
+def model_for(*overrides, shape=(1, 8, 8), n_classes=4):
+    torch.manual_seed(0)
+    return build_model(compose_config(list(overrides)), shape, n_classes)
+
+
+def one_measured_step(model, x, y, lr=0.1):
+    """Train one step with diagnostics on; returns (writer, p.grad norms, weights before, after)."""
+    writer = RecordingWriter()
+    diag = Diagnostics(model, writer, EVERY_STEP)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    diag.start(1)
+    F.cross_entropy(model(x), y).backward()
+    diag.after_backward()
+    grad_norms = {name: p.grad.norm().item() for name, p in model.named_parameters()}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer.step()
+    nonfinite = diag.finish(1)
+    return writer, grad_norms, before, nonfinite
+
+
+def test_weight_gradient_norm_and_update_ratio_match_the_parameters():
+    model = model_for("model.widths=[4,8]")
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 4, (16,))
+    writer, grad_norms, before, _ = one_measured_step(model, x, y)
+    for layer in ("features.0.conv", "features.2.conv", "head.fc"):
+        weight = dict(model.named_parameters())[f"{layer}.weight"]
+        assert writer.scalars[f"weight_grad_norm/{layer}"] == pytest.approx(grad_norms[f"{layer}.weight"], rel=1e-5)
+        expected_ratio = ((weight - before[f"{layer}.weight"]).norm() / before[f"{layer}.weight"].norm()).item()
+        assert writer.scalars[f"update_ratio/{layer}"] == pytest.approx(expected_ratio, rel=1e-4)
+        assert writer.scalars[f"weight_norm/{layer}"] == pytest.approx(before[f"{layer}.weight"].norm().item(),
+                                                                       rel=1e-5)
+
+
+def test_activation_and_output_gradient_statistics_match_a_manual_forward():
+    model = model_for("model=mlp", "model.depth=2", "model.width=32", "norm=none")
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 4, (64,))
+    # the manual forward: every intermediate kept, its gradient retained
+    h0 = model.features[0].linear(x.flatten(1))
+    a0 = model.features[0].act(h0)
+    h1 = model.features[1].linear(a0)
+    for t in (h0, a0, h1):
+        t.retain_grad()
+    F.cross_entropy(model.head(model.features[1].act(h1)), y).backward()
+    manual = {"features.0.linear": h0, "features.0.act": a0, "features.1.linear": h1}
+    grads = {name: t.grad.clone() for name, t in manual.items()}
+    model.zero_grad()
+
+    writer, *_ = one_measured_step(model, x, y)
+    for name, t in manual.items():
+        assert writer.scalars[f"act_mean/{name}"] == pytest.approx(t.mean().item(), abs=1e-5)
+        assert writer.scalars[f"act_std/{name}"] == pytest.approx(t.std(correction=0).item(), rel=1e-4)
+        assert writer.scalars[f"act_zero/{name}"] == pytest.approx((t == 0).float().mean().item())
+        assert writer.scalars[f"grad_norm/{name}"] == pytest.approx(grads[name].norm().item(), rel=1e-4)
+        assert writer.scalars[f"grad_std/{name}"] == pytest.approx(grads[name].std(correction=0).item(), rel=1e-3)
+    assert 0.3 < writer.scalars["act_zero/features.0.act"] < 0.7  # a ReLU zeroes about half
+
+
+@pytest.mark.parametrize(("bias", "dead"), [(-1e3, 1.0), (1e3, 0.0)])
+def test_a_very_negative_bias_kills_every_relu_unit_a_large_positive_one_none(bias, dead):
+    model = model_for("model=mlp", "model.depth=2", "model.width=16", "norm=none", "act=relu")
+    with torch.no_grad():
+        model.features[0].linear.bias.fill_(bias)
+    probe = DeadUnitProbe(model, torch.randn(512, 1, 8, 8))
+    values = {tag: v.item() for tag, v in probe.measure(step=10).items()}
+    assert values["dead/features.0.act"] == dead
+    assert values["dead_permanent/features.0.act"] == dead
+
+
+def test_permanently_dead_counts_only_units_dead_at_every_probe():
+    model = model_for("model=mlp", "model.depth=1", "model.width=4", "norm=none")
+    probe = DeadUnitProbe(model, torch.randn(64, 1, 8, 8), since=0)
+    bias = model.features[0].linear.bias
+    with torch.no_grad():
+        bias.copy_(torch.tensor([-1e3, -1e3, 1e3, 1e3]))
+        first = probe.measure(1)
+        bias.copy_(torch.tensor([-1e3, 1e3, -1e3, 1e3]))  # unit 1 comes back, unit 2 dies
+        second = probe.measure(2)
+    assert first["dead/features.0.act"].item() == 0.5
+    assert second["dead/features.0.act"].item() == 0.5
+    assert second["dead_permanent/features.0.act"].item() == 0.25  # only unit 0 was dead both times
+
+
+def test_a_sigmoid_fed_large_inputs_is_saturated():
+    model = model_for("model=mlp", "model.depth=1", "model.width=64", "norm=none", "act=sigmoid",
+                      "init=normal", "init.std=1.0")
+    y = torch.randint(0, 4, (32,))
+    writer, *_ = one_measured_step(model, 100 * torch.randn(32, 1, 8, 8), y)
+    assert writer.scalars["saturation/features.0.act"] > 0.95
+    quiet = model_for("model=mlp", "model.depth=1", "model.width=64", "norm=none", "act=sigmoid",
+                      "init=normal", "init.std=0.001")
+    writer, *_ = one_measured_step(quiet, torch.randn(32, 1, 8, 8), y)
+    assert writer.scalars["saturation/features.0.act"] == 0.0
+
+
+def test_batchnorm_shift_equals_the_batch_statistics_of_its_input():
+    model = model_for("model=mlp", "model.depth=1", "model.width=8", "norm=bn")
+    bn = model.features[0].norm
+    with torch.no_grad():
+        bn.running_mean.fill_(0.5)
+        bn.running_var.fill_(2.0)
+    x = torch.randn(32, 1, 8, 8)
+    h = model.features[0].linear(x.flatten(1)).detach()
+    expected_shift = ((h.mean(0) - 0.5).abs() / (2.0 + bn.eps) ** 0.5).mean().item()
+    expected_ratio = ((h.var(0, correction=0) + bn.eps) / (2.0 + bn.eps)).mean().item()
+    writer, *_ = one_measured_step(model, x, torch.randint(0, 4, (32,)))
+    assert writer.scalars["bn_shift/features.0.norm"] == pytest.approx(expected_shift, rel=1e-4)
+    assert writer.scalars["bn_var_ratio/features.0.norm"] == pytest.approx(expected_ratio, rel=1e-4)
+
+
+def test_batch_statistics_mode_leaves_running_statistics_untouched():
+    model = model_for("norm=bn", "model.widths=[4]")
+    model.eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with batch_statistics(model):
+        assert model.features[0].norm.training and not model.training
+        model(torch.randn(8, 1, 8, 8) * 5 + 3)
+    assert not model.training and not model.features[0].norm.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_sign_agreement_counts_per_unit_not_over_the_tensor():
+    grad = torch.tensor([[1.0, 2.0, 3.0, 0.0],     # one unit, all positive: 1
+                         [-1.0, -2.0, -3.0, -4.0],  # all negative: 1 (a whole-tensor average would cancel it)
+                         [1.0, -1.0, 1.0, -1.0],    # balanced: 0
+                         [0.0, 0.0, 0.0, 0.0]])     # no gradient: left out
+    assert sign_agreement(grad).item() == pytest.approx(2 / 3)
+    conv_grad = torch.ones(2, 3, 3, 3)
+    conv_grad[1] *= -1
+    assert sign_agreement(conv_grad).item() == 1.0
+
+
+def zigzag(tmp_path: Path, batch: int, center: bool) -> dict[str, float]:
+    """Mean sign agreement per layer over 20 steps of a sigmoid MLP on synthetic images (pixels >= 0)."""
+    out = tmp_path / f"{batch}-{center}"
+    cfg = compose_config(TINY_DATA + ["model=mlp", "model.depth=2", "model.width=32", "act=sigmoid", "norm=none",
+                                      f"batch={batch}", f"data.center={str(center).lower()}", "steps=20",
+                                      "diag.every=1", "optim.momentum=0.0"])
+    train(build_run(cfg), out, {})
+    events = EventAccumulator(str(out)).Reload()
+    return {layer: sum(e.value for e in events.Scalars(f"sign_agreement/{layer}")) / 20
+            for layer in ("features.0.linear", "features.1.linear")}
+
+
+def test_non_centred_inputs_make_weight_gradients_agree_in_sign(tmp_path):
+    at_one = zigzag(tmp_path, batch=1, center=False)
+    # one example with pixels >= 0: every weight of a unit gets the sign of that unit's error signal ...
+    assert at_one["features.0.linear"] == pytest.approx(1.0)
+    # ... and the same holds after a sigmoid, whose outputs are all positive
+    assert at_one["features.1.linear"] == pytest.approx(1.0)
+    raw, centred = zigzag(tmp_path, batch=32, center=False), zigzag(tmp_path, batch=32, center=True)
+    assert raw["features.0.linear"] > centred["features.0.linear"] + 0.1
+    assert raw["features.1.linear"] > 0.5
+
+
+def test_histograms_match_torch_histc_and_skip_non_finite_values():
+    x = torch.randn(1000)
+    y = torch.tensor([1.0, 2.0, float("inf"), float("nan"), 3.0])
+    result = histograms([x, y], bins=10)
+    assert result[0, 5:].tolist() == torch.histc(x, bins=10, min=x.min().item(), max=x.max().item()).tolist()
+    assert result[1, :5].tolist() == [1.0, 3.0, 3.0, 6.0, 14.0]  # min, max, count, sum, sum of squares
+    assert result[1, 5:].sum().item() == 3
+
+
+def test_a_non_finite_activation_is_reported_with_its_layer():
+    model = model_for("model=mlp", "model.depth=3", "model.width=8", "norm=none")
+    with torch.no_grad():
+        model.features[1].linear.weight[0, 0] = float("inf")
+    *_, nonfinite = one_measured_step(model, torch.randn(8, 1, 8, 8), torch.randint(0, 4, (8,)))
+    assert (nonfinite.layer, nonfinite.tensor, nonfinite.step) == ("features.1.linear", "activation", 1)
+
+
+def test_a_diverging_run_names_the_first_non_finite_step_and_layer(tmp_path):
+    cfg = compose_config(TINY + ["lr=1e12", "norm=none", "steps=20", "optim.momentum=0.0", "log_every=5"])
+    run = build_run(cfg)
+    metrics = train(run, tmp_path, OmegaConf.to_container(cfg, resolve=True))
+    assert metrics["status"] == "diverged"
+    found = metrics["nonfinite"]
+    assert found["layer"].startswith(("features.", "head.")) and found["tensor"] in ("activation", "gradient")
+    # Independently: the same run, step by step with a check after each, goes non-finite at that step
+    losses = per_step_losses(cfg, steps=found["step"])
+    assert all(math.isfinite(v) for v in losses[:-1]) and not math.isfinite(losses[-1]), losses
+    assert metrics["steps"] < found["step"]  # the checkpoint keeps the last finite state
+    assert json.loads((tmp_path / "metrics.json").read_text())["nonfinite"] == found
+    events = EventAccumulator(str(tmp_path)).Reload()
+    assert "diverged/text_summary" in events.Tags()["tensors"]
+
+
+def per_step_losses(cfg, steps: int) -> list[float]:
+    """Each step's loss, NaN once anything is non-finite after the step; no diagnostics attached."""
+    run = build_run(cfg)
+    prepare = partial(to_input, mean=run.data.mean, std=run.data.std, center=run.center)
+    diag = Diagnostics(run.model, RecordingWriter(), DiagSettings(every=0, hist_every=0))
+    out = []
+    for step in range(steps):
+        if step % run.steps_per_epoch == 0:
+            batches = epoch_batches(run, step // run.steps_per_epoch)
+        loss, _ = train_step(run, torch.Generator().manual_seed(run.seed), prepare, diag, next(batches))
+        finite = all(torch.isfinite(p).all() for p in run.model.parameters())
+        out.append(loss.item() if finite else float("nan"))
+    return out
+
+
+def test_hooks_are_gone_after_a_run(cfg_factory, tmp_path):
+    run = build_run(cfg_factory("diag=full", "steps=3"))
+    train(run, tmp_path, {})
+    for name, module in run.model.named_modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks, name
+
+
+def rss_mb() -> float:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
+def test_no_memory_growth_over_300_logged_steps(tmp_path):
+    model = model_for("model.widths=[16,32]", shape=(1, 16, 16))
+    writer = SummaryWriter(str(tmp_path))
+    diag = Diagnostics(model, writer, DiagSettings(every=1, hist_every=1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(64, 1, 16, 16), torch.randint(0, 4, (64,))
+    for step in range(1, 301):
+        diag.start(step)
+        F.cross_entropy(model(x), y).backward()
+        diag.after_backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        diag.finish(step)
+        if step == 100:
+            writer.flush()
+            gc.collect()
+            at_100 = rss_mb()
+    writer.flush()
+    gc.collect()
+    # one step's activations here are ~2 MB: keeping them would add hundreds of MB over 200 steps
+    assert rss_mb() - at_100 < 20
+    assert not diag._scalars and not diag._hists and not diag._finite and not diag._weights_before
+    writer.close()
