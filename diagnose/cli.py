@@ -5,6 +5,8 @@ subcommand's primary config and calls the matching @hydra.main function with the
 `-m`, overrides, --help and tab completion all keep working.
 """
 
+import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -14,6 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -42,24 +45,61 @@ def _train(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    try:
-        run = build_run(cfg)
-    except UserError as err:
-        _fail(str(err))
-        if multirun:  # the sweep goes on; this job's folder records why it failed
-            from diagnose.training.outputs import write_metrics
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        try:
+            run = build_run(cfg)
+        except UserError as err:
+            _fail(str(err))
+            _remove_run_dir(out_dir)  # nothing was trained: leave no half-made run behind
+            sys.exit(USER_ERROR_EXIT)
+        metrics = train(run, out_dir, OmegaConf.to_container(cfg, resolve=True))
+        print_summary(metrics, str(out_dir))
+        if metrics["status"] != "completed":
+            sys.exit(EXIT_CODES[metrics["status"]])
+        return metrics["final"].get("val_acc")
 
-            write_metrics(out_dir, {"status": "failed", "error": str(err),
-                                    "config": OmegaConf.to_container(cfg, resolve=True)})
-            return None
-        _remove_run_dir(out_dir)  # nothing was trained: leave no half-made run behind
-        sys.exit(USER_ERROR_EXIT)
-    metrics = train(run, out_dir, OmegaConf.to_container(cfg, resolve=True))
+    # In a sweep one job's failure must not stop the others (Hydra aborts the sweep on an exception): the
+    # job's folder records why it failed, and the sweep summary lists it.
+    _share_cores(hydra_cfg)
+    try:
+        metrics = train(build_run(cfg), out_dir, OmegaConf.to_container(cfg, resolve=True))
+    except Exception as err:  # noqa: BLE001 - any failure is recorded, whatever its kind
+        message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+        _fail(f"job {out_dir.name} failed: {message}")
+        if not isinstance(err, UserError):
+            logging.getLogger(__name__).exception("job %s failed", out_dir.name)  # the traceback, in the job log
+        from diagnose.training.outputs import write_metrics
+
+        write_metrics(out_dir, {"status": "failed", "error": message,
+                                "config": OmegaConf.to_container(cfg, resolve=True)})
+        return None
     print_summary(metrics, str(out_dir))
-    if metrics["status"] != "completed" and not multirun:
-        sys.exit(EXIT_CODES[metrics["status"]])
     return metrics["final"].get("val_acc")
+
+
+def _share_cores(hydra_cfg: DictConfig) -> None:
+    """Jobs running side by side (joblib) each get their share of the cores: two torch processes that each
+    spin up every core's worth of threads slow each other down several-fold."""
+    n_jobs = hydra_cfg.launcher.get("n_jobs")
+    if n_jobs:
+        import torch
+
+        cores = os.cpu_count() or 1
+        parallel = cores if n_jobs < 0 else min(n_jobs, cores)
+        torch.set_num_threads(max(1, cores // parallel))
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun, in the launching process: sensitivity curves, HParams, summary.csv, table."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
+        from diagnose.sweep.summary import summarise_sweep
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            summarise_sweep(sweep_dir)
+        except UserError as err:  # e.g. every job failed before writing anything
+            _fail(f"no sweep summary: {err}")
 
 
 def _remove_run_dir(out_dir: Path) -> None:
@@ -69,14 +109,30 @@ def _remove_run_dir(out_dir: Path) -> None:
         parent.rmdir()
 
 
+def _report(argv: list[str]) -> None:
+    from diagnose.report import main as report_main
+
+    try:
+        report_main(argv)
+    except UserError as err:
+        _fail(str(err))
+        sys.exit(USER_ERROR_EXIT)
+
+
+# Hydra apps: command -> (primary config, task function, help)
 SUBCOMMANDS: dict[str, tuple[str, Callable[[DictConfig], object], str]] = {
     "train": ("train", _train, "build a network from components, train it, log diagnostics"),
+}
+# Plain commands that take their own arguments: command -> (main(argv), help)
+PLAIN_COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
+    "report": (_report, "tables (or --json) of a run's or a sweep's results: diagnose report PATH"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: diagnose <command> [overrides] [-m] [--help]", "", "commands:"]
     lines += [f"  {name:<8} {help_text}" for name, (_, _, help_text) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<8} {help_text}" for name, (_, help_text) in PLAIN_COMMANDS.items()]
     lines += ["", "Each command takes Hydra overrides (e.g. `diagnose train norm=gn batch=4`),",
               "-m for a sweep, and --help for its config groups and options."]
     return "\n".join(lines)
@@ -103,8 +159,10 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage())
         sys.exit(0 if argv else USER_ERROR_EXIT)
     command, rest = argv[0], argv[1:]
+    if command in PLAIN_COMMANDS:
+        return PLAIN_COMMANDS[command][0](rest)
     if command not in SUBCOMMANDS:
-        _fail(f"unknown command '{command}'. Valid commands: {', '.join(SUBCOMMANDS)}. "
+        _fail(f"unknown command '{command}'. Valid commands: {', '.join([*SUBCOMMANDS, *PLAIN_COMMANDS])}. "
               f"Run `diagnose --help` for usage.")
         sys.exit(USER_ERROR_EXIT)
     config_name, task, _ = SUBCOMMANDS[command]

@@ -63,9 +63,10 @@ class Diagnostics:
     def _due(self, every: int, step: int) -> bool:
         return every > 0 and step % every == 0
 
-    def start(self, step: int, *, watch: bool = False) -> None:
-        """Attach hooks if step `step` (counted from 1) measures; `watch` measures regardless."""
-        self._stats = watch or self._due(self.settings.every, step)
+    def start(self, step: int, *, last: bool = False, watch: bool = False) -> None:
+        """Attach hooks if step `step` (counted from 1) measures: every `every` steps and at the `last` step
+        of the run (so a short run still ends with per-layer numbers); `watch` measures regardless."""
+        self._stats = watch or (self.settings.every > 0 and (last or self._due(self.settings.every, step)))
         self._hist = not watch and self._due(self.settings.hist_every, step)
         if not (self._stats or self._hist):
             return
@@ -152,6 +153,15 @@ class Diagnostics:
                 self._hists.append((f"weight/{name}", stats.histogram_sample(weight)))
                 if weight.grad is not None:
                     self._hists.append((f"weight_grad/{name}", stats.histogram_sample(weight.grad)))
+
+    def by_layer(self) -> dict[str, dict[str, float]]:
+        """The last measured values as {layer: {metric: value}}, layers in forward order."""
+        grouped: dict[str, dict[str, float]] = {}
+        for tag, value in self.latest.items():
+            metric, _, layer = tag.partition("/")
+            grouped.setdefault(layer, {})[metric] = value
+        order = {name: i for i, name in enumerate(self.layer_names)}
+        return dict(sorted(grouped.items(), key=lambda item: order.get(item[0], len(order))))
 
     @property
     def layer_names(self) -> list[str]:

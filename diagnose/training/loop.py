@@ -63,7 +63,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
             for step in range(run.total_steps):
                 if step % run.steps_per_epoch == 0:
                     batches = epoch_batches(run, step // run.steps_per_epoch)
-                diag.start(step + 1)
+                diag.start(step + 1, last=step + 1 == run.total_steps)
                 loss, correct = step_fn(next(batches))
                 nonfinite = diag.finish(step + 1)
                 window_losses[window_steps] = loss
@@ -71,8 +71,8 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
                 window_steps += 1
                 done = step + 1
 
-                if probe is not None and done % settings.probe_every == 0:
-                    write_scalars(writer, probe.measure(done), done)
+                if probe is not None and (done % settings.probe_every == 0 or done == run.total_steps):
+                    diag.latest.update(write_scalars(writer, probe.measure(done), done))
 
                 if window_steps == run.log_every or done == run.total_steps or nonfinite:
                     # the only host sync of the hot loop, once per log window
@@ -130,6 +130,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
         "final": final,
         "history": history,
         "nonfinite": vars(nonfinite) if nonfinite else None,
+        "layers": diag.by_layer(),
         "config": config,
     }
     writer.close()

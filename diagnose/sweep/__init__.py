@@ -1,0 +1,1 @@
+"""Runs seen together: finding them on disk, and what a sweep of them shows."""

@@ -1,0 +1,72 @@
+"""Find the runs under a folder and read what each left behind (metrics.json, its command-line overrides)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from diagnose.errors import UserError
+from diagnose.training.outputs import METRICS_FILE, read_metrics
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    overrides: dict[str, Any]  # key -> value, as given on the command line (`norm=gn` -> {"norm": "gn"})
+    metrics: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return self.metrics.get("status", "unknown")
+
+    def final(self, key: str) -> float | None:
+        return self.metrics.get("final", {}).get(key)
+
+    @property
+    def bn_gap(self) -> float | None:
+        """Val accuracy with BN in eval mode minus in train mode at the last evaluation (the train/test shift)."""
+        history = self.metrics.get("history") or [{}]
+        last = history[-1]
+        if "val_acc_bn_train_mode" not in last:
+            return None
+        return last["val_acc"] - last["val_acc_bn_train_mode"]
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, int | float | str | bool) else text
+
+
+def read_overrides(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return {}
+    items = yaml.safe_load(path.read_text()) or []
+    pairs = (item.lstrip("+~").split("=", 1) for item in items if "=" in item)
+    return {key: _parse_value(value) for key, value in pairs}
+
+
+def find_runs(path: Path) -> list[RunRecord]:
+    """The run at `path`, or every run below it (a multirun folder), in folder order."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist. Give a run folder (outputs/<date>/<time>) or a sweep folder "
+                        f"(outputs/multirun/<date>/<time>).")
+    dirs = [path] if (path / METRICS_FILE).exists() else sorted(p.parent for p in path.rglob(METRICS_FILE))
+    if not dirs:
+        raise UserError(f"{path} holds no runs: no {METRICS_FILE} in it or below it. Give a run folder "
+                        f"(outputs/<date>/<time>) or a sweep folder (outputs/multirun/<date>/<time>).")
+    return [RunRecord(d, read_overrides(d), read_metrics(d)) for d in dirs]
+
+
+def swept_keys(runs: list[RunRecord]) -> list[str]:
+    """The override keys whose value differs between the runs, in command-line order."""
+    keys: dict[str, set] = {}
+    for run in runs:
+        for key, value in run.overrides.items():
+            keys.setdefault(key, set()).add(repr(value))
+    return [key for key, values in keys.items() if len(values) > 1 or any(key not in r.overrides for r in runs)]

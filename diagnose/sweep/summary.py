@@ -1,0 +1,97 @@
+"""What a sweep shows: batch-size sensitivity curves, an HParams table, summary.csv and a terminal table."""
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
+
+# name -> how to read it from a run; the sensitivity curves and the HParams metrics
+METRICS = {
+    "val_acc": lambda r: r.final("val_acc"),
+    "test_acc": lambda r: r.final("test_acc"),
+    "train_loss": lambda r: r.final("train_loss"),
+    "bn_train_eval_gap": lambda r: r.bn_gap,
+}
+SUMMARY_CSV = "summary.csv"
+SENSITIVITY_DIR = "sensitivity"
+
+
+def series_name(run: RunRecord, keys: list[str]) -> str:
+    """`norm=gn` for the keys other than batch; one series per combination of them."""
+    return ",".join(f"{k}={run.overrides.get(k)}" for k in keys) or "all"
+
+
+def write_sensitivity(sweep_dir: Path, runs: list[RunRecord], keys: list[str]) -> None:
+    """TensorBoard scalars sensitivity/<metric> with the batch size as the step, one run (line) per
+    combination of the other swept keys, so BN and GN are two lines on one chart."""
+    others = [k for k in keys if k != "batch"]
+    by_series: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        if run.status == "completed" and isinstance(run.overrides.get("batch"), int):
+            by_series[series_name(run, others)].append(run)
+    for series, members in by_series.items():
+        with SummaryWriter(str(sweep_dir / SENSITIVITY_DIR / series)) as writer:
+            for run in sorted(members, key=lambda r: r.overrides["batch"]):
+                for metric, read in METRICS.items():
+                    value = read(run)
+                    if value is not None:
+                        writer.add_scalar(f"sensitivity/{metric}", value, run.overrides["batch"])
+
+
+def write_hparams(runs: list[RunRecord], keys: list[str]) -> None:
+    """One HParams row per job, written into the job's own folder: SummaryWriter.add_hparams would open a
+    new timestamped sub-run for every call (pytorch #32651)."""
+    domains = {k: sorted({r.overrides[k] for r in runs if k in r.overrides}, key=str) for k in keys}
+    discrete = {k: v for k, v in domains.items() if all(isinstance(x, str | bool) for x in v) or len(v) < 10}
+    for run in runs:
+        params = {k: run.overrides[k] for k in keys if k in run.overrides}
+        params["status"] = run.status
+        metrics = {f"hparam/{m}": read(run) for m, read in METRICS.items() if read(run) is not None}
+        experiment, start, end = hparams(params, metrics, {**discrete, "status": ["completed", "diverged",
+                                                                                   "interrupted", "failed"]})
+        with SummaryWriter(str(run.path)) as writer:
+            for summary in (experiment, start, end):
+                writer.file_writer.add_summary(summary)
+            for tag, value in metrics.items():
+                writer.add_scalar(tag, value, 0)
+
+
+def write_csv(path: Path, runs: list[RunRecord], keys: list[str]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["job", "status", *keys, *METRICS])
+        for run in runs:
+            values = [read(run) for read in METRICS.values()]
+            writer.writerow([run.path.name, run.status, *(run.overrides.get(k) for k in keys),
+                             *("" if v is None else f"{v:.6g}" for v in values)])
+
+
+def sweep_table(runs: list[RunRecord], keys: list[str], title: str) -> Table:
+    table = Table(title=title, header_style="bold")
+    for column in ("status", *keys, *METRICS):
+        table.add_column(column, justify="right" if column in METRICS else "left")
+    ordered = sorted(runs, key=lambda r: tuple(str(r.overrides.get(k)).zfill(12) for k in keys))
+    for run in ordered:
+        values = [read(run) for read in METRICS.values()]
+        style = None if run.status == "completed" else "red"
+        table.add_row(run.status, *(str(run.overrides.get(k, "")) for k in keys),
+                      *("-" if v is None else f"{v:.4f}" for v in values), style=style)
+    return table
+
+
+def summarise_sweep(sweep_dir: Path, console: Console | None = None) -> list[RunRecord]:
+    """Everything a finished sweep writes into its folder, and the table it prints."""
+    runs = find_runs(sweep_dir)
+    keys = swept_keys(runs)
+    if "batch" in keys:
+        write_sensitivity(sweep_dir, runs, keys)
+    write_hparams(runs, keys)
+    write_csv(sweep_dir / SUMMARY_CSV, runs, keys)
+    (console or Console(stderr=True)).print(sweep_table(runs, keys, f"sweep {sweep_dir}"))
+    return runs

@@ -1,0 +1,124 @@
+"""Sweeps: every job runs, failures are recorded, and the sweep's summary and report read right."""
+
+import csv
+import json
+
+import pytest
+from conftest import TINY, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+SWEEP_TINY = [o for o in TINY if not o.startswith("batch=")]
+
+
+def sweep_dir_of(tmp_path):
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def bn_gn_sweep(tmp_path_factory):
+    """A 2x2 sweep, norm x batch, on tiny synthetic data."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    result = run_cli(["train", "-m", *SWEEP_TINY, "norm=bn,gn", "batch=8,16"], cwd)
+    assert result.returncode == 0, result.stderr
+    return sweep_dir_of(cwd), result
+
+
+def test_every_job_runs_in_a_folder_named_by_what_varies(bn_gn_sweep):
+    sweep, _ = bn_gn_sweep
+    jobs = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
+    assert jobs == ["batch=16,norm=bn", "batch=16,norm=gn", "batch=8,norm=bn", "batch=8,norm=gn"]
+
+
+def test_sensitivity_curves_have_batch_size_on_the_x_axis_and_one_series_per_norm(bn_gn_sweep):
+    sweep, _ = bn_gn_sweep
+    series = sorted(p.name for p in (sweep / "sensitivity").iterdir())
+    assert series == ["norm=bn", "norm=gn"]
+    for name in series:
+        events = EventAccumulator(str(sweep / "sensitivity" / name)).Reload()
+        for metric in ("val_acc", "test_acc", "train_loss"):
+            assert [e.step for e in events.Scalars(f"sensitivity/{metric}")] == [8, 16]
+        job_metrics = json.loads((sweep / f"batch=8,{name}" / "metrics.json").read_text())
+        assert events.Scalars("sensitivity/val_acc")[0].value == pytest.approx(job_metrics["final"]["val_acc"])
+    bn = EventAccumulator(str(sweep / "sensitivity" / "norm=bn")).Reload()
+    assert [e.step for e in bn.Scalars("sensitivity/bn_train_eval_gap")] == [8, 16]
+
+
+def test_hparams_rows_are_written_into_each_job_folder(bn_gn_sweep):
+    sweep, _ = bn_gn_sweep
+    for job in sweep.glob("*/metrics.json"):
+        events = EventAccumulator(str(job.parent)).Reload()
+        content = events.PluginTagToContent("hparams")
+        start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+        hparams = {k: v.ListFields()[0][1] for k, v in start.session_start_info.hparams.items()}
+        name = job.parent.name  # e.g. batch=8,norm=gn
+        assert hparams["norm"] == name.split("norm=")[1] and hparams["batch"] == int(name.split(",")[0][6:])
+        assert hparams["status"] == "completed"
+        assert "hparam/val_acc" in events.Tags()["scalars"]
+    assert not list(sweep.glob("batch=*/*/events.out.*")), "no timestamped sub-runs inside a job"
+
+
+def test_summary_csv_and_the_terminal_table(bn_gn_sweep):
+    sweep, result = bn_gn_sweep
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert sorted((r["norm"], r["batch"], r["status"]) for r in rows) == [
+        ("bn", "16", "completed"), ("bn", "8", "completed"), ("gn", "16", "completed"), ("gn", "8", "completed")]
+    assert all(0 <= float(r["val_acc"]) <= 1 for r in rows)
+    assert "bn_train_eval_gap" in result.stderr and "sweep" in result.stderr
+
+
+def test_a_failing_job_is_recorded_and_the_others_go_on(tmp_path):
+    # GN's default 8 groups do not divide 6 channels: that job fails, the BN one trains
+    result = run_cli(["train", "-m", *TINY, "model.widths=[6,12]", "norm=bn,gn"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    sweep = sweep_dir_of(tmp_path)
+    status = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json")}
+    assert status == {"norm=bn": "completed", "norm=gn": "failed"}
+    failed = json.loads((sweep / "norm=gn" / "metrics.json").read_text())
+    assert "norm.groups=8" in failed["error"] and "6 channels" in failed["error"]
+    rows = {r["norm"]: r["status"] for r in csv.DictReader((sweep / "summary.csv").open())}
+    assert rows == {"bn": "completed", "gn": "failed"}
+
+
+def test_report_on_a_sweep_and_on_one_run(bn_gn_sweep, tmp_path):
+    sweep, _ = bn_gn_sweep
+    table = run_cli(["report", str(sweep)], tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "batch-size sensitivity" in table.stdout and "norm=gn" in table.stdout and "batch=16" in table.stdout
+    as_json = json.loads(run_cli(["report", str(sweep), "--json"], tmp_path).stdout)
+    assert as_json["swept"] == ["norm", "batch"] and len(as_json["runs"]) == 4
+    one = run_cli(["report", str(sweep / "batch=8,norm=bn"), "--json"], tmp_path)
+    (run,) = json.loads(one.stdout)["runs"]
+    assert run["status"] == "completed" and "features.0.act" in run["layers"]
+    text = run_cli(["report", str(sweep / "batch=8,norm=bn")], tmp_path).stdout
+    assert "test_acc" in text and "features.0.conv" in text and "act std" in text
+
+
+def test_report_on_a_folder_without_runs_is_a_clear_error(tmp_path):
+    result = run_cli(["report", str(tmp_path)], tmp_path)
+    assert result.returncode == 2 and "holds no runs" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_launchers_run_a_tiny_sweep(launcher, tmp_path):
+    extra = ["hydra.launcher.timeout_min=5"] if launcher == "submitit_local" else ["hydra.launcher.n_jobs=2"]
+    result = run_cli(["train", "-m", f"hydra/launcher={launcher}", *extra, *TINY, "norm=bn,gn"],
+                     tmp_path)
+    assert result.returncode == 0, result.stderr
+    sweep = sweep_dir_of(tmp_path)
+    status = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json")}
+    assert status == {"norm=bn": "completed", "norm=gn": "completed"}
+    assert (sweep / "summary.csv").exists()
+
+
+@pytest.mark.slow
+def test_optuna_searches_the_learning_rate(tmp_path):
+    result = run_cli(["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3",
+                      "hydra.sweeper.direction=maximize", "lr=interval(0.01,0.5)", *TINY], tmp_path)
+    assert result.returncode == 0, result.stderr
+    sweep = sweep_dir_of(tmp_path)
+    lrs = {json.loads(p.read_text())["config"]["lr"] for p in sweep.glob("*/metrics.json")}
+    assert len(lrs) == 3 and all(0.01 <= lr <= 0.5 for lr in lrs)
+    assert "best_value" in (sweep / "optimization_results.yaml").read_text()
