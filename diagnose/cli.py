@@ -150,7 +150,9 @@ def _name_jobs_by_swept_keys(args: list[str]) -> list[str]:
     fixed = [o.key_or_group for o in overrides if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
     if not fixed or len(fixed) == len(overrides):
         return args
-    return [*args, f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"]
+    exclude = f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"
+    last = max(i for i, a in enumerate(args) if "=" in a and not a.startswith("-"))
+    return [*args[:last + 1], exclude, *args[last + 1:]]  # beside the other overrides: argparse wants them together
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from diagnose.cli import config_dir
 
 CONF = config_dir()
+FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
 # A tiny, fast run: synthetic 8x8 images, a few steps, on the CPU.
 TINY_DATA = ["data=synthetic", "data.size=8", "data.train_count=256", "data.test_count=64", "data.val_size=64",

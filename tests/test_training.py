@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import FASHION, compose_config
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -89,7 +89,7 @@ def test_bf16_autocast_runs(cfg_factory, tmp_path):
 
 @pytest.mark.slow
 def test_default_cnn_reaches_80_percent_on_a_fashion_mnist_subset(tmp_path):
-    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+    if not FASHION.is_dir():
         pytest.skip("needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
     cfg = compose_config(["data=fashion_mnist", f"data.root={tmp_path / 'none'}", "data.download=false",
                           "data.subset=10000", "epochs=3", "device=cpu"])
