@@ -19,6 +19,7 @@ from diagnose.components.optim import CLIPS, OPTIMIZERS, SCHEDULES, lr_scheduler
 from diagnose.data import DeviceData, make_synthetic, read_dataset, split
 from diagnose.diagnostics.monitor import DiagSettings
 from diagnose.errors import UserError
+from diagnose.findings import Thresholds
 from diagnose.models.cnn import build_cnn
 from diagnose.models.init import init_weights
 from diagnose.models.mlp import build_mlp
@@ -47,6 +48,10 @@ def call(factory: Callable, kind: str, name: str, *args: Any) -> Any:
         raise
     except (TypeError, ValueError, RuntimeError) as err:
         raise UserError(f"{kind}={name} cannot be built with these options: {err}") from None
+
+
+def thresholds(cfg: DictConfig) -> Thresholds:
+    return call(partial(Thresholds, **OmegaConf.to_container(cfg, resolve=True)), "findings", "thresholds")
 
 
 def pick_device(name: str) -> torch.device:
@@ -133,6 +138,7 @@ class Run:
     seed: int
     log_every: int
     diag: DiagSettings
+    findings: Thresholds
 
 
 def build_run(cfg: DictConfig) -> Run:
@@ -179,4 +185,5 @@ def build_run(cfg: DictConfig) -> Run:
         seed=cfg.seed,
         log_every=cfg.log_every,
         diag=call(partial(DiagSettings, **options(cfg.diag)), "diag", cfg.diag.name),
+        findings=thresholds(cfg.findings),
     )

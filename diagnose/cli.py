@@ -38,31 +38,26 @@ def _fail(message: str) -> None:
     console.print(f"[bold red]Error:[/] {message}", highlight=False)
 
 
-def _train(cfg: DictConfig) -> float | None:
-    from diagnose.build import build_run
-    from diagnose.training.console import print_summary
-    from diagnose.training.loop import train
-
+def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], dict]) -> float | None:
+    """Run `work(cfg, out_dir)` as one Hydra job, with the error handling a user expects of it."""
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
-            run = build_run(cfg)
+            metrics = work(cfg, out_dir)
         except UserError as err:
             _fail(str(err))
-            _remove_run_dir(out_dir)  # nothing was trained: leave no half-made run behind
+            _remove_run_dir(out_dir)  # nothing was made: leave no half-made run behind
             sys.exit(USER_ERROR_EXIT)
-        metrics = train(run, out_dir, OmegaConf.to_container(cfg, resolve=True))
-        print_summary(metrics, str(out_dir))
         if metrics["status"] != "completed":
             sys.exit(EXIT_CODES[metrics["status"]])
-        return metrics["final"].get("val_acc")
+        return metrics.get("final", {}).get("val_acc")
 
     # In a sweep one job's failure must not stop the others (Hydra aborts the sweep on an exception): the
     # job's folder records why it failed, and the sweep summary lists it.
     _share_cores(hydra_cfg)
     try:
-        metrics = train(build_run(cfg), out_dir, OmegaConf.to_container(cfg, resolve=True))
+        metrics = work(cfg, out_dir)
     except Exception as err:  # noqa: BLE001 - any failure is recorded, whatever its kind
         message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
         _fail(f"job {out_dir.name} failed: {message}")
@@ -73,8 +68,27 @@ def _train(cfg: DictConfig) -> float | None:
         write_metrics(out_dir, {"status": "failed", "error": message,
                                 "config": OmegaConf.to_container(cfg, resolve=True)})
         return None
-    print_summary(metrics, str(out_dir))
-    return metrics["final"].get("val_acc")
+    return metrics.get("final", {}).get("val_acc")
+
+
+def _train(cfg: DictConfig) -> float | None:
+    def work(cfg: DictConfig, out_dir: Path) -> dict:
+        from diagnose.build import build_run
+        from diagnose.training.console import print_summary
+        from diagnose.training.loop import train
+
+        run = build_run(cfg)
+        metrics = train(run, out_dir, OmegaConf.to_container(cfg, resolve=True))
+        print_summary(metrics, str(out_dir))
+        return metrics
+
+    return _run_task(cfg, work)
+
+
+def _probe(cfg: DictConfig) -> None:
+    from diagnose.probe import probe
+
+    _run_task(cfg, probe)
 
 
 def _share_cores(hydra_cfg: DictConfig) -> None:
@@ -103,6 +117,11 @@ class SweepSummary(Callback):
 
 
 def _remove_run_dir(out_dir: Path) -> None:
+    """Remove a run folder that holds only what Hydra put there (its config and log): a failure before
+    anything was made. A folder with results in it is kept, whatever happened."""
+    made = [p for p in out_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"]
+    if made:
+        return
     shutil.rmtree(out_dir, ignore_errors=True)
     parent = out_dir.parent  # the date folder Hydra made for it, when it is now empty
     if parent.name != "outputs" and parent.is_dir() and not any(parent.iterdir()):
@@ -122,6 +141,7 @@ def _report(argv: list[str]) -> None:
 # Hydra apps: command -> (primary config, task function, help)
 SUBCOMMANDS: dict[str, tuple[str, Callable[[DictConfig], object], str]] = {
     "train": ("train", _train, "build a network from components, train it, log diagnostics"),
+    "probe": ("probe", _probe, "one batch through the network at initialisation: signal per layer, no training"),
 }
 # Plain commands that take their own arguments: command -> (main(argv), help)
 PLAIN_COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {

@@ -8,8 +8,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from diagnose.findings import as_dicts
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
-from diagnose.sweep.summary import METRICS, series_name, sweep_table
+from diagnose.sweep.summary import METRICS, series_name, sweep_findings, sweep_table
 
 LAYER_COLUMNS = {  # metric prefix in metrics.json "layers" -> column title
     "act_std": "act std",
@@ -72,6 +73,7 @@ def sensitivity_table(runs: list[RunRecord], keys: list[str], metric: str = "val
 def as_json(runs: list[RunRecord]) -> dict[str, Any]:
     return {
         "swept": swept_keys(runs) if len(runs) > 1 else [],
+        "sweep_findings": as_dicts(sweep_findings(runs)) if len(runs) > 1 else [],
         "runs": [{"path": str(r.path), "status": r.status, "overrides": r.overrides,
                   **{k: r.metrics.get(k) for k in ("final", "steps", "nonfinite", "layers", "findings", "error")}}
                  for r in runs],
@@ -93,8 +95,13 @@ def main(argv: list[str]) -> None:
         console.print(run_table(runs[0]))
         if (table := layer_table(runs[0])) is not None:
             console.print(table)
-        return
-    keys = swept_keys(runs)
-    console.print(sweep_table(runs, keys, f"sweep {args.path}: {len(runs)} runs"))
-    if "batch" in keys:
-        console.print(sensitivity_table(runs, keys))
+        findings = runs[0].metrics.get("findings", [])
+    else:
+        keys = swept_keys(runs)
+        console.print(sweep_table(runs, keys, f"sweep {args.path}: {len(runs)} runs"))
+        if "batch" in keys:
+            console.print(sensitivity_table(runs, keys))
+        findings = [{**f, "message": f"{r.path.name}: {f['message']}"} for r in runs
+                    for f in r.metrics.get("findings", [])] + as_dicts(sweep_findings(runs))
+    for f in findings:
+        console.print(f"[yellow]{f['severity']}[/]: {f['message']} - {f['remedy']}", highlight=False)

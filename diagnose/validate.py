@@ -59,6 +59,7 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("every", "hist_every", "probe_every", "dead_since"):
         positive_int(f"diag.{key}", cfg.diag[key], minimum=0)
     positive_int("diag.probe_size", cfg.diag.probe_size)
+    positive_int("diag.landscape_every", cfg.diag.landscape_every)
     if cfg.model.name == "cnn":
         widths = cfg.model.widths
         if not OmegaConf.is_list(widths) or not widths:

@@ -12,10 +12,12 @@ import torch.nn.functional as F
 from conftest import TINY, TINY_DATA, compose_config
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from diagnose.build import build_model, build_run
 from diagnose.data import to_input
+from diagnose.diagnostics.landscape import landscape
 from diagnose.diagnostics.monitor import Diagnostics, DiagSettings
 from diagnose.diagnostics.probes import DeadUnitProbe, batch_statistics
 from diagnose.diagnostics.stats import histograms, sign_agreement
@@ -277,3 +279,34 @@ def test_no_memory_growth_over_300_logged_steps(tmp_path):
     assert rss_mb() - at_100 < 20
     assert not diag._scalars and not diag._hists and not diag._finite and not diag._weights_before
     writer.close()
+
+
+def test_landscape_restores_weights_buffers_and_random_state_exactly():
+    model = model_for("norm=bn", "model.widths=[4,8]", "model.dropout=0.5")
+    model.train()
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 4, (16,))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    values = landscape(model, F.cross_entropy, x, y, lr=0.1)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.isfinite(v) and v >= 0 for v in values.values())
+
+
+def test_landscape_beta_of_a_quadratic_is_its_curvature_along_the_gradient():
+    # L(W) = 0.5 ||X W^T - T||^2 has a constant Hessian H, so grad L(w - eta g) - grad L(w) = -eta H g for
+    # every eta: beta = ||H g|| / ||g|| and the gradient change grows linearly in eta
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3, bias=False)
+    x, target = torch.randn(20, 5), torch.randn(20, 3)
+
+    def loss_fn(out, t):
+        return 0.5 * ((out - t) ** 2).sum()
+
+    (g,) = torch.autograd.grad(loss_fn(model(x), target), [model.weight])
+    _, hg = torch.autograd.functional.hvp(lambda w: loss_fn(x @ w.T, target), model.weight.detach(), g)
+    values = landscape(model, loss_fn, x, target, lr=0.01)
+    assert values["landscape/beta"].item() == pytest.approx((hg.norm() / g.norm()).item(), rel=1e-4)
+    # changes at eta = 0.5, 4 (x lr): range = 3.5 * lr * ||H g||
+    assert values["landscape/grad_change_range"].item() == pytest.approx(3.5 * 0.01 * hg.norm().item(), rel=1e-4)

@@ -10,18 +10,22 @@ from torch.utils.hooks import RemovableHandle
 from diagnose.diagnostics import stats
 from diagnose.diagnostics.layers import Layer, measured_layers
 
+RUN_MEANS = ("update_ratio/", "sign_agreement/")  # metrics also kept as means over the run, for findings
+
 
 @dataclass(frozen=True)
 class DiagSettings:
     every: int = 50  # per-layer statistics every N steps; 0 never
     hist_every: int = 500  # histograms every N steps; 0 never
-    probe_every: int = 200  # dead units on the fixed probe batch every N steps; 0 never
+    probe_every: int = 500  # dead units on the fixed probe batch every N steps; 0 never
     probe_size: int = 512
     dead_since: int = 0  # "permanently dead": dead at every probe from this step on
     sigmoid_flat: float = 0.02  # sigmoid outputs below this, or above 1 - this, are saturated
     tanh_flat: float = 0.97  # |tanh| above this is saturated
     bn_eval_gap: bool = True  # at each evaluation, val accuracy with BN in train mode vs eval mode
     locate_nonfinite: bool = True  # on divergence, replay from the last good state to find the layer
+    landscape: bool = False  # loss-landscape smoothness along the gradient (costs ~9 forward/backward passes)
+    landscape_every: int = 100
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Diagnostics:
         self._running_before: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._stats = self._hist = False
         self.latest: dict[str, float] = {}  # the last measured values, for findings and depth plots
+        self._sums: dict[str, tuple[float, int]] = {}  # tag -> (sum, count) for RUN_MEANS
 
     # ---- when to measure ----------------------------------------------------------------------------------
     def _due(self, every: int, step: int) -> bool:
@@ -154,6 +159,11 @@ class Diagnostics:
                 if weight.grad is not None:
                     self._hists.append((f"weight_grad/{name}", stats.histogram_sample(weight.grad)))
 
+    def run_means(self) -> dict[str, float]:
+        """Means over every measuring step of the RUN_MEANS metrics: one step's value of these is noisy, and a
+        schedule that ends at lr 0 makes the last update ratio tiny by design."""
+        return {tag: total / count for tag, (total, count) in self._sums.items()}
+
     def by_layer(self) -> dict[str, dict[str, float]]:
         """The last measured values as {layer: {metric: value}}, layers in forward order."""
         grouped: dict[str, dict[str, float]] = {}
@@ -190,6 +200,11 @@ class Diagnostics:
         if hists is not None and write:
             for (tag, _), hist in zip(self._hists, hists, strict=True):
                 write_histogram(self.writer, tag, hist, step)
+        if write:
+            for (tag, _), value in zip(self._scalars, values, strict=False):
+                if tag.startswith(RUN_MEANS):
+                    total, count = self._sums.get(tag, (0.0, 0))
+                    self._sums[tag] = (total + value, count + 1)
         flags = values[len(self._scalars):]
         bad = next(((layer, kind) for (layer, kind, _), ok in zip(self._finite, flags, strict=True) if not ok),
                    None)

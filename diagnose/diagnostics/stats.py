@@ -91,3 +91,9 @@ def batch_vs_running(batch_mean: torch.Tensor, batch_var: torch.Tensor, running_
     shift = ((batch_mean - running_mean).abs() / (running_var + eps).sqrt()).mean()
     ratio = ((batch_var + eps) / (running_var + eps)).mean()
     return [shift, ratio]
+
+
+def units_identical(weight: torch.Tensor) -> bool:
+    """True when every output unit of a layer has the same incoming weights (a symmetry no gradient breaks)."""
+    w = weight.detach().flatten(1)
+    return len(w) > 1 and bool((w - w[:1]).abs().max() == 0)

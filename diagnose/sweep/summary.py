@@ -1,6 +1,7 @@
 """What a sweep shows: batch-size sensitivity curves, an HParams table, summary.csv and a terminal table."""
 
 import csv
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from diagnose.findings import Finding, Thresholds, as_dicts, bn_small_batch
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
 
 # name -> how to read it from a run; the sensitivity curves and the HParams metrics
@@ -19,6 +21,7 @@ METRICS = {
     "bn_train_eval_gap": lambda r: r.bn_gap,
 }
 SUMMARY_CSV = "summary.csv"
+FINDINGS_JSON = "findings.json"
 SENSITIVITY_DIR = "sensitivity"
 
 
@@ -85,6 +88,12 @@ def sweep_table(runs: list[RunRecord], keys: list[str], title: str) -> Table:
     return table
 
 
+def sweep_findings(runs: list[RunRecord]) -> list[Finding]:
+    """Findings that only a sweep can show, with the thresholds the jobs ran with."""
+    configured = next((r.metrics["config"]["findings"] for r in runs if "findings" in r.metrics.get("config", {})), {})
+    return bn_small_batch(runs, Thresholds(**configured))
+
+
 def summarise_sweep(sweep_dir: Path, console: Console | None = None) -> list[RunRecord]:
     """Everything a finished sweep writes into its folder, and the table it prints."""
     runs = find_runs(sweep_dir)
@@ -93,5 +102,10 @@ def summarise_sweep(sweep_dir: Path, console: Console | None = None) -> list[Run
         write_sensitivity(sweep_dir, runs, keys)
     write_hparams(runs, keys)
     write_csv(sweep_dir / SUMMARY_CSV, runs, keys)
-    (console or Console(stderr=True)).print(sweep_table(runs, keys, f"sweep {sweep_dir}"))
+    findings = sweep_findings(runs)
+    (sweep_dir / FINDINGS_JSON).write_text(json.dumps(as_dicts(findings), indent=2))
+    console = console or Console(stderr=True)
+    console.print(sweep_table(runs, keys, f"sweep {sweep_dir}"))
+    for finding in findings:
+        console.print(f"[yellow]{finding.severity}[/]: {finding.text()}", highlight=False)
     return runs

@@ -49,3 +49,13 @@ def print_summary(metrics: dict[str, Any], out_dir: str) -> None:
         f"{metrics['steps']} steps in {metrics['wall_time_s']:.1f} s, "
         f"{metrics['images_per_s']:,.0f} images/s. Run folder: {out_dir}"
     )
+
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def print_findings(findings: list) -> None:
+    """Each finding as one line: severity, what is seen with its evidence, and the remedy."""
+    for f in findings:
+        console.print(f"[{SEVERITY_STYLE.get(f.severity, '')}]{f.severity}[/]: {f.message} [dim]- {f.remedy}[/]",
+                      highlight=False)

@@ -17,9 +17,12 @@ from diagnose.build import Run
 from diagnose.components.norms import clamp_rho_
 from diagnose.data import augment, shuffled_batches, to_input
 from diagnose.diagnostics.dashboard import custom_scalars_layout, depth_figure
+from diagnose.diagnostics.landscape import landscape
 from diagnose.diagnostics.monitor import Diagnostics, DiagSettings, NonFinite
 from diagnose.diagnostics.probes import DeadUnitProbe, has_batchnorm, write_scalars
-from diagnose.training.console import console, progress_bar, stats_text
+from diagnose.diagnostics.stats import units_identical
+from diagnose.findings import as_dicts, run_findings
+from diagnose.training.console import console, print_findings, progress_bar, stats_text
 from diagnose.training.evaluate import evaluate
 from diagnose.training.outputs import save_checkpoint, write_metrics
 from diagnose.training.state import capture, epoch_generator, restore
@@ -52,6 +55,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     last_good = capture(run, generator, 0) if settings.locate_nonfinite else None
     train_loss = train_acc = float("nan")
     history: list[dict[str, float]] = []
+    dead_history: dict[str, list[tuple[int, float]]] = {}  # layer -> (step, dead fraction) at each probe
     status, done, train_time, nonfinite = "completed", 0, 0.0, None
     started = time.perf_counter()
 
@@ -63,8 +67,12 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
             for step in range(run.total_steps):
                 if step % run.steps_per_epoch == 0:
                     batches = epoch_batches(run, step // run.steps_per_epoch)
+                idx = next(batches)
+                if settings.landscape and (step + 1) % settings.landscape_every == 0:
+                    write_scalars(writer, landscape(model, run.loss_fn, prepare(data.train_x[idx]), data.train_y[idx],
+                                                    run.optimizer.param_groups[0]["lr"]), step + 1)
                 diag.start(step + 1, last=step + 1 == run.total_steps)
-                loss, correct = step_fn(next(batches))
+                loss, correct = step_fn(idx)
                 nonfinite = diag.finish(step + 1)
                 window_losses[window_steps] = loss
                 window_correct += correct
@@ -72,7 +80,11 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
                 done = step + 1
 
                 if probe is not None and (done % settings.probe_every == 0 or done == run.total_steps):
-                    diag.latest.update(write_scalars(writer, probe.measure(done), done))
+                    measured = write_scalars(writer, probe.measure(done), done)
+                    diag.latest.update(measured)
+                    for tag, value in measured.items():
+                        if tag.startswith("dead/"):
+                            dead_history.setdefault(tag[len("dead/"):], []).append((done, value))
 
                 if window_steps == run.log_every or done == run.total_steps or nonfinite:
                     # the only host sync of the hot loop, once per log window
@@ -103,8 +115,9 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
                     window_start, window_steps = time.perf_counter(), 0
 
                 if (done % run.steps_per_epoch == 0 or done == run.total_steps) and len(data.val_y):
+                    eval_start = time.perf_counter()
                     history.append(evaluate_epoch(run, prepare, diag, settings, writer, done))
-                    window_start = time.perf_counter()  # evaluation time is not training time
+                    window_start += time.perf_counter() - eval_start  # evaluation time is not training time
     except KeyboardInterrupt:
         status = "interrupted"
         console.print(f"[yellow]Interrupted after {done} steps: saving what there is.")
@@ -131,8 +144,16 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
         "history": history,
         "nonfinite": vars(nonfinite) if nonfinite else None,
         "layers": diag.by_layer(),
+        "dead_history": dead_history,
+        "run_means": diag.run_means(),
+        "symmetric_layers": [name for name, weight in diag.weights if units_identical(weight)],
         "config": config,
     }
+    findings = run_findings(metrics, run.findings)
+    metrics["findings"] = as_dicts(findings)
+    if findings:
+        writer.add_text("findings", "\n".join(f"- **{f.severity}**: {f.text()}" for f in findings), done)
+        print_findings(findings)
     writer.close()
     save_checkpoint(out_dir, {**capture(run, generator, done), "config": config})
     write_metrics(out_dir, metrics)

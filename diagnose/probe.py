@@ -1,0 +1,95 @@
+"""`diagnose probe`: how a signal propagates through the network at initialisation, layer by layer."""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.table import Table
+from torch.utils.tensorboard import SummaryWriter
+
+from diagnose.build import build_loss, build_model, load_data, pick_device, thresholds
+from diagnose.data import to_input
+from diagnose.diagnostics.monitor import Diagnostics, DiagSettings
+from diagnose.diagnostics.probes import DeadUnitProbe
+from diagnose.diagnostics.stats import units_identical
+from diagnose.errors import UserError
+from diagnose.findings import as_dicts, run_findings
+from diagnose.training.console import console, print_findings
+from diagnose.training.outputs import write_metrics
+from diagnose.validate import positive_int
+
+COLUMNS = {"act_mean": "act mean", "act_std": "act std", "grad_std": "grad std", "dead": "dead",
+           "saturation": "saturated"}
+
+
+class _Discard:
+    """A writer that drops what Diagnostics writes: the probe writes its own, against depth."""
+
+    def add_scalar(self, *args: Any) -> None:
+        pass
+
+    add_histogram_raw = add_scalar
+
+
+def probe_batch(cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...], int]:
+    """(inputs, labels, one input's shape, number of classes) for the probe."""
+    if cfg.probe.input == "gaussian":
+        shape, classes = tuple(cfg.probe.shape), cfg.probe.classes
+        x = torch.randn(cfg.probe.batch, *shape, device=device)
+        return x, torch.randint(0, classes, (cfg.probe.batch,), device=device), shape, classes
+    if cfg.probe.input == "data":
+        data = load_data(cfg.data, device)
+        x = to_input(data.train_x[:cfg.probe.batch], data.mean, data.std, center=cfg.data.center)
+        return x, data.train_y[:cfg.probe.batch], data.shape, data.n_classes
+    raise UserError(f"probe.input must be gaussian or data, got {cfg.probe.input!r}.")
+
+
+def probe(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Measure one forward/backward pass; write TensorBoard scalars (x = layer index) and metrics.json."""
+    positive_int("probe.batch", cfg.probe.batch, minimum=2)
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    x, y, shape, classes = probe_batch(cfg, device)
+    model = build_model(cfg, shape, classes).to(device).train()
+    loss_fn = build_loss(cfg.loss, classes).to(device)
+
+    diag = Diagnostics(model, _Discard(), DiagSettings(sigmoid_flat=cfg.sigmoid_flat, tanh_flat=cfg.tanh_flat))
+    diag.start(1, watch=True)
+    loss_fn(model(x), y).backward()
+    diag.after_backward()
+    nonfinite = diag.finish(1, write=False)
+    dead = DeadUnitProbe(model, x, chunk=len(x)).measure(0)
+    diag.latest.update({tag: value.item() for tag, value in dead.items()})
+    layers = diag.by_layer()
+    # zero init: all units of a layer get identical gradients, so they stay identical forever
+    symmetric = [name for name, weight in diag.weights if weight.grad is not None and units_identical(weight)
+                 and units_identical(weight.grad)]
+
+    acts = [(name, values) for name, values in layers.items() if name.endswith(".act")]
+    with SummaryWriter(str(out_dir)) as writer:
+        for depth, (_, values) in enumerate(acts, start=1):
+            for metric in COLUMNS:
+                if metric in values:
+                    writer.add_scalar(f"probe/{metric}", values[metric], depth)
+    metrics = {"status": "completed", "command": "probe", "steps": 0, "layers": layers,
+               "nonfinite": vars(nonfinite) if nonfinite else None, "symmetric_layers": symmetric,
+               "final": {"loss": loss_fn(model(x), y).item()}, "config": OmegaConf.to_container(cfg, resolve=True)}
+    findings = run_findings(metrics, thresholds(cfg.findings))
+    metrics["findings"] = as_dicts(findings)
+    write_metrics(out_dir, metrics)
+    console.print(probe_table(acts))
+    print_findings(findings)
+    return metrics
+
+
+def probe_table(acts: list[tuple[str, dict[str, float]]]) -> Table:
+    table = Table(title="one batch at initialisation, per layer", header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("layer")
+    for title in COLUMNS.values():
+        table.add_column(title, justify="right")
+    for depth, (name, values) in enumerate(acts, start=1):
+        table.add_row(str(depth), name, *(f"{values[m]:.3g}" if m in values else "" for m in COLUMNS))
+    return table
+

@@ -1,0 +1,81 @@
+"""Each findings rule: a constructed case that fires it and one that does not."""
+
+import pytest
+
+from diagnose.findings import RUN_RULES, Thresholds, bn_small_batch, run_findings
+from diagnose.sweep.runs import RunRecord
+
+T = Thresholds()
+
+
+def layers(**per_layer: dict) -> dict:
+    return {"layers": {name.replace("_", "."): values for name, values in per_layer.items()}, "steps": 100}
+
+
+CASES = {  # rule -> (metrics that fire it, metrics that do not)
+    "dead_relu": ({**layers(features_0_act={"dead": 0.61}), "dead_history": {"features.0.act": [[100, 0.1],
+                                                                                                [200, 0.61]]}},
+                  layers(features_0_act={"dead": 0.05})),
+    "saturation": (layers(features_0_act={"saturation": 0.9}), layers(features_0_act={"saturation": 0.1})),
+    "vanishing_activations": (layers(features_0_act={"act_std": 1.0}, features_9_act={"act_std": 1e-4}),
+                              layers(features_0_act={"act_std": 1.0}, features_9_act={"act_std": 0.5})),
+    "exploding_activations": (layers(features_0_act={"act_std": 1.0}, features_9_act={"act_std": 1e4}),
+                              layers(features_0_act={"act_std": 1.0}, features_9_act={"act_std": 2.0})),
+    "vanishing_gradients": (layers(features_0_act={"grad_norm": 1e-6}, features_9_act={"grad_norm": 1.0}),
+                            layers(features_0_act={"grad_norm": 0.5}, features_9_act={"grad_norm": 1.0})),
+    "exploding_gradients": (layers(features_0_act={"grad_norm": 1e6}, features_9_act={"grad_norm": 1.0}),
+                            layers(features_0_act={"grad_norm": 2.0}, features_9_act={"grad_norm": 1.0})),
+    "update_ratio_high": (layers(features_0_conv={"update_ratio": 0.5}),
+                          layers(features_0_conv={"update_ratio": 1e-3})),
+    "update_ratio_low": (layers(features_0_conv={"update_ratio": 1e-7}),
+                         layers(features_0_conv={"update_ratio": 1e-3})),
+    "divergence": ({"nonfinite": {"step": 7, "layer": "features.2.conv", "tensor": "activation"}},
+                   {"nonfinite": None}),
+    "non_centred_inputs": ({**layers(features_0_linear={"sign_agreement": 0.9}), "config": {"data": {"center": False}}},
+                           layers(features_0_linear={"sign_agreement": 0.1})),
+    "zero_init_symmetry": ({"symmetric_layers": ["features.0.linear"]}, {"symmetric_layers": []}),
+    "bn_train_eval_gap": ({"history": [{"step": 10, "val_acc": 0.6, "val_acc_bn_train_mode": 0.8}]},
+                          {"history": [{"step": 10, "val_acc": 0.8, "val_acc_bn_train_mode": 0.81}]}),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_rule_fires_on_its_case_and_not_on_a_healthy_one(rule):
+    fires, healthy = CASES[rule]
+    found = {f.rule: f for f in run_findings(fires, T)}
+    assert rule in found
+    assert found[rule].message and found[rule].remedy
+    assert rule not in {f.rule for f in run_findings(healthy, T)}
+
+
+def test_every_rule_is_covered():
+    names = set()
+    for rule in RUN_RULES:
+        for fires, _ in CASES.values():
+            names |= {f.rule for f in rule(fires, T)}
+    assert names == set(CASES)
+
+
+def test_dead_relu_says_since_when_and_divergence_names_the_layer():
+    (dead,) = [f for f in run_findings(CASES["dead_relu"][0], T) if f.rule == "dead_relu"]
+    assert dead.message == "layer features.0.act: 61% dead ReLU units from step 200" and dead.step == 200
+    (div,) = run_findings(CASES["divergence"][0], T)
+    assert "step 7" in div.message and "features.2.conv" in div.message and div.severity == "error"
+
+
+def test_thresholds_come_from_config():
+    assert not [f for f in run_findings(CASES["saturation"][0], Thresholds(saturation=0.95))]
+
+
+def bn_run(batch: int, acc: float, norm: str = "bn") -> RunRecord:
+    return RunRecord(path=None, overrides={"norm": norm, "batch": batch},
+                     metrics={"status": "completed", "final": {"val_acc": acc},
+                              "config": {"norm": {"name": norm}, "batch": batch}})
+
+
+def test_bn_small_batch_collapse_in_a_sweep():
+    (finding,) = bn_small_batch([bn_run(2, 0.60), bn_run(8, 0.80), bn_run(32, 0.83)], T)
+    assert finding.message.startswith("BN at batch 2: val accuracy 23 points below batch 32")
+    assert "gn" in finding.remedy
+    assert not bn_small_batch([bn_run(2, 0.80), bn_run(32, 0.83)], T)
+    assert not bn_small_batch([bn_run(2, 0.40, "gn"), bn_run(32, 0.83, "gn")], T)

@@ -1,0 +1,95 @@
+"""`diagnose probe`: the lecture's initialisation experiments, on small versions, against theory."""
+
+import math
+
+import pytest
+from conftest import compose_config, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from diagnose.probe import probe
+
+
+def probe_layers(tmp_path, *overrides: str) -> tuple[list[dict[str, float]], dict]:
+    cfg = compose_config(["device=cpu", "model.width=256", "probe.batch=256", *overrides], config_name="probe")
+    metrics = probe(cfg, tmp_path)
+    acts = [values for name, values in metrics["layers"].items() if name.endswith(".act")]
+    return acts, metrics
+
+
+def rules(metrics: dict) -> set[str]:
+    return {f["rule"] for f in metrics["findings"]}
+
+
+def test_unit_gaussian_weights_explode(tmp_path):
+    acts, metrics = probe_layers(tmp_path, "init=normal", "init.std=1.0", "model.depth=8")
+    stds = [a["act_std"] for a in acts]
+    # each layer multiplies the std by about std * sqrt(width / 2) = 11
+    assert all(later > 5 * earlier for earlier, later in zip(stds, stds[1:], strict=False))
+    assert "exploding_activations" in rules(metrics)
+
+
+def test_small_gaussian_weights_vanish(tmp_path):
+    acts, metrics = probe_layers(tmp_path, "init=normal", "init.std=0.01", "act=tanh", "model.depth=8")
+    stds = [a["act_std"] for a in acts]
+    assert stds[-1] < 1e-3 * stds[0]
+    assert "vanishing_activations" in rules(metrics) and "vanishing_gradients" in rules(metrics)
+
+
+def local_sigmoid_gradient(metrics: dict, depth: int) -> list[float]:
+    """Per layer: std of the gradient before the sigmoid over after it, i.e. the typical sigmoid'(h)."""
+    layers = metrics["layers"]
+    return [layers[f"features.{i}.linear"]["grad_std"] / layers[f"features.{i}.act"]["grad_std"]
+            for i in range(depth)]
+
+
+def test_sigmoid_with_large_weights_saturates_and_its_gradient_vanishes(tmp_path):
+    acts, metrics = probe_layers(tmp_path, "init=normal", "init.std=1.0", "act=sigmoid", "model.depth=8")
+    assert min(a["saturation"] for a in acts) > 0.5
+    # the gradient passing through a saturated sigmoid shrinks to a few percent ...
+    assert max(local_sigmoid_gradient(metrics, 8)) < 0.1
+    assert "saturation" in rules(metrics)
+    # ... where an unsaturated one passes close to its maximum slope, 1/4
+    _, healthy = probe_layers(tmp_path, "init=xavier_normal", "act=sigmoid", "model.depth=8")
+    assert min(local_sigmoid_gradient(healthy, 8)) > 0.19
+    assert "saturation" not in rules(healthy)
+
+
+def test_kaiming_normal_keeps_relu_std_within_a_factor_of_two_over_30_layers(tmp_path):
+    acts, metrics = probe_layers(tmp_path, "init=kaiming_normal", "act=relu", "model.depth=30", "model.width=512")
+    stds = [a["act_std"] for a in acts]
+    assert len(stds) == 30 and max(stds) / min(stds) < 2
+    assert not rules(metrics) & {"vanishing_activations", "exploding_activations"}
+
+
+def test_lecun_normal_halves_relu_variance_per_layer(tmp_path):
+    depth = 20
+    acts, _ = probe_layers(tmp_path, "init=lecun_normal", "act=relu", f"model.depth={depth}", "model.width=512")
+    measured = acts[-1]["act_std"] / acts[0]["act_std"]
+    predicted = 2 ** (-(depth - 1) / 2)  # Var(w) = 1/N: each ReLU layer halves the variance
+    assert math.log2(measured) == pytest.approx(math.log2(predicted), abs=1.0), (measured, predicted)
+
+
+def test_zero_init_gives_every_unit_of_a_layer_the_same_gradient(tmp_path):
+    _, metrics = probe_layers(tmp_path, "init=zeros", "model.depth=3")
+    assert {"features.0.linear", "features.1.linear", "features.2.linear"} <= set(metrics["symmetric_layers"])
+    assert "zero_init_symmetry" in rules(metrics)
+    _, random = probe_layers(tmp_path, "init=kaiming_normal", "model.depth=3")
+    assert random["symmetric_layers"] == []
+
+
+def test_probe_on_real_data_and_a_cnn(tmp_path):
+    acts, metrics = probe_layers(tmp_path, "probe.input=data", "data.train_count=512", "data.val_size=64", "model=cnn",
+                                 "model.widths=[8,16]", "norm=bn")
+    assert len(acts) == 2 and metrics["status"] == "completed"
+
+
+def test_probe_sweep_draws_one_line_per_setting_against_depth(tmp_path):
+    result = run_cli(["probe", "-m", "init=normal,kaiming_normal", "act=relu,tanh", "model.depth=4",
+                      "model.width=64", "probe.batch=64", "device=cpu"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    jobs = sorted((tmp_path / "outputs" / "multirun" / "probe").glob("*/*/*/metrics.json"))
+    assert len(jobs) == 4
+    for job in jobs:
+        events = EventAccumulator(str(job.parent)).Reload()
+        assert [e.step for e in events.Scalars("probe/act_std")] == [1, 2, 3, 4]
+    assert "act std" in result.stderr  # the per-layer table
