@@ -1,0 +1,72 @@
+"""Every command README.md shows keeps working: the lecture tour runs shrunk, the others at least compose."""
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import FASHION, run_cli
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def commands(text: str) -> list[str]:
+    """`diagnose ...` lines of the fenced code blocks in `text`, continuation lines joined."""
+    blocks = re.findall(r"```\n(.*?)```", text, flags=re.S)
+    joined = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    return [line.split("  #")[0].strip() for line in joined if line.startswith("diagnose ")]
+
+
+TOUR = commands(README.split("<!-- tour -->")[1].split("<!-- /tour -->")[0])
+SHRINK = {
+    "train": {"steps": "3", "data.subset": "256", "data.val_size": "128", "device": "cpu", "log_every": "1",
+              "diag.probe_every": "2", "diag.landscape_every": "2"},
+    "probe": {"model.depth": "4", "model.width": "32", "probe.batch": "32", "device": "cpu"},
+}
+
+
+def shrunk(command: str) -> list[str]:
+    """The command's arguments with the keys of SHRINK replaced: a few steps on a little data."""
+    args = [a.strip("'") for a in command.split()[1:]]
+    shrink = SHRINK[args[0]]
+    if args[0] == "train" and not any(a.startswith("diag.landscape=") for a in args):
+        shrink = {k: v for k, v in shrink.items() if k != "diag.landscape_every"}
+    kept = [a for a in args if a.split("=")[0] not in shrink]
+    return kept + [f"{k}={v}" for k, v in shrink.items()]
+
+
+def test_the_tour_has_a_command_for_every_phenomenon():
+    assert len(TOUR) >= 13
+    for topic in ("init=zeros", "lr=0.05", "norm=bn,gn batch=2,32", "clip=value,norm", "downsample=maxpool,strided",
+                  "data.center=false,true", "diag.landscape=true", "loss=ce,mse"):
+        assert any(topic in c for c in TOUR), topic
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", TOUR)
+def test_tour_command_runs_shrunk(command, tmp_path):
+    if "fashion_mnist" in command and not FASHION.is_dir():
+        pytest.skip("needs Debian's dataset-fashion-mnist")
+    result = run_cli(shrunk(command), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = list(tmp_path.glob("outputs/**/metrics.json"))
+    jobs = 1
+    for arg in command.split():
+        if "," in arg and "=" in arg and "[" not in arg:
+            jobs *= len(arg.split("=", 1)[1].split(","))
+    assert len(metrics) == jobs
+
+
+def test_every_other_command_is_a_real_command():
+    others = [c for c in commands(README) if c not in TOUR]
+    assert any(c.startswith("diagnose train -m hydra/launcher=submitit_slurm") for c in others)
+    for command in others:
+        assert command.split()[1] in ("train", "probe", "report"), command
+
+
+def test_the_slurm_example_composes(tmp_path):
+    (slurm,) = [c for c in commands(README) if "submitit_slurm" in c]
+    # without SLURM it cannot launch; --cfg hydra composes the config it would launch with (one job's values)
+    args = [a if "," not in a else a.split(",")[0] for a in slurm.split()[1:] if a != "-m"]
+    result = run_cli([*args, "--cfg", "hydra"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "partition: gpu" in result.stdout and "array_parallelism: 10" in result.stdout
