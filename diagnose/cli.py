@@ -35,7 +35,7 @@ def config_dir() -> Path:
 def _fail(message: str) -> None:
     from diagnose.training.console import console
 
-    console.print(f"[bold red]Error:[/] {message}", highlight=False)
+    console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)  # one line: greppable
 
 
 def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], dict]) -> float | None:
@@ -68,6 +68,8 @@ def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], dict]) -> floa
         write_metrics(out_dir, {"status": "failed", "error": message,
                                 "config": OmegaConf.to_container(cfg, resolve=True)})
         return None
+    if metrics["status"] == "interrupted":  # Ctrl-C or SIGTERM stops the whole sweep, not just this job
+        sys.exit(EXIT_CODES["interrupted"])
     return metrics.get("final", {}).get("val_acc")
 
 
@@ -77,12 +79,57 @@ def _train(cfg: DictConfig) -> float | None:
         from diagnose.training.console import print_summary
         from diagnose.training.loop import train
 
-        run = build_run(cfg)
-        metrics = train(run, out_dir, OmegaConf.to_container(cfg, resolve=True))
+        if cfg.resume is None:
+            metrics = train(build_run(cfg), out_dir, OmegaConf.to_container(cfg, resolve=True))
+        else:
+            checkpoint, run_dir = _resumable(cfg)
+            metrics = train(build_run(OmegaConf.create(checkpoint["config"])), run_dir, checkpoint["config"],
+                            resume=checkpoint)
+            _remove_run_dir(out_dir)  # the folder Hydra made for this command: the run goes on in its own
+            out_dir = run_dir
         print_summary(metrics, str(out_dir))
         return metrics
 
     return _run_task(cfg, work)
+
+
+def _resumable(cfg: DictConfig) -> tuple[dict, Path]:
+    """The checkpoint to resume and its folder, once it is known that this command line does not ask for a
+    different run than the checkpoint's: resuming continues a run exactly as it was configured."""
+    from diagnose.training.outputs import load_checkpoint
+
+    run_dir = Path(cfg.resume)
+    checkpoint = load_checkpoint(run_dir)
+    saved = OmegaConf.create(checkpoint["config"])
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    different = []
+    for override in overrides:
+        key = override.key_or_group
+        if key == "resume" or key.startswith("hydra"):
+            continue
+        given, before = _plain(OmegaConf.select(cfg, key)), _plain(OmegaConf.select(saved, key))
+        if given != before:
+            different.append(f"{key} (the run has {before}, the command line {given})")
+    if different:
+        raise UserError(f"resume={run_dir} continues that run as it was configured, but the command line changes "
+                        f"{'; '.join(different)}. Drop those overrides, or start a new run.")
+    if _status_of(run_dir) == "completed":
+        raise UserError(f"resume={run_dir}: that run already completed ({checkpoint['step']} steps); nothing to "
+                        f"resume.")
+    return checkpoint, run_dir
+
+
+def _plain(value: object) -> object:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _status_of(run_dir: Path) -> str | None:
+    from diagnose.training.outputs import read_metrics
+
+    try:
+        return read_metrics(run_dir).get("status")
+    except (OSError, ValueError):  # no metrics.json: killed outright, resumable from its last checkpoint
+        return None
 
 
 def _probe(cfg: DictConfig) -> None:

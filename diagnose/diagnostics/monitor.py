@@ -159,6 +159,14 @@ class Diagnostics:
                 if weight.grad is not None:
                     self._hists.append((f"weight_grad/{name}", stats.histogram_sample(weight.grad)))
 
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs to go on measuring as if it had never stopped."""
+        return {"sums": dict(self._sums), "latest": dict(self.latest)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._sums = dict(state.get("sums", {}))
+        self.latest = dict(state.get("latest", {}))
+
     def run_means(self) -> dict[str, float]:
         """Means over every measuring step of the RUN_MEANS metrics: one step's value of these is noisy, and a
         schedule that ends at lr 0 makes the last update ratio tiny by design."""

@@ -5,6 +5,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,47 +27,83 @@ from diagnose.training.console import console, print_findings, progress_bar, sta
 from diagnose.training.evaluate import evaluate
 from diagnose.training.outputs import save_checkpoint, write_metrics
 from diagnose.training.state import capture, epoch_generator, restore
+from diagnose.training.stop import StopRequests
 
 
-def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """Train `run`, writing TensorBoard events, metrics.json and a checkpoint into `out_dir`.
+@dataclass
+class Record:
+    """What a run accumulates besides its weights. Checkpoints carry it, so a resumed run ends with exactly
+    the numbers of an uninterrupted one."""
 
-    Returns the metrics; their `status` is completed, diverged (a NaN/Inf appeared) or interrupted (Ctrl-C).
+    window_losses: list[float] = field(default_factory=list)  # the current log window's steps so far
+    window_correct: int = 0
+    train_loss: float = float("nan")
+    train_acc: float = float("nan")
+    train_time: float = 0.0  # seconds spent in training steps (evaluations excluded)
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per evaluation
+    dead_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # layer -> (step, dead)
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # Diagnostics.state() and the probe's masks
+
+
+def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train `run`, writing TensorBoard events, metrics.json and a checkpoint into `out_dir`; with `resume`
+    (a checkpoint), go on from where it stopped, in the same folder.
+
+    Returns the metrics; their `status` is completed, diverged (a NaN/Inf appeared) or interrupted (Ctrl-C,
+    SIGTERM).
     """
     settings = run.diag
     model, data, device = run.model, run.data, run.device
     prepare = partial(to_input, mean=data.mean, std=data.std, center=run.center)
     generator = torch.Generator(device=device).manual_seed(run.seed)  # augmentation
-    writer = SummaryWriter(log_dir=str(out_dir))
-    config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
-    writer.add_text("config", "    " + config_yaml.replace("\n", "\n    "))  # indented: markdown shows it verbatim
-    writer.add_custom_scalars(custom_scalars_layout())
+    start = restore(run, generator, resume) if resume else 0
+    record = Record(**resume["record"]) if resume else Record()
+    # purge_step: TensorBoard drops what an interrupted process logged after its last checkpoint
+    writer = SummaryWriter(log_dir=str(out_dir), purge_step=start + 1 if resume else None)
+    if not resume:
+        config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
+        writer.add_text("config", "    " + config_yaml.replace("\n", "\n    "))  # indented: shown verbatim
+        writer.add_custom_scalars(custom_scalars_layout())
     diag = Diagnostics(model, writer, settings)
     probe_x = prepare(data.val_x[:settings.probe_size])  # held out from training, fixed for the whole run
     probe = (DeadUnitProbe(model, probe_x, settings.dead_since, chunk=max(run.batch, 2))
              if settings.probe_every and len(probe_x) else None)
+    if resume:
+        diag.load_state(record.diagnostics)
+        if probe is not None:
+            probe.always_dead = {k: v.to(device) for k, v in record.diagnostics.get("always_dead", {}).items()}
     step_fn = partial(train_step, run, generator, prepare, diag)
 
     # Per-step losses of the current log window stay on the device: reading them (one host sync) happens
     # only on logging steps, and still tells exactly which step first went non-finite.
     window_losses = torch.zeros(run.log_every, device=device)
-    window_correct = torch.zeros((), device=device, dtype=torch.long)
-    window_start, window_steps = time.perf_counter(), 0
-    last_good = capture(run, generator, 0) if settings.locate_nonfinite else None
-    train_loss = train_acc = float("nan")
-    history: list[dict[str, float]] = []
-    dead_history: dict[str, list[tuple[int, float]]] = {}  # layer -> (step, dead fraction) at each probe
-    status, done, train_time, nonfinite = "completed", 0, 0.0, None
+    window_losses[:len(record.window_losses)] = torch.tensor(record.window_losses, device=device)
+    window_correct = torch.tensor(record.window_correct, device=device)
+    window_start, window_steps = time.perf_counter(), len(record.window_losses)
+    last_good = capture(run, generator, start) if settings.locate_nonfinite else None
+    status, done, nonfinite = "completed", start, None
+    between_steps = True  # False when a second Ctrl-C cut a step in half: that state is not saved
     started = time.perf_counter()
+
+    def checkpoint() -> None:
+        """Save the state after `done` steps with everything the record needs to go on exactly."""
+        record.window_losses = window_losses[:window_steps].tolist()
+        record.window_correct = int(window_correct.item())
+        record.diagnostics = {**diag.state(), "always_dead": probe.always_dead if probe else {}}
+        save_checkpoint(out_dir, {**capture(run, generator, done), "config": config, "record": asdict(record)})
 
     model.train()
     progress = progress_bar()
-    task = progress.add_task("train", total=run.total_steps, stats="")
-    try:
-        with progress:
-            for step in range(run.total_steps):
-                if step % run.steps_per_epoch == 0:
-                    batches = epoch_batches(run, step // run.steps_per_epoch)
+    task = progress.add_task("train", total=run.total_steps, completed=start, stats="")
+    with progress, StopRequests() as stop:
+        try:
+            for step in range(start, run.total_steps):
+                if stop.requested:
+                    status = "interrupted"
+                    console.print(f"[yellow]{stop.requested}: stopping after {done} steps, saving everything.")
+                    break
+                if step == start or step % run.steps_per_epoch == 0:
+                    batches = batches_from(run, step)
                 idx = next(batches)
                 if settings.landscape and (step + 1) % settings.landscape_every == 0:
                     write_scalars(writer, landscape(model, run.loss_fn, prepare(data.train_x[idx]), data.train_y[idx],
@@ -84,7 +121,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
                     diag.latest.update(measured)
                     for tag, value in measured.items():
                         if tag.startswith("dead/"):
-                            dead_history.setdefault(tag[len("dead/"):], []).append((done, value))
+                            record.dead_history.setdefault(tag[len("dead/"):], []).append((done, value))
 
                 if window_steps == run.log_every or done == run.total_steps or nonfinite:
                     # the only host sync of the hot loop, once per log window
@@ -99,16 +136,17 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
                                       f"gradients or add normalisation.")
                         break
                     elapsed = time.perf_counter() - window_start
-                    train_time += elapsed
+                    record.train_time += elapsed
                     images_per_s = window_steps * run.batch / elapsed
-                    train_loss = sum(losses) / len(losses)
-                    train_acc = window_correct.item() / (window_steps * run.batch)
+                    record.train_loss = sum(losses) / len(losses)
+                    record.train_acc = window_correct.item() / (window_steps * run.batch)
                     for i, value in enumerate(losses):
                         writer.add_scalar("train/loss", value, first_step + i)
-                    writer.add_scalar("train/acc", train_acc, done)
+                    writer.add_scalar("train/acc", record.train_acc, done)
                     writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], done)
                     writer.add_scalar("perf/images_per_s", images_per_s, done)
-                    progress.update(task, completed=done, stats=stats_text(train_loss, train_acc, images_per_s))
+                    progress.update(task, completed=done,
+                                    stats=stats_text(record.train_loss, record.train_acc, images_per_s))
                     if last_good is not None:
                         last_good = capture(run, generator, done)
                     window_correct.zero_()
@@ -116,17 +154,20 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
 
                 if (done % run.steps_per_epoch == 0 or done == run.total_steps) and len(data.val_y):
                     eval_start = time.perf_counter()
-                    history.append(evaluate_epoch(run, prepare, diag, settings, writer, done))
+                    record.history.append(evaluate_epoch(run, prepare, diag, settings, writer, done))
+                    if done < run.total_steps:
+                        checkpoint()  # a process killed outright can still resume from the last epoch
                     window_start += time.perf_counter() - eval_start  # evaluation time is not training time
-    except KeyboardInterrupt:
-        status = "interrupted"
-        console.print(f"[yellow]Interrupted after {done} steps: saving what there is.")
-    finally:
-        diag.close()
+        except KeyboardInterrupt:  # a second Ctrl-C, in the middle of a step: the last checkpoint stays
+            status, between_steps = "interrupted", False
+            console.print(f"[yellow]Interrupted in the middle of step {done + 1}; metrics are saved, and the "
+                          f"last checkpoint is from an epoch end.")
+        finally:
+            diag.close()
 
-    final: dict[str, float] = {"train_loss": train_loss, "train_acc": train_acc}
-    if history:
-        final.update(val_loss=history[-1]["val_loss"], val_acc=history[-1]["val_acc"])
+    final: dict[str, float] = {"train_loss": record.train_loss, "train_acc": record.train_acc}
+    if record.history:
+        final.update(val_loss=record.history[-1]["val_loss"], val_acc=record.history[-1]["val_acc"])
     if status == "completed":
         final["test_loss"], final["test_acc"] = evaluate(model, run.loss_fn, data.test_x, data.test_y, prepare)
         writer.add_scalar("test/loss", final["test_loss"], done)
@@ -139,12 +180,12 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
         "steps": done,
         "epochs": done / run.steps_per_epoch,
         "wall_time_s": time.perf_counter() - started,
-        "images_per_s": done * run.batch / train_time if train_time else 0.0,
+        "images_per_s": done * run.batch / record.train_time if record.train_time else 0.0,
         "final": final,
-        "history": history,
+        "history": record.history,
         "nonfinite": vars(nonfinite) if nonfinite else None,
         "layers": diag.by_layer(),
-        "dead_history": dead_history,
+        "dead_history": record.dead_history,
         "run_means": diag.run_means(),
         "symmetric_layers": [name for name, weight in diag.weights if units_identical(weight)],
         "config": config,
@@ -155,7 +196,8 @@ def train(run: Run, out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
         writer.add_text("findings", "\n".join(f"- **{f.severity}**: {f.text()}" for f in findings), done)
         print_findings(findings)
     writer.close()
-    save_checkpoint(out_dir, {**capture(run, generator, done), "config": config})
+    if between_steps:
+        checkpoint()
     write_metrics(out_dir, metrics)
     return metrics
 
@@ -164,6 +206,12 @@ def epoch_batches(run: Run, epoch: int) -> Iterator[torch.Tensor]:
     """The index tensors of one epoch's batches, in an order fixed by (seed, epoch)."""
     generator = epoch_generator(run.seed, epoch, run.device)
     return shuffled_batches(len(run.data.train_y), run.batch, generator, run.device)
+
+
+def batches_from(run: Run, step: int) -> Iterator[torch.Tensor]:
+    """The batches of `step`'s epoch, from `step` on: replaying or resuming sees the very same batches."""
+    epoch, position = divmod(step, run.steps_per_epoch)
+    return itertools.islice(epoch_batches(run, epoch), position, None)
 
 
 def train_step(run: Run, generator: torch.Generator, prepare: Callable, diag: Diagnostics,
@@ -194,11 +242,9 @@ def locate_nonfinite(run: Run, generator: torch.Generator, last_good: dict[str, 
     if last_good is None:
         return NonFinite(bad_step, "loss", "loss")
     start = restore(run, generator, last_good)
-    epoch, position = divmod(start, run.steps_per_epoch)
-    batches = itertools.islice(epoch_batches(run, epoch), position, None)
     for step in range(start, bad_step):
-        if step % run.steps_per_epoch == 0:
-            batches = epoch_batches(run, step // run.steps_per_epoch)
+        if step == start or step % run.steps_per_epoch == 0:
+            batches = batches_from(run, step)
         diag.start(step + 1, watch=True)
         loss, _ = step_fn(next(batches))
         found = diag.finish(step + 1, write=False)

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from diagnose.errors import UserError
+
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -38,3 +40,22 @@ def save_checkpoint(out_dir: Path, state: dict[str, Any]) -> Path:
     path = out_dir / CHECKPOINT_FILE
     _replace_atomically(path, lambda f: torch.save(state, f))
     return path
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """The checkpoint of a run folder, for `resume=`; a clear error when it is missing or unreadable."""
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if not path.exists():
+        raise UserError(f"resume={run_dir}: there is no {CHECKPOINT_FILE} in that folder. Give the folder of a "
+                        f"run that was interrupted (outputs/<date>/<time>).")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - pickle/zip errors have many types; all mean "unreadable"
+        raise UserError(f"resume={run_dir}: {CHECKPOINT_FILE} cannot be read ({type(err).__name__}: {err}). "
+                        f"It is corrupt or not a diagnose checkpoint; start a new run instead.") from None
+    missing = {"model", "optimizer", "scheduler", "step", "config", "record"} - set(state if isinstance(state, dict)
+                                                                                     else ())
+    if missing:
+        raise UserError(f"resume={run_dir}: {CHECKPOINT_FILE} is not a diagnose checkpoint (it lacks "
+                        f"{', '.join(sorted(missing))}); start a new run instead.")
+    return state

@@ -6,6 +6,7 @@ from typing import Any
 import torch
 
 from diagnose.build import Run
+from diagnose.errors import UserError
 
 
 def capture(run: Run, generator: torch.Generator, step: int) -> dict[str, Any]:
@@ -25,10 +26,14 @@ def capture(run: Run, generator: torch.Generator, step: int) -> dict[str, Any]:
 
 def restore(run: Run, generator: torch.Generator, state: dict[str, Any]) -> int:
     """Put `run` back into `state`; returns its step."""
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    generator.set_state(state["generator"])
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise UserError(f"The checkpoint does not fit the model this config builds: {err}".split("\n")[0]
+                        + " Resume with the configuration the run was started with.") from None
+    generator.set_state(state["generator"])  # a CPU byte tensor, whatever the generator's device
     torch.set_rng_state(state["rng"])
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -1,0 +1,128 @@
+"""Interrupts and resume: a run stopped by a signal goes on from its checkpoint to the very same numbers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import TINY, compose_config, run_cli
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from diagnose.build import build_run
+from diagnose.training.loop import train
+from diagnose.training.outputs import load_checkpoint
+
+# long enough to be interrupted in the middle, with dropout and augmentation so every random stream matters
+RESUMABLE = [*TINY, "steps=40", "log_every=5", "model.dropout=0.3", "data.augment=true", "diag.every=3",
+             "diag.probe_every=4"]
+
+
+def test_sigint_stops_between_steps_and_saves_everything(tmp_path):
+    cfg = compose_config(RESUMABLE)
+    run = build_run(cfg)
+    real_loss, calls = run.loss_fn, {"n": 0}
+
+    def loss_that_gets_interrupted(logits, target):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C would, in the middle of step 7
+        return real_loss(logits, target)
+
+    run.loss_fn = loss_that_gets_interrupted
+    metrics = train(run, tmp_path, OmegaConf.to_container(cfg, resolve=True))
+    assert metrics["status"] == "interrupted" and metrics["steps"] == 7  # step 7 finished, step 8 never began
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
+    assert load_checkpoint(tmp_path)["step"] == 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path):
+    cfg = compose_config(RESUMABLE)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    whole = train(build_run(cfg), tmp_path / "whole", config)
+
+    run = build_run(cfg)
+    real_loss, calls = run.loss_fn, {"n": 0}
+
+    def interrupted_at_9(logits, target):
+        calls["n"] += 1
+        if calls["n"] == 9:  # step 9 of a 12-step epoch: resuming starts mid-epoch
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(logits, target)
+
+    run.loss_fn = interrupted_at_9
+    first = train(run, tmp_path / "split", config)
+    assert first["status"] == "interrupted" and first["steps"] == 9
+    second = train(build_run(cfg), tmp_path / "split", config, resume=load_checkpoint(tmp_path / "split"))
+    assert second["status"] == "completed" and second["steps"] == 40
+    assert second["final"] == whole["final"]
+    assert second["history"] == whole["history"]
+    assert second["layers"] == whole["layers"] and second["dead_history"] == whole["dead_history"]
+    # the same event folder: train/loss covers every step once
+    steps = [e.step for e in EventAccumulator(str(tmp_path / "split")).Reload().Scalars("train/loss")]
+    assert steps == list(range(1, 41))
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_cli_run_then_resume_from_the_command_line(tmp_path):
+    args = ["train", *RESUMABLE, "steps=400", "data.train_count=2000"]
+    env = {**os.environ, "COLUMNS": "200"}
+    process = subprocess.Popen([sys.executable, "-m", "diagnose", *args], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("outputs/*/*/events.out.*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # some steps in
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    (run_dir,) = [p.parent for p in tmp_path.glob("outputs/*/*/metrics.json")]
+    stopped = json.loads((run_dir / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and 0 < stopped["steps"] < 400
+
+    resumed = run_cli(["train", f"resume={run_dir}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["steps"] == 400
+    assert [p.parent for p in tmp_path.glob("outputs/*/*/metrics.json")] == [run_dir]  # no second run folder
+
+    (tmp_path / "reference").mkdir()
+    assert run_cli(args, tmp_path / "reference").returncode == 0
+    (ref_dir,) = [p.parent for p in (tmp_path / "reference").glob("outputs/*/*/metrics.json")]
+    assert json.loads((ref_dir / "metrics.json").read_text())["final"] == metrics["final"]
+
+
+def test_resume_refuses_a_different_configuration(tmp_path):
+    cfg = compose_config(RESUMABLE)
+    run = build_run(cfg)
+    run.total_steps = 5  # stop early, as an interrupted run would have
+    train(run, tmp_path, OmegaConf.to_container(cfg, resolve=True))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics["status"] = "interrupted"
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    result = run_cli(["train", f"resume={tmp_path}", "model.widths=[4,4]"], tmp_path)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "model.widths (the run has [8, 16], the command line [4, 4])" in message
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    ("missing", "there is no checkpoint.pt in that folder"),
+    ("corrupt", "checkpoint.pt cannot be read"),
+    ("foreign", "is not a diagnose checkpoint"),
+])
+def test_resume_errors_are_clear(setup, message, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    if setup == "corrupt":
+        (run_dir / "checkpoint.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    elif setup == "foreign":
+        torch.save({"weights": torch.zeros(3)}, run_dir / "checkpoint.pt")
+    result = run_cli(["train", f"resume={run_dir}"], tmp_path)
+    assert result.returncode == 2 and message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("outputs/*/*")), "the failed command leaves no run folder"
