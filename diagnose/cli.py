@@ -150,17 +150,37 @@ def _share_cores(hydra_cfg: DictConfig) -> None:
         torch.set_num_threads(max(1, cores // parallel))
 
 
-class SweepSummary(Callback):
-    """At the end of a multirun, in the launching process: sensitivity curves, HParams, summary.csv, table."""
+class DiagnoseCallbacks(Callback):
+    """Hydra callbacks: check the output folder before Hydra makes it, and sum a sweep up at its end."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        _check_writable(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        _check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
+        """In the launching process, after every job: sensitivity curves, HParams, summary.csv, table."""
         from diagnose.sweep.summary import summarise_sweep
 
-        sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            summarise_sweep(sweep_dir)
+            summarise_sweep(Path(config.hydra.sweep.dir))
         except UserError as err:  # e.g. every job failed before writing anything
             _fail(f"no sweep summary: {err}")
+
+
+def _check_writable(folder: str, key: str) -> None:
+    """Hydra would fail to make an unwritable output folder with a traceback; say it in one paragraph."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".diagnose-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        _fail(f"cannot write the run's output folder {path} ({err.strerror}). Run from a folder you can write "
+              f"to, or set {key}=<a writable folder>.")
+        sys.exit(USER_ERROR_EXIT)
 
 
 def _remove_run_dir(out_dir: Path) -> None:

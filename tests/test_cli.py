@@ -1,10 +1,15 @@
 """`diagnose` as a user runs it: a subprocess in a scratch folder."""
 
+import gzip
 import json
 import re
+import socket
 
+import numpy as np
 import pytest
 from conftest import TINY, run_cli
+
+from diagnose.data.idx import write_idx
 
 
 def test_help_lists_the_commands(tmp_path):
@@ -58,14 +63,94 @@ USER_ERRORS = {
     "no such device": (train_tiny("device=mps"), r"device=mps was asked for, but this machine has no mps device"),
     "missing dataset": (["train", "data=mnist", "data.root=nowhere", "data.download=false"],
                         r"train-images-idx3-ubyte.*into the folder nowhere/mnist"),
+    "unknown key": (train_tiny("batchsize=4"), r"Could not override 'batchsize'.*Key 'batchsize' is not in struct"),
+    "steps=-5": (train_tiny("steps=-5"), r"steps must be a whole number >= 1, got -5"),
+    "lr=nan": (train_tiny("lr=nan"), r"lr must be a number > 0, got nan"),
+    "dropout=1.5": (train_tiny("model.dropout=1.5"), r"model.dropout must be a number in \[0, 1\), got 1.5"),
+    "val_size too large": (train_tiny("data.val_size=100000"), r"data.val_size=100000 must be at least 0 and below"),
+    "subset=0": (train_tiny("data.subset=0"), r"data.subset must be a whole number >= 1, got 0"),
+    "batch > data": (train_tiny("batch=100000"), r"batch=100000 is larger than the 192 training examples"),
+    "maxout pieces=1": (train_tiny("act=maxout", "act.pieces=1"), r"act=maxout needs act.pieces >= 2"),
+    "negative init std": (train_tiny("init=normal", "init.std=-1"), r"init=normal cannot be built.*std >= 0.0"),
+    "class weights": (train_tiny("loss.weight=[1,2]"), r"loss.weight has 2 class weights, but the dataset has 10"),
+    "nesterov": (train_tiny("optim.nesterov=true", "optim.momentum=0"), r"optim=sgd cannot be built.*Nesterov"),
+    "precision": (train_tiny("precision=fp16"), r"precision must be one of fp32, bf16; got 'fp16'"),
+    "lr scaling": (train_tiny("optim.lr_scaling=cubic"), r"Unknown optim.lr_scaling 'cubic'. Valid options: linear"),
+    "empty widths": (train_tiny("model.widths=[]"), r"model.widths must be a list of channel counts"),
+    "probe input": (["probe", "probe.input=camera", "model.depth=2", "model.width=8"],
+                    r"probe.input must be gaussian or data, got 'camera'"),
+    "unwritable output": (train_tiny("hydra.run.dir=a_file/run"), r"cannot write the run's output folder a_file/run"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(USER_ERRORS))
 def test_user_errors_get_one_clear_message_and_a_nonzero_exit(case, tmp_path):
     args, message = USER_ERRORS[case]
+    (tmp_path / "a_file").touch()  # a file where a folder should be: unwritable, even for root
     result = run_cli(args, tmp_path)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr + result.stdout
     assert re.search(message, " ".join((result.stderr + result.stdout).split())), result.stderr
     assert not list(tmp_path.glob("outputs/*/*")), "a failed run must not leave a run folder behind"
+
+
+def write_mnist(root, *, images=8, labels=8, gzip=True):
+    """A small dataset in the official MNIST layout: root/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte."""
+    folder = root / "mnist"
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gzip else ""
+    for split in ("train", "t10k"):
+        write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", np.zeros((images, 28, 28), np.uint8), gzip)
+        write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", np.zeros(labels, np.uint8), gzip)
+    return folder
+
+
+def truncate(folder):
+    path = folder / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:40])
+
+
+def bad_magic(folder):
+    path = folder / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 20))
+
+
+def wrong_shape(folder):
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.zeros(5, np.uint8), True)  # 8 images, 5 labels
+
+
+DATA_ERRORS = {
+    "truncated": (truncate, r"train-images-idx3-ubyte.gz.*(truncated|corrupt)"),
+    "corrupt": (bad_magic, r"t10k-labels-idx1-ubyte.gz"),
+    "wrong shape": (wrong_shape, r"do not fit together: the training split has 8 images but 5 labels"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_ERRORS))
+def test_bad_dataset_files_are_named_in_the_error(case, tmp_path):
+    spoil, message = DATA_ERRORS[case]
+    spoil(write_mnist(tmp_path / "data"))
+    before = sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir())
+    result = run_cli(["train", "data=mnist", f"data.root={tmp_path / 'data'}", "data.download=false",
+                      "data.val_size=2", "batch=2", "steps=1"], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert re.search(message, " ".join(result.stderr.split())), result.stderr
+    assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == before  # nothing added or removed
+    assert not list(tmp_path.glob("outputs/*/*"))
+
+
+def test_a_failed_download_names_the_files_and_leaves_nothing_behind(tmp_path):
+    with socket.socket() as s:  # a port with nothing listening: the download is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_cli(["train", "data=mnist", f"data.root={tmp_path / 'data'}", f"data.mirror=http://127.0.0.1:{port}/",
+                      "steps=1"], tmp_path)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "train-images-idx3-ubyte.gz" in message and str(tmp_path / "data" / "mnist") in message
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+    assert not list(tmp_path.glob("outputs/*/*"))
+
+
+def test_the_bad_input_tests_cover_at_least_twenty_distinct_mistakes():
+    assert len(USER_ERRORS) + len(DATA_ERRORS) + 1 >= 20
