@@ -33,8 +33,13 @@ class RecordingWriter:
         self.scalars: dict[str, float] = {}
         self.histograms: dict[str, tuple] = {}
 
-    def add_scalar(self, tag, value, step):
-        self.scalars[tag] = value
+    @property
+    def file_writer(self):
+        return self
+
+    def add_summary(self, summary, step):  # many scalars in one event, as writing.write_scalars sends them
+        for value in summary.value:
+            self.scalars[value.tag] = value.simple_value
 
     def add_histogram_raw(self, tag, *args):
         self.histograms[tag] = args

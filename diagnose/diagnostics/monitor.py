@@ -9,13 +9,14 @@ from torch.utils.hooks import RemovableHandle
 
 from diagnose.diagnostics import stats
 from diagnose.diagnostics.layers import Layer, measured_layers
+from diagnose.diagnostics.writing import write_histogram, write_scalars
 
 RUN_MEANS = ("update_ratio/", "sign_agreement/")  # metrics also kept as means over the run, for findings
 
 
 @dataclass(frozen=True)
 class DiagSettings:
-    every: int = 50  # per-layer statistics every N steps; 0 never
+    every: int = 100  # per-layer statistics every N steps; 0 never
     hist_every: int = 500  # histograms every N steps; 0 never
     probe_every: int = 500  # dead units on the fixed probe batch every N steps; 0 never
     probe_size: int = 512
@@ -201,10 +202,10 @@ class Diagnostics:
         flat = [value for _, value in self._scalars] + [flag for _, _, flag in self._finite]
         values = torch.stack(flat).tolist() if flat else []
         hists = stats.histograms([h for _, h in self._hists]).cpu() if self._hists else None
-        for (tag, _), value in zip(self._scalars, values, strict=False):
-            if write:
-                self.writer.add_scalar(tag, value, step)
-            self.latest[tag] = value
+        measured = dict(zip((tag for tag, _ in self._scalars), values, strict=False))
+        self.latest.update(measured)
+        if write:
+            write_scalars(self.writer, measured, step)
         if hists is not None and write:
             for (tag, _), hist in zip(self._hists, hists, strict=True):
                 write_histogram(self.writer, tag, hist, step)
@@ -226,13 +227,3 @@ class Diagnostics:
             handle.remove()
         self._handles.clear()
         self._scalars, self._hists, self._finite, self._weights_before = [], [], [], []
-
-
-def write_histogram(writer: Any, tag: str, hist: torch.Tensor, step: int) -> None:
-    """Write one `stats.histogram` summary; TensorBoard wants each bucket's right edge."""
-    low, high, count, total, total_sq = hist[:5].tolist()
-    if count == 0:
-        return
-    counts = hist[5:]
-    edges = torch.linspace(low, high, len(counts) + 1)[1:]
-    writer.add_histogram_raw(tag, low, high, count, total, total_sq, edges.tolist(), counts.tolist(), step)

@@ -3,7 +3,6 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
 
 import torch
 from torch import nn
@@ -59,8 +58,8 @@ class DeadUnitProbe:
 
         handles = [layer.module.register_forward_hook(partial(hook, name=layer.name)) for layer in self.layers]
         try:
-            # BN takes each chunk's statistics, as in training; chunks no larger than a training batch keep the
-            # probe's memory peak below the training step's
+            # BN takes each chunk's statistics, as in training; a chunk without gradients costs less memory
+            # than a training step of the same size
             with batch_statistics(self.model):
                 for start in range(0, len(self.probe_x), self.chunk):
                     self.model(self.probe_x[start:start + self.chunk])
@@ -74,13 +73,3 @@ class DeadUnitProbe:
                 self.always_dead[name] = self.always_dead.get(name, dead) & dead
                 result[f"dead_permanent/{name}"] = self.always_dead[name].float().mean()
         return result
-
-
-def write_scalars(writer: Any, values: dict[str, torch.Tensor], step: int) -> dict[str, float]:
-    """One host transfer for a dict of 0-d tensors; returns them as floats."""
-    if not values:
-        return {}
-    floats = dict(zip(values, torch.stack(list(values.values())).tolist(), strict=True))
-    for tag, value in floats.items():
-        writer.add_scalar(tag, value, step)
-    return floats

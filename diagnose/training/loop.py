@@ -20,14 +20,19 @@ from diagnose.data import augment, shuffled_batches, to_input
 from diagnose.diagnostics.dashboard import custom_scalars_layout, depth_figure
 from diagnose.diagnostics.landscape import landscape
 from diagnose.diagnostics.monitor import Diagnostics, DiagSettings, NonFinite
-from diagnose.diagnostics.probes import DeadUnitProbe, has_batchnorm, write_scalars
+from diagnose.diagnostics.probes import DeadUnitProbe, has_batchnorm
 from diagnose.diagnostics.stats import units_identical
+from diagnose.diagnostics.writing import write_scalars
 from diagnose.findings import as_dicts, run_findings
 from diagnose.training.console import console, print_findings, progress_bar, stats_text
 from diagnose.training.evaluate import evaluate
 from diagnose.training.outputs import save_checkpoint, write_metrics
 from diagnose.training.state import capture, epoch_generator, restore
 from diagnose.training.stop import StopRequests
+
+# The state a divergence is replayed from is saved every this many log windows (checked finite at each):
+# a copy costs little, but on a tiny, fast model every window would be a few percent of the run.
+SNAPSHOT_WINDOWS = 4
 
 
 @dataclass
@@ -66,7 +71,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
         writer.add_custom_scalars(custom_scalars_layout())
     diag = Diagnostics(model, writer, settings)
     probe_x = prepare(data.val_x[:settings.probe_size])  # held out from training, fixed for the whole run
-    probe = (DeadUnitProbe(model, probe_x, settings.dead_since, chunk=max(run.batch, 2))
+    probe = (DeadUnitProbe(model, probe_x, settings.dead_since, chunk=max(run.batch, 128))
              if settings.probe_every and len(probe_x) else None)
     if resume:
         diag.load_state(record.diagnostics)
@@ -147,7 +152,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
                     writer.add_scalar("perf/images_per_s", images_per_s, done)
                     progress.update(task, completed=done,
                                     stats=stats_text(record.train_loss, record.train_acc, images_per_s))
-                    if last_good is not None:
+                    if last_good is not None and done % (SNAPSHOT_WINDOWS * run.log_every) == 0:
                         last_good = capture(run, generator, done)
                     window_correct.zero_()
                     window_start, window_steps = time.perf_counter(), 0

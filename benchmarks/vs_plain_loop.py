@@ -1,0 +1,141 @@
+"""The trainer against the loop a user would write by hand, side by side in one process.
+
+    python benchmarks/vs_plain_loop.py                 # default CNN and an MLP, batch 8 and 128
+    python benchmarks/vs_plain_loop.py --steps 100 --rounds 1
+
+The plain loop is pytorch/examples' mnist: a DataLoader over a TensorDataset of normalised images,
+shuffled, each batch copied to the device, loss.item() every 10 batches. The trainer runs the same model,
+optimizer and number of steps with diag=off and diag=default. Each round runs all three once,
+interleaved, and the table shows the median steps/s over the rounds (training steps only: evaluations
+excluded on both sides) and the ratio to the plain loop. Then memory: peak RSS (and CUDA peak) sampled
+over a 3-epoch run with diag=default, first epoch against last.
+"""
+
+import argparse
+import resource
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
+
+from diagnose.build import build_run
+from diagnose.cli import config_dir
+from diagnose.data import to_input
+from diagnose.training.loop import train
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+MODELS = {"cnn": ["model=cnn"], "mlp": ["model=mlp"]}
+
+
+def config(model: str, batch: int, steps: int, diag: str, args: argparse.Namespace):
+    data = ["data=fashion_mnist", "data.subset=20000"] if args.data == "fashion_mnist" else \
+        ["data=synthetic", "data.train_count=21000"]
+    overrides = [*MODELS[model], *data, f"batch={batch}", f"steps={steps}", f"diag={diag}", f"device={args.device}",
+                 "data.val_size=1000"]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def trainer_steps_per_s(cfg) -> float:
+    run = build_run(cfg)
+    with tempfile.TemporaryDirectory() as out:
+        metrics = train(run, Path(out), OmegaConf.to_container(cfg, resolve=True))
+    return metrics["images_per_s"] / cfg.batch
+
+
+def plain_steps_per_s(cfg) -> float:
+    """pytorch/examples mnist/main.py's loop, on the same model, optimizer, schedule and data."""
+    run = build_run(cfg)  # the same model, init, optimizer and schedule as the trainer's
+    data = run.data
+    images = to_input(data.train_x, data.mean, data.std, center=True).cpu()  # normalised once, on the host
+    loader = DataLoader(TensorDataset(images, data.train_y.cpu()), batch_size=cfg.batch, shuffle=True,
+                        drop_last=True)
+    model, optimizer, device = run.model, run.optimizer, run.device
+    model.train()
+    done, start = 0, time.perf_counter()
+    while done < cfg.steps:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = run.loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            run.scheduler.step()
+            done += 1
+            if done % 10 == 0:
+                loss.item()  # pytorch/examples logs the loss every log_interval=10 batches
+            if done == cfg.steps:
+                break
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return done / (time.perf_counter() - start)
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_over_epochs(args: argparse.Namespace) -> None:
+    """Sample RSS while a 3-epoch run trains; compare the peak of its first and last thirds."""
+    cfg = config("cnn", 128, 1, "default", args)
+    cfg.steps, cfg.epochs = None, 3
+    run = build_run(cfg)
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append((time.perf_counter(), rss_mb()))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    start = time.perf_counter()
+    sampler.start()
+    with tempfile.TemporaryDirectory() as out:
+        train(run, Path(out), OmegaConf.to_container(cfg, resolve=True))
+    stop.set()
+    sampler.join()
+    length = time.perf_counter() - start
+    first = max(m for t, m in samples if t - start < length / 3)
+    last = max(m for t, m in samples if t - start >= 2 * length / 3)
+    print(f"memory, default CNN, 3 epochs, diag=default: peak RSS first third {first:.1f} MB, last third {last:.1f} MB"
+          f" (growth {last - first:+.1f} MB)")
+    if run.device.type == "cuda":
+        print(f"CUDA peak allocated: {torch.cuda.max_memory_allocated() / 2**20:.1f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="fashion_mnist" if FASHION.is_dir() else "synthetic")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu"
+    print(f"{args.data}, {args.steps} steps, median of {args.rounds} rounds, on {device} "
+          f"({torch.get_num_threads()} threads)")
+    print(f"{'model':<6}{'batch':>6}{'plain':>10}{'diag=off':>10}{'ratio':>7}{'default':>10}{'ratio':>7}")
+    for model in MODELS:
+        for batch in (8, 128):
+            speeds: dict[str, list[float]] = {"plain": [], "off": [], "default": []}
+            for _ in range(args.rounds):
+                speeds["plain"].append(plain_steps_per_s(config(model, batch, args.steps, "off", args)))
+                for diag in ("off", "default"):
+                    speeds[diag].append(trainer_steps_per_s(config(model, batch, args.steps, diag, args)))
+            plain, off, default = (statistics.median(speeds[k]) for k in ("plain", "off", "default"))
+            print(f"{model:<6}{batch:>6}{plain:10.1f}{off:10.1f}{off / plain:7.2f}{default:10.1f}"
+                  f"{default / plain:7.2f}", flush=True)
+    memory_over_epochs(args)
+
+
+if __name__ == "__main__":
+    main()
