@@ -7,15 +7,16 @@ The plain loop is pytorch/examples' mnist: a DataLoader over a TensorDataset of 
 shuffled, each batch copied to the device, loss.item() every 10 batches. The trainer runs the same model,
 optimizer and number of steps with diag=off and diag=default. Each round runs all three once,
 interleaved, and the table shows the median steps/s over the rounds (training steps only: evaluations
-excluded on both sides) and the ratio to the plain loop. Then memory: peak RSS (and CUDA peak) sampled
-over a 3-epoch run with diag=default, first epoch against last.
+excluded on both sides) and the ratio to the plain loop. Then memory: the peak RSS of each epoch of a 3-epoch
+run with diag=default (and the CUDA peak on a GPU).
 """
 
 import argparse
-import resource
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -77,38 +78,38 @@ def plain_steps_per_s(cfg) -> float:
     return done / (time.perf_counter() - start)
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets the process's peak resident set size (VmHWM)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def memory_over_epochs(args: argparse.Namespace) -> None:
-    """Sample RSS while a 3-epoch run trains; compare the peak of its first and last thirds."""
-    cfg = config("cnn", 128, 1, "default", args)
-    cfg.steps, cfg.epochs = None, 3
+    """Peak RSS of each epoch (its training steps and its evaluation) of a 3-epoch run with diag=default."""
+    import diagnose.training.loop as loop
+
+    peaks: list[float] = []
+    evaluate_epoch = loop.evaluate_epoch
+
+    def measured(*a: object, **k: object) -> object:
+        entry = evaluate_epoch(*a, **k)
+        peaks.append(peak_rss_mb())
+        reset_peak_rss()
+        return entry
+
+    loop.evaluate_epoch = measured
+    cfg = config("cnn", 128, 1, args.memory_diag, args)
+    cfg.steps, cfg.epochs = None, args.epochs
     run = build_run(cfg)
-    samples: list[tuple[float, float]] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            samples.append((time.perf_counter(), rss_mb()))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    start = time.perf_counter()
-    sampler.start()
+    reset_peak_rss()
     with tempfile.TemporaryDirectory() as out:
         train(run, Path(out), OmegaConf.to_container(cfg, resolve=True))
-    stop.set()
-    sampler.join()
-    length = time.perf_counter() - start
-    first = max(m for t, m in samples if t - start < length / 3)
-    last = max(m for t, m in samples if t - start >= 2 * length / 3)
-    print(f"memory, default CNN, 3 epochs, diag=default: peak RSS first third {first:.1f} MB, last third {last:.1f} MB"
-          f" (growth {last - first:+.1f} MB)")
+    print(f"memory, default CNN, batch 128, diag={args.memory_diag}, peak RSS per epoch: "
+          + ", ".join(f"{p:.1f} MB" for p in peaks) + f" (epoch 3 - epoch 1: {peaks[-1] - peaks[0]:+.1f} MB)")
     if run.device.type == "cuda":
         print(f"CUDA peak allocated: {torch.cuda.max_memory_allocated() / 2**20:.1f} MB")
 
@@ -119,12 +120,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-diag", default="default", help=argparse.SUPPRESS)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of the memory run")
     args = parser.parse_args()
+    if args.memory:
+        return memory_over_epochs(args)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu"
     print(f"{args.data}, {args.steps} steps, median of {args.rounds} rounds, on {device} "
           f"({torch.get_num_threads()} threads)")
     print(f"{'model':<6}{'batch':>6}{'plain':>10}{'diag=off':>10}{'ratio':>7}{'default':>10}{'ratio':>7}")
-    for model in MODELS:
+    for model in args.models:
         for batch in (8, 128):
             speeds: dict[str, list[float]] = {"plain": [], "off": [], "default": []}
             for _ in range(args.rounds):
@@ -134,7 +141,12 @@ def main() -> None:
             plain, off, default = (statistics.median(speeds[k]) for k in ("plain", "off", "default"))
             print(f"{model:<6}{batch:>6}{plain:10.1f}{off:10.1f}{off / plain:7.2f}{default:10.1f}"
                   f"{default / plain:7.2f}", flush=True)
-    memory_over_epochs(args)
+    # in a process of its own: a fixed mmap threshold makes glibc return freed blocks to the OS, so peak RSS
+    # follows what is live rather than the order of past allocations (it would slow the timings above)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    for diag in ("off", "default"):
+        subprocess.run([sys.executable, __file__, "--memory", "--memory-diag", diag, "--data", args.data, "--device",
+                        args.device, "--epochs", str(args.epochs)], env=env, check=True)
 
 
 if __name__ == "__main__":

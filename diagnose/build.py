@@ -15,7 +15,15 @@ from diagnose.components.downsample import DOWNSAMPLES
 from diagnose.components.inits import INITS
 from diagnose.components.losses import LOSSES
 from diagnose.components.norms import NORMS
-from diagnose.components.optim import CLIPS, OPTIMIZERS, SCHEDULES, lr_scheduler, param_groups, scaled_lr
+from diagnose.components.optim import (
+    CLIPS,
+    OPTIMIZERS,
+    SCHEDULES,
+    clamp_gates_after_each_step,
+    lr_scheduler,
+    param_groups,
+    scaled_lr,
+)
 from diagnose.data import DeviceData, make_synthetic, read_dataset, split
 from diagnose.diagnostics.monitor import DiagSettings
 from diagnose.errors import UserError
@@ -162,6 +170,7 @@ def build_run(cfg: DictConfig) -> Run:
         opt_options.pop(key)
     make_optimizer = partial(lookup(OPTIMIZERS, cfg.optim.name, "optim"), **opt_options)
     optimizer = call(make_optimizer, "optim", cfg.optim.name, param_groups(model, lr, weight_decay), lr)
+    clamp_gates_after_each_step(optimizer, model)
 
     steps_per_epoch = n_train // cfg.batch  # the last incomplete batch is dropped
     total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch

@@ -13,8 +13,15 @@ from diagnose.components.activations import ACTIVATIONS, GAINS, Maxout, _gaussia
 from diagnose.components.downsample import DOWNSAMPLES
 from diagnose.components.inits import INITS
 from diagnose.components.losses import LOSSES, Focal
-from diagnose.components.norms import NORMS, BatchInstanceNorm, clamp_rho_
-from diagnose.components.optim import CLIPS, OPTIMIZERS, SCHEDULES, param_groups, scaled_lr
+from diagnose.components.norms import NORMS, BatchInstanceNorm
+from diagnose.components.optim import (
+    CLIPS,
+    OPTIMIZERS,
+    SCHEDULES,
+    clamp_gates_after_each_step,
+    param_groups,
+    scaled_lr,
+)
 from diagnose.errors import UserError
 from diagnose.models.cnn import build_cnn
 from diagnose.registry import lookup
@@ -93,9 +100,10 @@ def test_batch_instance_norm_with_rho_zero_is_instance_norm_and_rho_stays_in_uni
         bin_.rho.zero_()
     torch.testing.assert_close(bin_(x), F.instance_norm(x, eps=1e-5))
     model = nn.Sequential(bin_)
-    with torch.no_grad():
-        bin_.rho.copy_(torch.tensor([-0.5, 0.3, 1.7]))
-    clamp_rho_(model)
+    optimizer = torch.optim.SGD(param_groups(model, lr=1.0, weight_decay=0.0), lr=1.0)
+    clamp_gates_after_each_step(optimizer, model)
+    bin_.rho.grad = torch.tensor([0.15, -0.03, -0.17])  # rho is 0; at 10x lr the step takes it to -1.5, 0.3, 1.7
+    optimizer.step()
     assert bin_.rho.tolist() == pytest.approx([0.0, 0.3, 1.0])
 
 

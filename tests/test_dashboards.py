@@ -96,3 +96,11 @@ def test_a_real_tensorboard_serves_the_dashboards(run_dir):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_histograms_alone_without_statistics(tmp_path):
+    cfg = compose_config(TINY + ["diag.every=0", "diag.hist_every=2", "diag.probe_every=0"])
+    train(build_run(cfg), tmp_path, {})
+    tags = EventAccumulator(str(tmp_path)).Reload().Tags()
+    assert "act/features.0.act" in tags["histograms"]
+    assert not any(t.startswith("act_std/") for t in tags["scalars"])

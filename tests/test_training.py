@@ -43,6 +43,17 @@ def test_same_seed_gives_identical_numbers_on_the_cpu(cfg_factory, tmp_path):
     assert other_seed["final"] != first["final"]
 
 
+def test_same_seed_logs_the_same_scalars(cfg_factory, tmp_path):
+    cfg = cfg_factory("steps=12", "diag.every=3", "diag.probe_every=4", "data.augment=true", "model.dropout=0.2")
+    run_tiny(cfg, tmp_path / "a")
+    run_tiny(cfg, tmp_path / "b")
+    first, second = (EventAccumulator(str(tmp_path / d)).Reload() for d in ("a", "b"))
+    tags = [t for t in first.Tags()["scalars"] if not t.startswith("perf/")]  # throughput is the clock's
+    assert set(tags) <= set(second.Tags()["scalars"]) and len(tags) > 50
+    for tag in tags:
+        assert [(e.step, e.value) for e in first.Scalars(tag)] == [(e.step, e.value) for e in second.Scalars(tag)], tag
+
+
 def test_epochs_mode_evaluates_every_epoch(cfg_factory, tmp_path):
     metrics = run_tiny(cfg_factory("steps=null", "epochs=2", "batch=64"), tmp_path)
     # 256 - 64 validation = 192 training examples -> 3 steps per epoch

@@ -69,9 +69,13 @@ NORMS: dict[str, Callable[..., nn.Module | None]] = {
 }
 
 
-def clamp_rho_(model: nn.Module) -> None:
-    """Keep every Batch-Instance Norm gate in [0, 1] (call after each optimizer step)."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, BatchInstanceNorm):
-                module.rho.clamp_(0.0, 1.0)
+def gates(model: nn.Module) -> list[nn.Parameter]:
+    """The rho of every Batch-Instance Norm layer in `model`."""
+    return [m.rho for m in model.modules() if isinstance(m, BatchInstanceNorm)]
+
+
+@torch.no_grad()
+def clamp_gates_(rhos: list[nn.Parameter]) -> None:
+    """Keep Batch-Instance Norm gates in [0, 1]: called after every optimizer step."""
+    for rho in rhos:
+        rho.clamp_(0.0, 1.0)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from diagnose.components.norms import BatchInstanceNorm
+from diagnose.components.norms import clamp_gates_, gates
 from diagnose.registry import lookup
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -32,13 +32,20 @@ def scaled_lr(lr: float, batch: int, base_batch: int, rule: str) -> float:
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
     """All parameters at `lr`, except Batch-Instance Norm gates: 10x lr, no weight decay (Nam & Kim 2018)."""
-    gates = [m.rho for m in model.modules() if isinstance(m, BatchInstanceNorm)]
-    gate_ids = {id(p) for p in gates}
+    rhos = gates(model)
+    gate_ids = {id(p) for p in rhos}
     rest = [p for p in model.parameters() if id(p) not in gate_ids]
     groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
-    if gates:
-        groups.append({"params": gates, "lr": 10 * lr, "weight_decay": 0.0})
+    if rhos:
+        groups.append({"params": rhos, "lr": 10 * lr, "weight_decay": 0.0})
     return groups
+
+
+def clamp_gates_after_each_step(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+    """Batch-Instance Norm gates go back into [0, 1] after every step of `optimizer`, whoever calls it."""
+    rhos = gates(model)
+    if rhos:
+        optimizer.register_step_post_hook(lambda *_: clamp_gates_(rhos))
 
 
 def _constant(progress: float) -> float:

@@ -31,12 +31,13 @@ def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
 def depth_figure(latest: dict[str, float], layer_names: list[str], step: int) -> Any:
     """Activation std and output-gradient norm against layer depth (log scale): vanishing or exploding
     signals show as a slope, a healthy network as a flat line."""
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    # a bare Figure, not pyplot: nothing global keeps it (or its caches) alive once TensorBoard has it
+    fig = Figure(figsize=(10, 3.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     for ax, prefix, title in ((axes[0], "act_std/", "activation std"), (axes[1], "grad_norm/", "gradient norm")):
         names = [name for name in layer_names if prefix + name in latest]  # forward order
         values = [latest[prefix + name] for name in names]

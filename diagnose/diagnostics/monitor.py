@@ -193,7 +193,7 @@ class Diagnostics:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for (name, weight), before in zip(self.weights, self._weights_before, strict=True):
+        for (name, weight), before in zip(self.weights, self._weights_before, strict=False):  # none: hist only
             # Karpathy's update:data ratio; about 1e-3 is healthy, far above or below is not
             ratio = (weight.detach() - before).norm() / before.norm().clamp(min=1e-12)
             self._scalars.append((f"update_ratio/{name}", ratio))

@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from diagnose.build import Run
-from diagnose.components.norms import clamp_rho_
 from diagnose.data import augment, shuffled_batches, to_input
 from diagnose.diagnostics.dashboard import custom_scalars_layout, depth_figure
 from diagnose.diagnostics.landscape import landscape
@@ -236,7 +235,6 @@ def train_step(run: Run, generator: torch.Generator, prepare: Callable, diag: Di
         run.clip([p for p in run.model.parameters() if p.grad is not None])
     run.optimizer.step()
     run.scheduler.step()
-    clamp_rho_(run.model)
     return loss.detach(), (logits.argmax(dim=1) == yb).sum()
 
 
