@@ -49,6 +49,10 @@ def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], dict]) -> floa
             _fail(str(err))
             _remove_run_dir(out_dir)  # nothing was made: leave no half-made run behind
             sys.exit(USER_ERROR_EXIT)
+        except KeyboardInterrupt:  # Ctrl-C while loading data or building: training saves its own state
+            _fail("interrupted before training started.")
+            _remove_run_dir(out_dir)
+            sys.exit(EXIT_CODES["interrupted"])
         if metrics["status"] != "completed":
             sys.exit(EXIT_CODES[metrics["status"]])
         return metrics.get("final", {}).get("val_acc")

@@ -17,8 +17,8 @@ RUN_MEANS = ("update_ratio/", "sign_agreement/")  # metrics also kept as means o
 @dataclass(frozen=True)
 class DiagSettings:
     every: int = 100  # per-layer statistics every N steps; 0 never
-    hist_every: int = 500  # histograms every N steps; 0 never
-    probe_every: int = 500  # dead units on the fixed probe batch every N steps; 0 never
+    hist_every: int = 1000  # histograms every N steps; 0 never
+    probe_every: int = 1000  # dead units on the fixed probe batch every N steps; 0 never
     probe_size: int = 512
     dead_since: int = 0  # "permanently dead": dead at every probe from this step on
     sigmoid_flat: float = 0.02  # sigmoid outputs below this, or above 1 - this, are saturated
