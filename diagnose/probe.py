@@ -67,16 +67,18 @@ def probe(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                  and units_identical(weight.grad)]
 
     acts = [(name, values) for name, values in layers.items() if name.endswith(".act")]
-    with SummaryWriter(str(out_dir)) as writer:
-        for depth, (_, values) in enumerate(acts, start=1):
-            for metric in COLUMNS:
-                if metric in values:
-                    writer.add_scalar(f"probe/{metric}", values[metric], depth)
     metrics = {"status": "completed", "command": "probe", "steps": 0, "layers": layers,
                "nonfinite": vars(nonfinite) if nonfinite else None, "symmetric_layers": symmetric,
                "final": {"loss": loss_fn(model(x), y).item()}, "config": OmegaConf.to_container(cfg, resolve=True)}
     findings = run_findings(metrics, thresholds(cfg.findings))
     metrics["findings"] = as_dicts(findings)
+    with SummaryWriter(str(out_dir)) as writer:
+        for depth, (_, values) in enumerate(acts, start=1):
+            for metric in COLUMNS:
+                if metric in values:
+                    writer.add_scalar(f"probe/{metric}", values[metric], depth)
+        if findings:
+            writer.add_text("findings", "\n".join(f"- **{f.severity}**: {f.text()}" for f in findings))
     write_metrics(out_dir, metrics)
     console.print(probe_table(acts))
     print_findings(findings)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_config, options_of
+from conftest import CONF, compose_config, options_of
 from torch import nn
 
 from diagnose.build import build_loss, build_model
@@ -25,6 +25,7 @@ from diagnose.components.optim import (
 from diagnose.errors import UserError
 from diagnose.models.cnn import build_cnn
 from diagnose.registry import lookup
+from diagnose.validate import check_config
 
 REGISTRIES = {"act": ACTIVATIONS, "init": INITS, "norm": NORMS, "downsample": DOWNSAMPLES, "loss": LOSSES,
               "optim": OPTIMIZERS, "schedule": SCHEDULES, "clip": CLIPS}
@@ -215,3 +216,13 @@ def test_clipping_by_value_changes_direction_by_norm_keeps_it():
     by_norm = grads(CLIPS["norm"])
     assert by_norm.norm().item() == pytest.approx(1.0, rel=1e-4)
     assert (by_norm / by_norm.norm()).tolist() == pytest.approx((torch.tensor([3.0, 0.5]) / 3.0414).tolist(), rel=1e-3)
+
+
+ALL_OPTIONS = [(g.name, o.stem) for g in sorted(CONF.iterdir()) if g.is_dir() for o in sorted(g.glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_every_config_option_composes_and_passes_validation(group, option):
+    cfg = compose_config([f"{group}={option}"])
+    assert group == "findings" or cfg[group].name == option
+    check_config(cfg)

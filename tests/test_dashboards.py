@@ -104,3 +104,12 @@ def test_histograms_alone_without_statistics(tmp_path):
     tags = EventAccumulator(str(tmp_path)).Reload().Tags()
     assert "act/features.0.act" in tags["histograms"]
     assert not any(t.startswith("act_std/") for t in tags["scalars"])
+
+
+def test_batch_instance_norm_logs_its_learned_mix(tmp_path):
+    cfg = compose_config(TINY + ["norm=bin", "diag.every=2"])
+    train(build_run(cfg), tmp_path, {})
+    events = EventAccumulator(str(tmp_path)).Reload()
+    values = [e.value for e in events.Scalars("bin_rho/features.0.norm")]
+    assert values and all(0.0 <= v <= 1.0 for v in values)
+    assert "bn_shift/features.0.norm" in events.Tags()["scalars"]  # BIN keeps BN's running statistics too

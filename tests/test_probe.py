@@ -26,6 +26,8 @@ def test_unit_gaussian_weights_explode(tmp_path):
     # each layer multiplies the std by about std * sqrt(width / 2) = 11
     assert all(later > 5 * earlier for earlier, later in zip(stds, stds[1:], strict=False))
     assert "exploding_activations" in rules(metrics)
+    events = EventAccumulator(str(tmp_path)).Reload()
+    assert "findings/text_summary" in events.Tags()["tensors"]
 
 
 def test_small_gaussian_weights_vanish(tmp_path):
