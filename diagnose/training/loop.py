@@ -1,5 +1,6 @@
 """The training loop: one function that reads top to bottom."""
 
+import gc
 import itertools
 import math
 import time
@@ -274,4 +275,8 @@ def evaluate_epoch(run: Run, prepare: Callable, diag: Diagnostics, settings: Dia
         entry["val_acc_bn_train_mode"] = train_mode_acc
     if diag.latest:
         writer.add_figure("depth/act_std_and_grad_norm", depth_figure(diag.latest, diag.layer_names, done), done)
+        # A figure and its canvas reference each other, and the cycle holds the rendered image: only the
+        # cyclic collector frees it, which a tensor-heavy loop seldom triggers (measured: ~4 MB more RSS per
+        # evaluation without this, flat with it).
+        gc.collect()
     return entry
