@@ -24,8 +24,9 @@ from diagnose.components.optim import (
     param_groups,
     scaled_lr,
 )
-from diagnose.data import DeviceData, make_synthetic, read_dataset, split
+from diagnose.data import DeviceData, make_synthetic, read_dataset, split, to_input
 from diagnose.diagnostics.monitor import DiagSettings
+from diagnose.diagnostics.probes import batch_statistics
 from diagnose.errors import UserError
 from diagnose.findings import Thresholds
 from diagnose.models.cnn import build_cnn
@@ -54,7 +55,7 @@ def call(factory: Callable, kind: str, name: str, *args: Any) -> Any:
         return factory(*args)
     except UserError:
         raise
-    except (TypeError, ValueError, RuntimeError) as err:
+    except (TypeError, ValueError, RuntimeError, IndexError) as err:
         raise UserError(f"{kind}={name} cannot be built with these options: {err}") from None
 
 
@@ -62,15 +63,17 @@ def thresholds(cfg: DictConfig) -> Thresholds:
     return call(partial(Thresholds, **OmegaConf.to_container(cfg, resolve=True)), "findings", "thresholds")
 
 
+DEVICES: dict[str, Callable[[], bool]] = {  # name -> is it on this machine; auto takes the first that is
+    "cuda": torch.cuda.is_available,
+    "mps": torch.backends.mps.is_available,
+    "cpu": lambda: True,
+}
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available[name]:
+        return torch.device(next(device for device, present in DEVICES.items() if present()))
+    if not lookup({**DEVICES, "auto": None}, name, "device")():
         raise UserError(f"device={name} was asked for, but this machine has no {name} device. "
                         f"Use device=auto to take the best one available.")
     return torch.device(name)
@@ -125,6 +128,21 @@ def build_loss(cfg: DictConfig, n_classes: int) -> nn.Module:
     return call(component(LOSSES, cfg, "loss"), "loss", cfg.name)
 
 
+def dry_run(model: nn.Module, loss_fn: nn.Module, data: DeviceData, cfg: DictConfig) -> None:
+    """One forward pass and loss on a training-sized batch, before anything is trained or written: shapes that
+    do not fit (a norm over a 1x1 map, BatchNorm over one example) and bad loss options fail here, with a
+    message, rather than as a traceback at step 1. BN's running statistics are left as they were."""
+    x = to_input(data.train_x[:cfg.batch], data.mean, data.std, center=cfg.data.center)
+    with torch.no_grad(), batch_statistics(model):
+        try:
+            loss_fn(model(x).float(), data.train_y[:cfg.batch])
+        except (RuntimeError, ValueError, IndexError) as err:
+            raise UserError(f"This combination cannot train: {str(err).splitlines()[0]} (model={cfg.model.name}, "
+                            f"norm={cfg.norm.name}, act={cfg.act.name}, loss={cfg.loss.name}, batch={cfg.batch}). "
+                            f"BatchNorm needs batch >= 2; instance and batch-instance norm need at least 2x2 maps, "
+                            f"so fewer stages (model.widths) or larger images.") from None
+
+
 @dataclass
 class Run:
     """Everything the training loop needs, built and placed on the device."""
@@ -162,6 +180,7 @@ def build_run(cfg: DictConfig) -> Run:
                         f"Use a smaller batch or more data.")
     model = build_model(cfg, data.shape, data.n_classes).to(device)
     loss_fn = build_loss(cfg.loss, data.n_classes).to(device)
+    dry_run(model, loss_fn, data, cfg)
 
     lr = scaled_lr(cfg.lr, cfg.batch, cfg.optim.base_batch, cfg.optim.lr_scaling)
     opt_options = options(cfg.optim)

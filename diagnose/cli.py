@@ -49,8 +49,8 @@ def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], dict]) -> floa
             _fail(str(err))
             _remove_run_dir(out_dir)  # nothing was made: leave no half-made run behind
             sys.exit(USER_ERROR_EXIT)
-        except KeyboardInterrupt:  # Ctrl-C while loading data or building: training saves its own state
-            _fail("interrupted before training started.")
+        except KeyboardInterrupt:  # Ctrl-C outside the training steps, which handle it themselves
+            _fail("interrupted.")
             _remove_run_dir(out_dir)
             sys.exit(EXIT_CODES["interrupted"])
         if metrics["status"] != "completed":
@@ -117,9 +117,10 @@ def _resumable(cfg: DictConfig) -> tuple[dict, Path]:
     if different:
         raise UserError(f"resume={run_dir} continues that run as it was configured, but the command line changes "
                         f"{'; '.join(different)}. Drop those overrides, or start a new run.")
-    if _status_of(run_dir) == "completed":
-        raise UserError(f"resume={run_dir}: that run already completed ({checkpoint['step']} steps); nothing to "
-                        f"resume.")
+    status = _status_of(run_dir)
+    if status in ("completed", "diverged"):
+        raise UserError(f"resume={run_dir}: that run {status} ({checkpoint['step']} steps); only an interrupted "
+                        f"run can be resumed. Start a new run (after a divergence: with a lower lr).")
     return checkpoint, run_dir
 
 

@@ -1,7 +1,6 @@
 """Rules that turn statistics into plain-language findings: what is wrong, the evidence, the remedy.
 
-Every rule reads what a run stores in metrics.json (or a sweep's runs), so `diagnose report` can apply
-them to old runs too.
+Every rule reads what a run stores in metrics.json (or a sweep's runs): nothing but the stored numbers.
 """
 
 import math
@@ -73,7 +72,7 @@ def signal_over_depth(m: dict, t: Thresholds) -> list[Finding]:
     found = []
     stds = _act_layers(m.get("layers", {}), "act_std")
     if len(stds) >= 2 and stds[0][1] > 0:
-        ratio = stds[-1][1] / stds[0][1]
+        ratio = max(stds[-1][1] / stds[0][1], 1e-300)  # a signal that vanished to exactly 0 is still "vanishing"
         span = f"over {len(stds)} layers ({stds[0][0]} to {stds[-1][0]})"
         if ratio < 1 / t.depth_ratio:
             found.append(Finding("vanishing_activations", "warning",
@@ -87,7 +86,7 @@ def signal_over_depth(m: dict, t: Thresholds) -> list[Finding]:
                                  "xavier_normal (tanh), or add normalisation", stds[-1][0], m.get("steps"), ratio))
     grads = _act_layers(m.get("layers", {}), "grad_norm")
     if len(grads) >= 2 and grads[-1][1] > 0:
-        ratio = grads[0][1] / grads[-1][1]  # first layer's gradient relative to the last one's
+        ratio = max(grads[0][1] / grads[-1][1], 1e-300)  # first layer's gradient relative to the last one's
         span = f"from {grads[-1][0]} back to {grads[0][0]}"
         if ratio < 1 / t.depth_ratio:
             found.append(Finding("vanishing_gradients", "warning",

@@ -23,15 +23,6 @@ COLUMNS = {"act_mean": "act mean", "act_std": "act std", "grad_std": "grad std",
            "saturation": "saturated"}
 
 
-class _Discard:
-    """A writer that drops what Diagnostics writes: the probe writes its own, against depth."""
-
-    def add_scalar(self, *args: Any) -> None:
-        pass
-
-    add_histogram_raw = add_scalar
-
-
 def probe_batch(cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...], int]:
     """(inputs, labels, one input's shape, number of classes) for the probe."""
     if cfg.probe.input == "gaussian":
@@ -54,9 +45,11 @@ def probe(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     model = build_model(cfg, shape, classes).to(device).train()
     loss_fn = build_loss(cfg.loss, classes).to(device)
 
-    diag = Diagnostics(model, _Discard(), DiagSettings(sigmoid_flat=cfg.sigmoid_flat, tanh_flat=cfg.tanh_flat))
+    # no writer: the probe writes its own scalars, against depth (finish(write=False) below)
+    diag = Diagnostics(model, None, DiagSettings(sigmoid_flat=cfg.sigmoid_flat, tanh_flat=cfg.tanh_flat))
     diag.start(1, watch=True)
-    loss_fn(model(x), y).backward()
+    loss = loss_fn(model(x), y)
+    loss.backward()
     diag.after_backward()
     nonfinite = diag.finish(1, write=False)
     dead = DeadUnitProbe(model, x, chunk=len(x)).measure(0)
@@ -69,7 +62,7 @@ def probe(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     acts = [(name, values) for name, values in layers.items() if name.endswith(".act")]
     metrics = {"status": "completed", "command": "probe", "steps": 0, "layers": layers,
                "nonfinite": vars(nonfinite) if nonfinite else None, "symmetric_layers": symmetric,
-               "final": {"loss": loss_fn(model(x), y).item()}, "config": OmegaConf.to_container(cfg, resolve=True)}
+               "final": {"loss": loss.item()}, "config": OmegaConf.to_container(cfg, resolve=True)}
     findings = run_findings(metrics, thresholds(cfg.findings))
     metrics["findings"] = as_dicts(findings)
     with SummaryWriter(str(out_dir)) as writer:

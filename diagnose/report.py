@@ -58,7 +58,7 @@ def sensitivity_table(runs: list[RunRecord], keys: list[str], metric: str = "val
     cells: dict[str, dict[int, float]] = defaultdict(dict)
     for run in runs:
         value = METRICS[metric](run)
-        if run.status == "completed" and value is not None:
+        if run.status == "completed" and value is not None and isinstance(run.overrides.get("batch"), int):
             cells[series_name(run, others)][run.overrides["batch"]] = value
     batches = sorted({b for row in cells.values() for b in row})
     table = Table(title=f"batch-size sensitivity: final {metric}", header_style="bold")

@@ -7,7 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from diagnose.errors import UserError
 
-CHOICES = {"device": ("auto", "cpu", "cuda", "mps"), "precision": ("fp32", "bf16")}
+CHOICES = {"precision": ("fp32", "bf16")}
 
 
 def _is_int(value: Any) -> bool:
@@ -50,9 +50,10 @@ def check_config(cfg: DictConfig) -> None:
     optional_positive_int("steps", cfg.steps)
     positive_int("seed", cfg.seed, minimum=0)
     positive_int("log_every", cfg.log_every)
-    choice("device", cfg.device)
     choice("precision", cfg.precision)
     positive_int("optim.base_batch", cfg.optim.base_batch)
+    if cfg.clip.name != "none":
+        positive_number("clip.max", cfg.clip.max)
     positive_int("data.val_size", cfg.data.val_size, minimum=0)
     optional_positive_int("data.subset", cfg.data.subset)
     fraction("model.dropout", cfg.model.dropout)

@@ -7,7 +7,7 @@ import socket
 
 import numpy as np
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, TINY_DATA, run_cli
 
 from diagnose.data.idx import write_idx
 
@@ -80,6 +80,14 @@ USER_ERRORS = {
     "probe input": (["probe", "probe.input=camera", "model.depth=2", "model.width=8"],
                     r"probe.input must be gaussian or data, got 'camera'"),
     "unwritable output": (train_tiny("hydra.run.dir=a_file/run"), r"cannot write the run's output folder a_file/run"),
+    "unknown device": (["probe", "device=gpu", "model.depth=2", "model.width=8"],
+                       r"Unknown device 'gpu'. Valid options: auto, cpu, cuda, mps"),
+    "batchnorm at batch 1": (["train", *TINY_DATA, "model=mlp", "batch=1"],
+                             r"This combination cannot train: Expected more than 1 value per channel.*BatchNorm needs"),
+    "instance norm on 1x1": (train_tiny("norm=in", "model.widths=[4,4,4,4]"),
+                             r"This combination cannot train:.*at least 2x2 maps"),
+    "negative clip": (train_tiny("clip=value", "clip.max=-1"), r"clip.max must be a number > 0, got -1"),
+    "label smoothing": (train_tiny("loss.label_smoothing=2"), r"This combination cannot train:.*label_smoothing"),
 }
 
 

@@ -227,7 +227,8 @@ def test_a_diverging_run_names_the_first_non_finite_step_and_layer(tmp_path):
     # Independently: the same run, step by step with a check after each, goes non-finite at that step
     losses = per_step_losses(cfg, steps=found["step"])
     assert all(math.isfinite(v) for v in losses[:-1]) and not math.isfinite(losses[-1]), losses
-    assert metrics["steps"] < found["step"]  # the checkpoint keeps the last finite state
+    assert metrics["steps"] >= found["step"]  # caught at the next log step, replayed to the exact one
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] < found["step"]  # last finite state
     assert json.loads((tmp_path / "metrics.json").read_text())["nonfinite"] == found
     events = EventAccumulator(str(tmp_path)).Reload()
     assert "diverged/text_summary" in events.Tags()["tensors"]
@@ -242,7 +243,8 @@ def per_step_losses(cfg, steps: int) -> list[float]:
     for step in range(steps):
         if step % run.steps_per_epoch == 0:
             batches = epoch_batches(run, step // run.steps_per_epoch)
-        loss, _ = train_step(run, torch.Generator().manual_seed(run.seed), prepare, diag, next(batches))
+        loss, _ = train_step(run, torch.Generator().manual_seed(run.seed), prepare, diag, list(run.model.parameters()),
+                             next(batches))
         finite = all(torch.isfinite(p).all() for p in run.model.parameters())
         out.append(loss.item() if finite else float("nan"))
     return out

@@ -79,3 +79,9 @@ def test_bn_small_batch_collapse_in_a_sweep():
     assert "gn" in finding.remedy
     assert not bn_small_batch([bn_run(2, 0.80), bn_run(32, 0.83)], T)
     assert not bn_small_batch([bn_run(2, 0.40, "gn"), bn_run(32, 0.83, "gn")], T)
+
+
+def test_a_signal_that_vanishes_to_exactly_zero_is_still_a_finding():
+    metrics = layers(features_0_act={"act_std": 1.0, "grad_norm": 0.0}, features_9_act={"act_std": 0.0,
+                                                                                         "grad_norm": 1.0})
+    assert {"vanishing_activations", "vanishing_gradients"} <= {f.rule for f in run_findings(metrics, T)}

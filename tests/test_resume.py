@@ -110,6 +110,13 @@ def test_resume_refuses_a_different_configuration(tmp_path):
     assert result.returncode == 2 and "model.widths (the run has [8, 16], the command line [4, 4])" in message
 
 
+def test_a_diverged_run_cannot_be_resumed(tmp_path):
+    cfg = compose_config([*TINY, "lr=1e12", "norm=none", "steps=20", "optim.momentum=0.0"])
+    assert train(build_run(cfg), tmp_path, OmegaConf.to_container(cfg, resolve=True))["status"] == "diverged"
+    result = run_cli(["train", f"resume={tmp_path}"], tmp_path)
+    assert result.returncode == 2 and "only an interrupted run can be resumed" in " ".join(result.stderr.split())
+
+
 @pytest.mark.parametrize(("setup", "message"), [
     ("missing", "there is no checkpoint.pt in that folder"),
     ("corrupt", "checkpoint.pt cannot be read"),

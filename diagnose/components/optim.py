@@ -80,8 +80,8 @@ def _clip_by_value(params: list[nn.Parameter], max: float) -> None:
 
 
 def _clip_by_norm(params: list[nn.Parameter], max: float) -> None:
-    # foreach keeps it to a few kernels; the returned total norm is not read, so there is no host sync
-    nn.utils.clip_grad_norm_(params, max, foreach=True)
+    # the returned total norm is not read, so there is no host sync (torch picks foreach kernels where it can)
+    nn.utils.clip_grad_norm_(params, max)
 
 
 # Gradient clipping, applied between backward and the optimizer step.

@@ -25,13 +25,17 @@ class _Failed(Exception):
 def download(urls: list[str], dest: Path, md5: str, *, timeout: float = 30.0) -> Path:
     """Fetch `dest` from the first of `urls` that delivers it with the right md5; return `dest`."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"Cannot create the folder {dest.parent} to download {dest.name} into "
+                        f"({e.strerror}).") from None
     failures = []
     for url in urls:
         try:
             _fetch(url, dest, md5, timeout)
             return dest
-        except _Failed as e:
+        except (_Failed, OSError) as e:  # OSError: the folder is not writable (or the network failed oddly)
             failures.append(f"{url}: {e}")
     tried = "; ".join(failures) or "no URLs given"
     raise UserError(f"Could not download {dest.name} into {dest.parent}. Tried {tried}.")

@@ -27,7 +27,14 @@ def landscape(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Ten
     params = [p for p in model.parameters() if p.requires_grad]
     weights = [p.detach().clone() for p in params]
     buffers = {name: b.clone() for name, b in model.named_buffers()}
-    rng = torch.get_rng_state()
+    # dropout draws from the CPU generator or the input's CUDA one: fork both so training's stream is untouched
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+        return _measure(model, loss_fn, x, y, lr, multiples, params, weights, buffers)
+
+
+def _measure(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor, lr: float,
+             multiples: Sequence[float], params: list[nn.Parameter], weights: list[torch.Tensor],
+             buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     try:
         grads = torch.autograd.grad(loss_fn(model(x), y), params)
         grad_norm = _norm(grads)
@@ -49,7 +56,6 @@ def landscape(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Ten
                 p.copy_(w)
             for name, b in model.named_buffers():
                 b.copy_(buffers[name])
-        torch.set_rng_state(rng)
     losses_t, changes_t = torch.stack(losses), torch.stack(changes)
     return {
         "landscape/loss_range": losses_t.max() - losses_t.min(),

@@ -51,7 +51,9 @@ def write_hparams(runs: list[RunRecord], keys: list[str]) -> None:
     """One HParams row per job, written into the job's own folder: SummaryWriter.add_hparams would open a
     new timestamped sub-run for every call (pytorch #32651)."""
     domains = {k: sorted({r.overrides[k] for r in runs if k in r.overrides}, key=str) for k in keys}
-    discrete = {k: v for k, v in domains.items() if all(isinstance(x, str | bool) for x in v) or len(v) < 10}
+    # a discrete domain must hold one type (hparams refuses [0.1, 1]); mixed ones are left continuous
+    discrete = {k: v for k, v in domains.items() if len({type(x) for x in v}) == 1
+                and (isinstance(v[0], str | bool) or len(v) < 10)}
     for run in runs:
         params = {k: run.overrides[k] for k in keys if k in run.overrides}
         params["status"] = run.status
@@ -91,17 +93,18 @@ def sweep_table(runs: list[RunRecord], keys: list[str], title: str) -> Table:
 def sweep_findings(runs: list[RunRecord]) -> list[Finding]:
     """Findings that only a sweep can show, with the thresholds the jobs ran with."""
     configured = next((r.metrics["config"]["findings"] for r in runs if "findings" in r.metrics.get("config", {})), {})
-    return bn_small_batch(runs, Thresholds(**configured))
+    known = {k: v for k, v in configured.items() if k in Thresholds.__dataclass_fields__}
+    return bn_small_batch(runs, Thresholds(**known))
 
 
 def summarise_sweep(sweep_dir: Path, console: Console | None = None) -> list[RunRecord]:
     """Everything a finished sweep writes into its folder, and the table it prints."""
     runs = find_runs(sweep_dir)
     keys = swept_keys(runs)
+    write_csv(sweep_dir / SUMMARY_CSV, runs, keys)
     if "batch" in keys:
         write_sensitivity(sweep_dir, runs, keys)
     write_hparams(runs, keys)
-    write_csv(sweep_dir / SUMMARY_CSV, runs, keys)
     findings = sweep_findings(runs)
     (sweep_dir / FINDINGS_JSON).write_text(json.dumps(as_dicts(findings), indent=2))
     console = console or Console(stderr=True)

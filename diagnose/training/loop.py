@@ -77,25 +77,25 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
         diag.load_state(record.diagnostics)
         if probe is not None:
             probe.always_dead = {k: v.to(device) for k, v in record.diagnostics.get("always_dead", {}).items()}
-    step_fn = partial(train_step, run, generator, prepare, diag)
+    step_fn = partial(train_step, run, generator, prepare, diag, list(model.parameters()))
 
     # Per-step losses of the current log window stay on the device: reading them (one host sync) happens
     # only on logging steps, and still tells exactly which step first went non-finite.
     window_losses = torch.zeros(run.log_every, device=device)
     window_losses[:len(record.window_losses)] = torch.tensor(record.window_losses, device=device)
-    window_correct = torch.tensor(record.window_correct, device=device)
+    window_correct = torch.tensor(float(record.window_correct), device=device)
     window_start, window_steps = time.perf_counter(), len(record.window_losses)
     last_good = capture(run, generator, start) if settings.locate_nonfinite else None
     status, done, nonfinite = "completed", start, None
     between_steps = True  # False when a second Ctrl-C cut a step in half: that state is not saved
     started = time.perf_counter()
 
-    def checkpoint() -> None:
-        """Save the state after `done` steps with everything the record needs to go on exactly."""
+    def checkpoint(step: int) -> None:
+        """Save the state after `step` steps with everything the record needs to go on exactly."""
         record.window_losses = window_losses[:window_steps].tolist()
         record.window_correct = int(window_correct.item())
         record.diagnostics = {**diag.state(), "always_dead": probe.always_dead if probe else {}}
-        save_checkpoint(out_dir, {**capture(run, generator, done), "config": config, "record": asdict(record)})
+        save_checkpoint(out_dir, {**capture(run, generator, step), "config": config, "record": asdict(record)})
 
     model.train()
     progress = progress_bar()
@@ -130,7 +130,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
 
                 if window_steps == run.log_every or done == run.total_steps or nonfinite:
                     # the only host sync of the hot loop, once per log window
-                    losses = window_losses[:window_steps].tolist()
+                    *losses, correct_total = torch.cat([window_losses[:window_steps], window_correct[None]]).tolist()
                     first_step = done - window_steps + 1
                     bad = next((first_step + i for i, v in enumerate(losses) if not math.isfinite(v)), None)
                     if bad is not None or nonfinite:
@@ -144,7 +144,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
                     record.train_time += elapsed
                     images_per_s = window_steps * run.batch / elapsed
                     record.train_loss = sum(losses) / len(losses)
-                    record.train_acc = window_correct.item() / (window_steps * run.batch)
+                    record.train_acc = correct_total / (window_steps * run.batch)
                     for i, value in enumerate(losses):
                         writer.add_scalar("train/loss", value, first_step + i)
                     writer.add_scalar("train/acc", record.train_acc, done)
@@ -157,11 +157,12 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
                     window_correct.zero_()
                     window_start, window_steps = time.perf_counter(), 0
 
-                if (done % run.steps_per_epoch == 0 or done == run.total_steps) and len(data.val_y):
+                if done % run.steps_per_epoch == 0 or done == run.total_steps:
                     eval_start = time.perf_counter()
-                    record.history.append(evaluate_epoch(run, prepare, diag, settings, writer, done))
+                    if len(data.val_y):
+                        record.history.append(evaluate_epoch(run, prepare, diag, settings, writer, done))
                     if done < run.total_steps:
-                        checkpoint()  # a process killed outright can still resume from the last epoch
+                        checkpoint(done)  # a process killed outright can still resume from the last epoch
                     window_start += time.perf_counter() - eval_start  # evaluation time is not training time
         except KeyboardInterrupt:  # a second Ctrl-C, in the middle of a step: the last checkpoint stays
             status, between_steps = "interrupted", False
@@ -177,9 +178,12 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
         final["test_loss"], final["test_acc"] = evaluate(model, run.loss_fn, data.test_x, data.test_y, prepare)
         writer.add_scalar("test/loss", final["test_loss"], done)
         writer.add_scalar("test/acc", final["test_acc"], done)
+    saved_step = done
     if nonfinite is not None:
         writer.add_text("diverged", nonfinite.describe(), nonfinite.step)
-        done = restore(run, generator, last_good) if last_good else done  # keep the last finite weights
+        if last_good:  # the checkpoint keeps the last finite weights, not the ones that blew up
+            saved_step = restore(run, generator, last_good)
+            window_steps = 0
     metrics = {
         "status": status,
         "steps": done,
@@ -202,7 +206,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
         print_findings(findings)
     writer.close()
     if between_steps:
-        checkpoint()
+        checkpoint(saved_step)
     write_metrics(out_dir, metrics)
     return metrics
 
@@ -220,7 +224,7 @@ def batches_from(run: Run, step: int) -> Iterator[torch.Tensor]:
 
 
 def train_step(run: Run, generator: torch.Generator, prepare: Callable, diag: Diagnostics,
-               idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+               params: list[torch.nn.Parameter], idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on the examples `idx`; returns (loss, number correct) as device tensors."""
     xb, yb = run.data.train_x[idx], run.data.train_y[idx]  # (B, C, H, W) uint8, (B,)
     if run.augment:
@@ -233,7 +237,7 @@ def train_step(run: Run, generator: torch.Generator, prepare: Callable, diag: Di
     loss.backward()
     diag.after_backward()
     if run.clip is not None:
-        run.clip([p for p in run.model.parameters() if p.grad is not None])
+        run.clip(params)  # both clips skip parameters without a gradient
     run.optimizer.step()
     run.scheduler.step()
     return loss.detach(), (logits.argmax(dim=1) == yb).sum()
@@ -268,8 +272,8 @@ def evaluate_epoch(run: Run, prepare: Callable, diag: Diagnostics, settings: Dia
     writer.add_scalar("val/acc", val_acc, done)
     entry = {"step": done, "epoch": done / run.steps_per_epoch, "val_loss": val_loss, "val_acc": val_acc}
     if settings.bn_eval_gap and has_batchnorm(run.model):
-        _, train_mode_acc = evaluate(run.model, run.loss_fn, data.val_x, data.val_y, prepare, batch=run.batch,
-                                     batch_stats=True)
+        _, train_mode_acc = evaluate(run.model, run.loss_fn, data.val_x, data.val_y, prepare,
+                                     batch=max(run.batch, 2), batch_stats=True)  # BN needs 2 examples
         writer.add_scalar("bn/val_acc_train_mode", train_mode_acc, done)
         writer.add_scalar("bn/val_acc_eval_mode", val_acc, done)
         entry["val_acc_bn_train_mode"] = train_mode_acc

@@ -49,7 +49,7 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
         raise UserError(f"resume={run_dir}: there is no {CHECKPOINT_FILE} in that folder. Give the folder of a "
                         f"run that was interrupted (outputs/<date>/<time>).")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # no code runs from a user-given file
     except Exception as err:  # noqa: BLE001 - pickle/zip errors have many types; all mean "unreadable"
         raise UserError(f"resume={run_dir}: {CHECKPOINT_FILE} cannot be read ({type(err).__name__}: {err}). "
                         f"It is corrupt or not a diagnose checkpoint; start a new run instead.") from None

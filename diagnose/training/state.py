@@ -30,13 +30,13 @@ def restore(run: Run, generator: torch.Generator, state: dict[str, Any]) -> int:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])  # a CPU byte tensor, whatever the generator's device
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
     except (RuntimeError, KeyError, ValueError) as err:
-        raise UserError(f"The checkpoint does not fit the model this config builds: {err}".split("\n")[0]
-                        + " Resume with the configuration the run was started with.") from None
-    generator.set_state(state["generator"])  # a CPU byte tensor, whatever the generator's device
-    torch.set_rng_state(state["rng"])
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+        raise UserError(f"The checkpoint does not fit the run this config builds on this machine: {err}".split("\n")[0]
+                        + " Resume with the configuration and the kind of device the run was started with.") from None
     return state["step"]
 
 
