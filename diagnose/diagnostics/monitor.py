@@ -47,8 +47,8 @@ class Diagnostics:
 
     Call order per step: `start(step)` before the forward pass, `after_backward()`, then `finish(step)` after
     the optimizer step. Hooks live only for the steps that measure and are removed after each of them, so
-    the model runs bare in between; measured values are 0-d device tensors gathered with a single host
-    transfer per measuring step and dropped right after.
+    the model runs bare in between; measured values are 0-d device tensors gathered with one host transfer
+    per measuring step (a second one for histograms, on the steps that draw them) and dropped right after.
     """
 
     def __init__(self, model: nn.Module, writer: Any, settings: DiagSettings):
@@ -187,7 +187,7 @@ class Diagnostics:
         return [layer.name for layer in self.layers]
 
     def finish(self, step: int, write: bool = True) -> NonFinite | None:
-        """Detach hooks, write what this step measured (one host transfer); report a non-finite value."""
+        """Detach hooks, write what this step measured; report a non-finite value."""
         if not self.measuring:
             return None
         for handle in self._handles:

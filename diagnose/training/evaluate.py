@@ -39,4 +39,5 @@ def evaluate(
             correct += (logits.argmax(dim=1) == yb).sum()
             seen += len(yb)
     model.train(was_training)
-    return total_loss.item() / max(seen, 1), correct.item() / max(seen, 1)
+    loss, right = torch.stack([total_loss, correct.float()]).tolist()  # the one host sync
+    return loss / max(seen, 1), right / max(seen, 1)
