@@ -5,6 +5,7 @@ subcommand's primary config and calls the matching @hydra.main function with the
 `-m`, overrides, --help and tab completion all keep working.
 """
 
+import difflib
 import logging
 import os
 import shutil
@@ -247,6 +248,43 @@ def _name_jobs_by_swept_keys(args: list[str]) -> list[str]:
     return [*args[:last + 1], exclude, *args[last + 1:]]  # beside the other overrides: argparse wants them together
 
 
+def _check_choices(config_name: str, args: list[str]) -> None:
+    """Catch the commonest slips, an option that does not exist (`norm=batchnorm`) and a misspelt setting
+    (`batchsize=4`), before Hydra does: its own report spans a dozen lines of config search paths."""
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("-")])
+    except HydraException:
+        return  # Hydra itself reports the malformed override
+    root = config_dir()
+    primary = OmegaConf.load(root / f"{config_name}.yaml")
+    groups = sorted(key for entry in primary.defaults if isinstance(entry, DictConfig) for key in entry)
+    settings = [key for key in primary if key not in ("defaults", "hydra", *groups)]
+    for override in overrides:
+        key = override.key_or_group
+        if override.is_add() or override.is_force_add() or override.is_delete() or key.startswith("hydra"):
+            continue
+        if key in groups:
+            options = sorted(p.stem for p in (root / key).glob("*.yaml"))
+            given = list(override.sweep_string_iterator()) if override.is_sweep_override() else [
+                override.get_value_element_as_str()]
+            for value in given:
+                if value not in options:
+                    _fail(f"{key}={value}: there is no {key} option '{value}'.{_did_you_mean(value, options)} "
+                          f"Valid options: {', '.join(options)}.")
+                    sys.exit(USER_ERROR_EXIT)
+        elif "." not in key and key not in settings:
+            _fail(f"'{key}' is not a setting of `diagnose {config_name}`.{_did_you_mean(key, settings + groups)} "
+                  f"Settings: {', '.join(sorted(settings))}; component groups (pick with group=option): "
+                  f"{', '.join(groups)}.")
+            sys.exit(USER_ERROR_EXIT)
+
+
+def _did_you_mean(given: str, known: list[str]) -> str:
+    by_lower = {name.lower(): name for name in known}
+    close = difflib.get_close_matches(given.lower(), list(by_lower), n=1)
+    return f" Did you mean '{by_lower[close[0]]}'?" if close else ""
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -260,5 +298,6 @@ def main(argv: list[str] | None = None) -> None:
               f"Run `diagnose --help` for usage.")
         sys.exit(USER_ERROR_EXIT)
     config_name, task, _ = SUBCOMMANDS[command]
+    _check_choices(config_name, rest)
     sys.argv = [f"diagnose-{command}", *_name_jobs_by_swept_keys(rest)]  # Hydra reads sys.argv; argv[0] names the job
     hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task)()

@@ -19,10 +19,10 @@ TINY_DATA = ["data=synthetic", "data.size=8", "data.train_count=256", "data.test
 TINY = [*TINY_DATA, "model.widths=[8,16]"]
 
 
-def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
+def compose_config(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
     """The config `diagnose <config_name> <overrides>` would run, composed through Hydra's own API."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name, overrides=overrides)
+        return compose(config_name, overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def options_of(group: str) -> list[str]:

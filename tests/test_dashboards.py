@@ -38,7 +38,8 @@ def test_the_event_file_holds_every_per_layer_metric(run_dir):
         assert {f"weight_norm/{layer}", f"weight_grad_norm/{layer}", f"update_ratio/{layer}",
                 f"sign_agreement/{layer}"} <= scalars
     assert {"dead/features.0.act", "dead_permanent/features.2.act", "bn_shift/features.0.norm",
-            "bn_var_ratio/features.2.norm", "bn/val_acc_train_mode", "bn/val_acc_eval_mode"} <= scalars
+            "bn_var_ratio/features.2.norm", "bn/val_acc_train_mode", "bn/val_acc_eval_mode",
+            "reference/update_ratio"} <= scalars
     histograms = set(tags["histograms"])
     assert {"act/features.0.act", "grad/features.0.conv", "weight/features.2.conv",
             "weight_grad/head.fc"} <= histograms

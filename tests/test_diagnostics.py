@@ -76,6 +76,7 @@ def test_weight_gradient_norm_and_update_ratio_match_the_parameters():
         assert writer.scalars[f"update_ratio/{layer}"] == pytest.approx(expected_ratio, rel=1e-4)
         assert writer.scalars[f"weight_norm/{layer}"] == pytest.approx(before[f"{layer}.weight"].norm().item(),
                                                                        rel=1e-5)
+    assert writer.scalars["reference/update_ratio"] == pytest.approx(1e-3)  # the line drawn beside the ratios
 
 
 def test_activation_and_output_gradient_statistics_match_a_manual_forward():

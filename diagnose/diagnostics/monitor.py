@@ -12,6 +12,7 @@ from diagnose.diagnostics.layers import Layer, measured_layers
 from diagnose.diagnostics.writing import write_histogram, write_scalars
 
 RUN_MEANS = ("update_ratio/", "sign_agreement/")  # metrics also kept as means over the run, for findings
+UPDATE_RATIO_REFERENCE = 1e-3  # Karpathy's rule of thumb, drawn as a line on the update-ratio chart
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ class Diagnostics:
         measured = dict(zip((tag for tag, _ in self._scalars), values, strict=False))
         self.latest.update(measured)
         if write:
-            write_scalars(self.writer, measured, step)
+            reference = {"reference/update_ratio": UPDATE_RATIO_REFERENCE} if self.weights else {}
+            write_scalars(self.writer, measured | reference, step)
         if hists is not None and write:
             for (tag, _), hist in zip(self._hists, hists, strict=True):
                 write_histogram(self.writer, tag, hist, step)
