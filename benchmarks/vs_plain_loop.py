@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from diagnose.build import build_run
@@ -34,7 +34,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 MODELS = {"cnn": ["model=cnn"], "mlp": ["model=mlp"]}
 
 
-def config(model: str, batch: int, steps: int, diag: str, args: argparse.Namespace):
+def config(model: str, batch: int, steps: int, diag: str, args: argparse.Namespace) -> DictConfig:
     data = ["data=fashion_mnist", "data.subset=20000"] if args.data == "fashion_mnist" else \
         ["data=synthetic", "data.train_count=21000"]
     overrides = [*MODELS[model], *data, f"batch={batch}", f"steps={steps}", f"diag={diag}", f"device={args.device}",
@@ -43,14 +43,14 @@ def config(model: str, batch: int, steps: int, diag: str, args: argparse.Namespa
         return compose("train", overrides=overrides)
 
 
-def trainer_steps_per_s(cfg) -> float:
+def trainer_steps_per_s(cfg: DictConfig) -> float:
     run = build_run(cfg)
     with tempfile.TemporaryDirectory() as out:
         metrics = train(run, Path(out), OmegaConf.to_container(cfg, resolve=True))
     return metrics["images_per_s"] / cfg.batch
 
 
-def plain_steps_per_s(cfg) -> float:
+def plain_steps_per_s(cfg: DictConfig) -> float:
     """pytorch/examples mnist/main.py's loop, on the same model, optimizer, schedule and data."""
     run = build_run(cfg)  # the same model, init, optimizer and schedule as the trainer's
     data = run.data

@@ -19,6 +19,14 @@ TINY_DATA = ["data=synthetic", "data.size=8", "data.train_count=256", "data.test
 TINY = [*TINY_DATA, "model.widths=[8,16]"]
 
 
+def needs_fashion() -> None:
+    """Skip a real-data test where Debian's dataset-fashion-mnist is absent; fail in CI, which installs it, so
+    that a broken install cannot pass by skipping."""
+    if not FASHION.is_dir():
+        message = f"{FASHION} is missing: install Debian's dataset-fashion-mnist to run this"
+        pytest.fail(message) if os.environ.get("DIAGNOSE_REAL_DATA") == "required" else pytest.skip(message)
+
+
 def compose_config(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
     """The config `diagnose <config_name> <overrides>` would run, composed through Hydra's own API."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

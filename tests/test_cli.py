@@ -39,6 +39,16 @@ def test_train_writes_events_metrics_and_checkpoint(tmp_path):
     assert "test" in result.stderr and "accuracy" in result.stderr  # the summary table
 
 
+def test_a_diverging_run_says_where_and_exits_nonzero(tmp_path):
+    result = run_cli(["train", *TINY, "norm=none", "optim.momentum=0.0", "steps=20", "lr=1e12"], tmp_path)
+    assert result.returncode == 1
+    said = " ".join((result.stdout + result.stderr).split())
+    metrics = json.loads(next(tmp_path.glob("outputs/*/*/metrics.json")).read_text())
+    assert metrics["status"] == "diverged"
+    found = metrics["nonfinite"]
+    assert f"step {found['step']}" in said and found["layer"] in said and "Traceback" not in said
+
+
 def test_multirun_runs_every_job_in_a_folder_named_by_its_overrides(tmp_path):
     tiny = [o for o in TINY if not o.startswith("batch=")]
     result = run_cli(["train", "-m", *tiny, "norm=bn,gn", "batch=4,8"], tmp_path)

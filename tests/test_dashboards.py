@@ -23,7 +23,8 @@ LAYERS = ["features.0.conv", "features.0.norm", "features.0.act", "features.2.co
 def run_dir(tmp_path_factory) -> Path:
     """A finished tiny run of a CNN with BatchNorm and every diagnostic on."""
     out = tmp_path_factory.mktemp("run")
-    cfg = compose_config(TINY + ["diag=full", "steps=12", "diag.probe_every=4", "log_every=4"])
+    cfg = compose_config(TINY + ["diag=full", "steps=12", "diag.probe_every=4", "log_every=4", "diag.landscape=true",
+                                 "diag.landscape_every=6"])
     train(build_run(cfg), out, OmegaConf.to_container(cfg, resolve=True))
     return out
 
@@ -40,6 +41,9 @@ def test_the_event_file_holds_every_per_layer_metric(run_dir):
     assert {"dead/features.0.act", "dead_permanent/features.2.act", "bn_shift/features.0.norm",
             "bn_var_ratio/features.2.norm", "bn/val_acc_train_mode", "bn/val_acc_eval_mode",
             "reference/update_ratio"} <= scalars
+    events = EventAccumulator(str(run_dir)).Reload()
+    for tag in ("landscape/loss_range", "landscape/grad_change_range", "landscape/beta"):
+        assert [e.step for e in events.Scalars(tag)] == [6, 12], tag  # every diag.landscape_every steps
     histograms = set(tags["histograms"])
     assert {"act/features.0.act", "grad/features.0.conv", "weight/features.2.conv",
             "weight_grad/head.fc"} <= histograms

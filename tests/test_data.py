@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config, needs_fashion
 
 from diagnose.data import (
     DeviceData,
@@ -26,7 +27,6 @@ from diagnose.data.sources import SOURCES
 from diagnose.errors import UserError
 
 IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def random_bytes(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -180,9 +180,17 @@ def test_cifar_archive_without_a_member_is_refused(tmp_path):
 # --- read_dataset: finding files without the network ---
 
 
+@pytest.mark.parametrize("data", ["mnist", "fashion_mnist", "cifar10", "cifar100"])
+def test_the_data_folder_defaults_to_data_and_follows_diagnose_data(data, monkeypatch):
+    monkeypatch.delenv("DIAGNOSE_DATA", raising=False)
+    assert compose_config([f"data={data}"]).data.root == "data"
+    monkeypatch.setenv("DIAGNOSE_DATA", "/scratch/datasets")
+    assert compose_config([f"data={data}"]).data.root == "/scratch/datasets"
+    assert compose_config([f"data={data}", "data.root=here"]).data.root == "here"  # the command line wins
+
+
 def test_read_dataset_finds_the_debian_fashion_mnist(tmp_path):
-    if not DEBIAN_FASHION.is_dir():
-        pytest.skip(f"{DEBIAN_FASHION} is missing (install Debian's dataset-fashion-mnist to run this)")
+    needs_fashion()
     raw = read_dataset("fashion_mnist", tmp_path, download=False)
     assert raw.train_x.shape == (60000, 1, 28, 28) and raw.test_x.shape == (10000, 1, 28, 28)
     assert len(raw.train_y) == 60000 and len(raw.test_y) == 10000 and raw.n_classes == 10

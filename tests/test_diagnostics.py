@@ -128,13 +128,14 @@ def test_permanently_dead_counts_only_units_dead_at_every_probe():
     assert second["dead_permanent/features.0.act"].item() == 0.25  # only unit 0 was dead both times
 
 
-def test_a_sigmoid_fed_large_inputs_is_saturated():
-    model = model_for("model=mlp", "model.depth=1", "model.width=64", "norm=none", "act=sigmoid",
+@pytest.mark.parametrize("act", ["sigmoid", "tanh"])
+def test_a_squashing_layer_fed_large_inputs_is_saturated(act):
+    model = model_for("model=mlp", "model.depth=1", "model.width=64", "norm=none", f"act={act}",
                       "init=normal", "init.std=1.0")
     y = torch.randint(0, 4, (32,))
     writer, *_ = one_measured_step(model, 100 * torch.randn(32, 1, 8, 8), y)
     assert writer.scalars["saturation/features.0.act"] > 0.95
-    quiet = model_for("model=mlp", "model.depth=1", "model.width=64", "norm=none", "act=sigmoid",
+    quiet = model_for("model=mlp", "model.depth=1", "model.width=64", "norm=none", f"act={act}",
                       "init=normal", "init.std=0.001")
     writer, *_ = one_measured_step(quiet, torch.randn(32, 1, 8, 8), y)
     assert writer.scalars["saturation/features.0.act"] == 0.0

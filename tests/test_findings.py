@@ -1,7 +1,12 @@
 """Each findings rule: a constructed case that fires it and one that does not."""
 
-import pytest
+import json
 
+import pytest
+from conftest import TINY, compose_config, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from diagnose.build import thresholds
 from diagnose.findings import RUN_RULES, Thresholds, bn_small_batch, run_findings
 from diagnose.sweep.runs import RunRecord
 
@@ -64,7 +69,23 @@ def test_dead_relu_says_since_when_and_divergence_names_the_layer():
 
 
 def test_thresholds_come_from_config():
+    assert thresholds(compose_config(["findings.saturation=0.95"]).findings) == Thresholds(saturation=0.95)
     assert not [f for f in run_findings(CASES["saturation"][0], Thresholds(saturation=0.95))]
+
+
+def test_a_run_prints_stores_logs_and_reports_its_findings(tmp_path):
+    result = run_cli(["train", *TINY, "init=zeros", "norm=none"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    symmetry = "all units have identical weights"
+    assert symmetry in " ".join((result.stdout + result.stderr).split())  # rich prints to stderr
+    (run_dir,) = [p.parent for p in tmp_path.glob("outputs/*/*/metrics.json")]
+    stored = json.loads((run_dir / "metrics.json").read_text())["findings"]
+    assert "zero_init_symmetry" in {f["rule"] for f in stored}
+    events = EventAccumulator(str(run_dir)).Reload()
+    (text,) = events.Tensors("findings/text_summary")
+    assert symmetry in text.tensor_proto.string_val[0].decode()
+    report = run_cli(["report", str(run_dir)], tmp_path)
+    assert report.returncode == 0 and symmetry in " ".join((report.stdout + report.stderr).split())
 
 
 def bn_run(batch: int, acc: float, norm: str = "bn") -> RunRecord:

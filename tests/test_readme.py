@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import FASHION, compose_config, run_cli
+from conftest import compose_config, needs_fashion, run_cli
 from omegaconf import OmegaConf
 
 from diagnose.validate import check_config
@@ -48,8 +48,8 @@ def test_the_tour_has_a_command_for_every_phenomenon():
 @pytest.mark.slow
 @pytest.mark.parametrize("command", TOUR)
 def test_tour_command_runs_shrunk(command, tmp_path):
-    if "fashion_mnist" in command and not FASHION.is_dir():
-        pytest.skip("needs Debian's dataset-fashion-mnist")
+    if "fashion_mnist" in command:
+        needs_fashion()
     result = run_cli(shrunk(command), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = list(tmp_path.glob("outputs/**/metrics.json"))

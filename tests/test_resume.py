@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from diagnose.build import build_run
 from diagnose.training.loop import train
-from diagnose.training.outputs import load_checkpoint
+from diagnose.training.outputs import load_checkpoint, save_checkpoint
 
 # long enough to be interrupted in the middle, with dropout and augmentation so every random stream matters
 RESUMABLE = [*TINY, "steps=40", "log_every=5", "model.dropout=0.3", "data.augment=true", "diag.every=3",
@@ -133,3 +133,18 @@ def test_resume_errors_are_clear(setup, message, tmp_path):
     assert result.returncode == 2 and message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("outputs/*/*")), "the failed command leaves no run folder"
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, {"step": 1})
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+
+    def dies_halfway(state, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path, {"step": 2})
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind

@@ -4,7 +4,7 @@ import csv
 import json
 
 import pytest
-from conftest import FASHION, TINY, run_cli
+from conftest import TINY, needs_fashion, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -81,6 +81,16 @@ def test_a_failing_job_is_recorded_and_the_others_go_on(tmp_path):
     assert rows == {"bn": "completed", "gn": "failed"}
 
 
+def test_a_diverging_job_is_recorded_and_the_others_go_on(tmp_path):
+    result = run_cli(["train", "-m", *TINY, "norm=none", "optim.momentum=0.0", "steps=20", "lr=0.01,1e12"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    sweep = sweep_dir_of(tmp_path)
+    status = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json")}
+    assert status == {"lr=0.01": "completed", "lr=1000000000000.0": "diverged"}  # Hydra spells out 1e12
+    rows = {float(r["lr"]): r["status"] for r in csv.DictReader((sweep / "summary.csv").open())}
+    assert rows == {0.01: "completed", 1e12: "diverged"}
+
+
 def test_report_on_a_sweep_and_on_one_run(bn_gn_sweep, tmp_path):
     sweep, _ = bn_gn_sweep
     table = run_cli(["report", str(sweep)], tmp_path)
@@ -128,8 +138,7 @@ def test_optuna_searches_the_learning_rate(tmp_path):
 def test_batchnorm_collapses_at_batch_2_while_groupnorm_does_not(tmp_path):
     """The lecture's BN-vs-GN result on real data: an MLP, where BatchNorm1d at batch 2 normalises each
     feature over two numbers. Same epochs at each batch size, lr scaled linearly with the batch."""
-    if not FASHION.is_dir():
-        pytest.skip("needs Debian's dataset-fashion-mnist")
+    needs_fashion()
     result = run_cli(["train", "-m", "model=mlp", "data=fashion_mnist", "data.subset=5000", "data.download=false",
                       "epochs=1", "diag=off", "device=cpu", "norm=bn,gn", "batch=2,32"], tmp_path)
     assert result.returncode == 0, result.stderr

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FASHION, compose_config
+from conftest import compose_config, needs_fashion
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from diagnose.build import build_run
+from diagnose import build
+from diagnose.build import build_run, pick_device
 from diagnose.training.loop import train
 
 
@@ -100,9 +101,15 @@ def test_bf16_autocast_runs(cfg_factory, tmp_path):
 
 @pytest.mark.slow
 def test_default_cnn_reaches_80_percent_on_a_fashion_mnist_subset(tmp_path):
-    if not FASHION.is_dir():
-        pytest.skip("needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
+    needs_fashion()
     cfg = compose_config(["data=fashion_mnist", f"data.root={tmp_path / 'none'}", "data.download=false",
                           "data.subset=10000", "epochs=3", "device=cpu"])
     metrics = run_tiny(cfg, tmp_path / "run")
     assert metrics["final"]["test_acc"] >= 0.80, metrics["final"]
+
+
+@pytest.mark.parametrize(("present", "picked"), [({"cuda", "mps"}, "cuda"), ({"mps"}, "mps"), (set(), "cpu")])
+def test_device_auto_prefers_cuda_then_mps_then_cpu(present, picked, monkeypatch):
+    for name in ("cuda", "mps"):
+        monkeypatch.setitem(build.DEVICES, name, lambda name=name: name in present)
+    assert pick_device("auto").type == picked

@@ -7,6 +7,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import BinaryIO
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
@@ -57,7 +58,7 @@ def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _stream(url: str, out, timeout: float, label: str) -> str:
+def _stream(url: str, out: BinaryIO, timeout: float, label: str) -> str:
     """Copy the body of `url` into `out`; return its md5."""
     digest = hashlib.md5(usedforsecurity=False)
     try:
