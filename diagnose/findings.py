@@ -204,3 +204,8 @@ def bn_small_batch(runs: list[Any], thresholds: Thresholds) -> list[Finding]:
 
 def as_dicts(findings: list[Finding]) -> list[dict[str, Any]]:
     return [asdict(f) for f in findings]
+
+
+def as_markdown(findings: list[Finding]) -> str:
+    """For TensorBoard's Text tab: one bullet per finding."""
+    return "\n".join(f"- **{f.severity}**: {f.text()}" for f in findings)

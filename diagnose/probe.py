@@ -14,7 +14,7 @@ from diagnose.diagnostics.monitor import Diagnostics, DiagSettings
 from diagnose.diagnostics.probes import DeadUnitProbe
 from diagnose.diagnostics.stats import units_identical
 from diagnose.errors import UserError
-from diagnose.findings import as_dicts, run_findings
+from diagnose.findings import as_dicts, as_markdown, run_findings
 from diagnose.training.console import console, print_findings
 from diagnose.training.outputs import write_metrics
 from diagnose.validate import positive_int
@@ -71,7 +71,7 @@ def probe(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 if metric in values:
                     writer.add_scalar(f"probe/{metric}", values[metric], depth)
         if findings:
-            writer.add_text("findings", "\n".join(f"- **{f.severity}**: {f.text()}" for f in findings))
+            writer.add_text("findings", as_markdown(findings))
     write_metrics(out_dir, metrics)
     console.print(probe_table(acts))
     print_findings(findings)

@@ -8,9 +8,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from diagnose.findings import as_dicts
+from diagnose.findings import Finding, as_dicts
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
 from diagnose.sweep.summary import METRICS, series_name, sweep_findings, sweep_table
+from diagnose.training.console import print_findings
 
 LAYER_COLUMNS = {  # metric prefix in metrics.json "layers" -> column title
     "act_std": "act std",
@@ -103,5 +104,4 @@ def main(argv: list[str]) -> None:
             console.print(sensitivity_table(runs, keys))
         findings = [{**f, "message": f"{r.path.name}: {f['message']}"} for r in runs
                     for f in r.metrics.get("findings", [])] + as_dicts(sweep_findings(runs))
-    for f in findings:
-        console.print(f"[yellow]{f['severity']}[/]: {f['message']} - {f['remedy']}", highlight=False)
+    print_findings([Finding(**f) for f in findings], console)

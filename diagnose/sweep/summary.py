@@ -12,6 +12,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from diagnose.findings import Finding, Thresholds, as_dicts, bn_small_batch
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
+from diagnose.training.console import print_findings
 
 # name -> how to read it from a run; the sensitivity curves and the HParams metrics
 METRICS = {
@@ -109,6 +110,5 @@ def summarise_sweep(sweep_dir: Path, console: Console | None = None) -> list[Run
     (sweep_dir / FINDINGS_JSON).write_text(json.dumps(as_dicts(findings), indent=2))
     console = console or Console(stderr=True)
     console.print(sweep_table(runs, keys, f"sweep {sweep_dir}"))
-    for finding in findings:
-        console.print(f"[yellow]{finding.severity}[/]: {finding.text()}", highlight=False)
+    print_findings(findings, console)
     return runs

@@ -13,6 +13,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from diagnose.findings import Finding
+
 console = Console(stderr=True)
 
 
@@ -54,8 +56,8 @@ def print_summary(metrics: dict[str, Any], out_dir: str) -> None:
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def print_findings(findings: list) -> None:
+def print_findings(findings: list[Finding], to: Console = console) -> None:
     """Each finding as one line: severity, what is seen with its evidence, and the remedy."""
     for f in findings:
-        console.print(f"[{SEVERITY_STYLE.get(f.severity, '')}]{f.severity}[/]: {f.message} [dim]- {f.remedy}[/]",
+        to.print(f"[{SEVERITY_STYLE.get(f.severity, '')}]{f.severity}[/]: {f.message} [dim]- {f.remedy}[/]",
                       highlight=False)

@@ -23,7 +23,7 @@ from diagnose.diagnostics.monitor import Diagnostics, DiagSettings, NonFinite
 from diagnose.diagnostics.probes import DeadUnitProbe, has_batchnorm
 from diagnose.diagnostics.stats import units_identical
 from diagnose.diagnostics.writing import write_scalars
-from diagnose.findings import as_dicts, run_findings
+from diagnose.findings import as_dicts, as_markdown, run_findings
 from diagnose.training.console import console, print_findings, progress_bar, stats_text
 from diagnose.training.evaluate import evaluate
 from diagnose.training.outputs import save_checkpoint, write_metrics
@@ -202,7 +202,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
     findings = run_findings(metrics, run.findings)
     metrics["findings"] = as_dicts(findings)
     if findings:
-        writer.add_text("findings", "\n".join(f"- **{f.severity}**: {f.text()}" for f in findings), done)
+        writer.add_text("findings", as_markdown(findings), done)
         print_findings(findings)
     writer.close()
     if between_steps:
