@@ -113,3 +113,11 @@ def test_device_auto_prefers_cuda_then_mps_then_cpu(present, picked, monkeypatch
     for name in ("cuda", "mps"):
         monkeypatch.setitem(build.DEVICES, name, lambda name=name: name in present)
     assert pick_device("auto").type == picked
+
+
+def test_a_run_without_a_validation_split_trains_tests_and_says_what_it_cannot_measure(cfg_factory, tmp_path,
+                                                                                      capsys):
+    metrics = run_tiny(cfg_factory("data.val_size=0", "steps=null", "epochs=2"), tmp_path)
+    assert metrics["status"] == "completed" and "test_acc" in metrics["final"] and "val_acc" not in metrics["final"]
+    assert metrics["history"] == [] and metrics["dead_history"] == {}
+    assert "no held-out examples for the dead-unit probe" in " ".join(capsys.readouterr().err.split())
