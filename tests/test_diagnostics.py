@@ -229,7 +229,9 @@ def test_a_diverging_run_names_the_first_non_finite_step_and_layer(tmp_path):
     # Independently: the same run, step by step with a check after each, goes non-finite at that step
     losses = per_step_losses(cfg, steps=found["step"])
     assert all(math.isfinite(v) for v in losses[:-1]) and not math.isfinite(losses[-1]), losses
-    assert metrics["steps"] >= found["step"]  # caught at the next log step, replayed to the exact one
+    # on the CPU each step's loss is checked: the run stops at the first NaN loss, which is the step where a
+    # layer went non-finite or the next one (a gradient that overflows poisons the weights for the next step)
+    assert metrics["steps"] - found["step"] in (0, 1)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] < found["step"]  # last finite state
     assert json.loads((tmp_path / "metrics.json").read_text())["nonfinite"] == found
     events = EventAccumulator(str(tmp_path)).Reload()

@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from diagnose import build
 from diagnose.build import build_run, pick_device
 from diagnose.training.loop import train
+from diagnose.training.watch import NonFiniteLoss
 
 
 def run_tiny(cfg, out_dir: Path) -> dict:
@@ -121,3 +122,10 @@ def test_a_run_without_a_validation_split_trains_tests_and_says_what_it_cannot_m
     assert metrics["status"] == "completed" and "test_acc" in metrics["final"] and "val_acc" not in metrics["final"]
     assert metrics["history"] == [] and metrics["dead_history"] == {}
     assert "no held-out examples for the dead-unit probe" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_loss_watch_names_the_step_of_a_non_finite_loss_on_the_cpu():
+    watch = NonFiniteLoss(torch.device("cpu"))
+    assert watch.check(torch.tensor(0.5), 1) is None
+    assert watch.check(torch.tensor(float("nan")), 2) == 2
+    assert watch.check(torch.tensor(float("inf")), 3) == 3

@@ -29,6 +29,7 @@ from diagnose.training.evaluate import evaluate
 from diagnose.training.outputs import save_checkpoint, write_metrics
 from diagnose.training.state import capture, epoch_generator, restore
 from diagnose.training.stop import StopRequests
+from diagnose.training.watch import NonFiniteLoss
 
 # The state a divergence is replayed from is saved every this many log windows (checked finite at each):
 # a copy costs little, but on a tiny, fast model every window would be a few percent of the run.
@@ -83,12 +84,14 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
     step_fn = partial(train_step, run, generator, prepare, diag, list(model.parameters()))
 
     # Per-step losses of the current log window stay on the device: reading them (one host sync) happens
-    # only on logging steps, and still tells exactly which step first went non-finite.
+    # only on logging steps, or as soon as `watch` has seen a NaN/Inf loss, and tells exactly which step
+    # first went non-finite.
     window_losses = torch.zeros(run.log_every, device=device)
     window_losses[:len(record.window_losses)] = torch.tensor(record.window_losses, device=device)
     window_correct = torch.tensor(float(record.window_correct), device=device)
     window_start, window_steps = time.perf_counter(), len(record.window_losses)
     last_good = capture(run, generator, start) if settings.locate_nonfinite else None
+    watch = NonFiniteLoss(device)
     status, done, nonfinite = "completed", start, None
     between_steps = True  # False when a second Ctrl-C cut a step in half: that state is not saved
     started = time.perf_counter()
@@ -119,6 +122,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
                 diag.start(step + 1, last=step + 1 == run.total_steps)
                 loss, correct = step_fn(idx)
                 nonfinite = diag.finish(step + 1)
+                loss_blew_up = watch.check(loss, step + 1) is not None
                 window_losses[window_steps] = loss
                 window_correct += correct
                 window_steps += 1
@@ -131,8 +135,8 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
                         if tag.startswith("dead/"):
                             record.dead_history.setdefault(tag[len("dead/"):], []).append((done, value))
 
-                if window_steps == run.log_every or done == run.total_steps or nonfinite:
-                    # the only host sync of the hot loop, once per log window
+                if window_steps == run.log_every or done == run.total_steps or nonfinite or loss_blew_up:
+                    # the only host sync of the hot loop, once per log window (or at once when it diverged)
                     *losses, correct_total = torch.cat([window_losses[:window_steps], window_correct[None]]).tolist()
                     first_step = done - window_steps + 1
                     bad = next((first_step + i for i, v in enumerate(losses) if not math.isfinite(v)), None)
