@@ -129,3 +129,23 @@ def test_the_loss_watch_names_the_step_of_a_non_finite_loss_on_the_cpu():
     assert watch.check(torch.tensor(0.5), 1) is None
     assert watch.check(torch.tensor(float("nan")), 2) == 2
     assert watch.check(torch.tensor(float("inf")), 3) == 3
+
+
+def test_the_loss_watch_on_cuda_reads_a_flag_only_once_it_has_arrived(monkeypatch):
+    arrived = iter([True, True, False, True])  # what each check finds of the previous step's copy
+
+    class Event:  # stands in for torch.cuda.Event: whether the copy recorded before it has finished
+        def record(self) -> None:
+            pass
+
+        def query(self) -> bool:
+            return next(arrived)
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    watch = NonFiniteLoss(torch.device("cuda"))
+    nan, ok = torch.tensor(float("nan")), torch.tensor(1.0)
+    assert watch.check(ok, 1) is None  # nothing in flight yet
+    assert watch.check(nan, 2) is None  # step 1 arrived: finite
+    assert watch.check(ok, 3) == 2  # step 2 arrived: NaN, named one step late
+    assert watch.check(nan, 4) is None  # step 3 still in flight: not read, left to the log window
+    assert watch.check(ok, 5) == 4

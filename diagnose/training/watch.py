@@ -15,7 +15,8 @@ class NonFiniteLoss:
     def __init__(self, device: torch.device) -> None:
         self.mode = device.type if device.type in ("cpu", "cuda") else "window"
         if self.mode == "cuda":
-            self.flags = torch.zeros(2, dtype=torch.bool, pin_memory=True)  # host memory, one slot per step
+            # host memory, one slot per step; pinned, so that the copy from the device is asynchronous
+            self.flags = torch.zeros(2, dtype=torch.bool, pin_memory=torch.cuda.is_available())
             self.events = [torch.cuda.Event(), torch.cuda.Event()]
             self.steps: list[int | None] = [None, None]
 
