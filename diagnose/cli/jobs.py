@@ -140,6 +140,8 @@ def _remove_run_dir(out_dir: Path) -> None:
     if made:
         return
     shutil.rmtree(out_dir, ignore_errors=True)
-    parent = out_dir.parent  # the date folder Hydra made for it, when it is now empty
-    if parent.name != "outputs" and parent.is_dir() and not any(parent.iterdir()):
+    cwd = Path.cwd().resolve()
+    for parent in out_dir.resolve().parents:  # outputs/<date> and outputs/, made for it, when now empty
+        if parent == cwd or not parent.is_relative_to(cwd) or any(parent.iterdir()):
+            break
         parent.rmdir()
