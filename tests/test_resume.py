@@ -110,6 +110,19 @@ def test_resume_refuses_a_different_configuration(tmp_path):
     assert result.returncode == 2 and "model.widths (the run has [8, 16], the command line [4, 4])" in message
 
 
+def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path):
+    cfg = compose_config([*TINY, "steps=3"])
+    train(build_run(cfg), tmp_path, OmegaConf.to_container(cfg, resolve=True))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state["config"]["model"]["widths"] = [4, 8]  # e.g. a checkpoint copied into another run's folder
+    torch.save(state, tmp_path / "checkpoint.pt")
+    (tmp_path / "metrics.json").unlink()  # as after a kill: resumable from its last checkpoint
+    result = run_cli(["train", f"resume={tmp_path}"], tmp_path)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "The checkpoint does not fit the run this config builds" in message
+    assert "Traceback" not in result.stderr and not (tmp_path / "outputs").exists()
+
+
 def test_a_diverged_run_cannot_be_resumed(tmp_path):
     cfg = compose_config([*TINY, "lr=1e12", "norm=none", "steps=20", "optim.momentum=0.0"])
     assert train(build_run(cfg), tmp_path, OmegaConf.to_container(cfg, resolve=True))["status"] == "diverged"
