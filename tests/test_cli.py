@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import TINY, TINY_DATA, run_cli
 
+from diagnose.cli.overrides import check_choices
 from diagnose.data.idx import write_idx
 
 
@@ -171,3 +172,15 @@ def test_a_failed_download_names_the_files_and_leaves_nothing_behind(tmp_path):
     assert "train-images-idx3-ubyte.gz" in message and str(tmp_path / "data" / "mnist") in message
     assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
     assert not (tmp_path / "outputs").exists()  # no run folder, nor the folders made for it
+
+
+@pytest.mark.parametrize("args", [["norm=gn", "batch=4"], ["-m", "norm=bn,gn", "batch=2,4"], ["-m", "norm=glob(b*)"],
+                                  ["+norm.groups=4"], ["norm.groups=4"], ["hydra/launcher=joblib"], ["lr=0.1"]])
+def test_valid_command_lines_pass_the_early_checks(args):
+    check_choices("train", args)  # returns; a bad one exits with a message (USER_ERRORS above)
+
+
+def test_the_early_checks_stop_an_unknown_option_among_valid_ones(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        check_choices("train", ["-m", "norm=bn,gn,ggn", "batch=2,4"])
+    assert stopped.value.code == 2 and "there is no norm option 'ggn'" in capsys.readouterr().err

@@ -4,6 +4,7 @@ import difflib
 import sys
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,8 +29,12 @@ def check_choices(config_name: str, args: list[str]) -> None:
             continue
         if key in groups:
             options = sorted(p.stem for p in (root / key).glob("*.yaml"))
-            given = list(override.sweep_string_iterator()) if override.is_sweep_override() else [
-                override.get_value_element_as_str()]
+            if not override.is_sweep_override():
+                given = [override.get_value_element_as_str()]
+            elif isinstance(override.value(), ChoiceSweep):
+                given = list(override.sweep_string_iterator())
+            else:
+                continue  # glob(...) picks among the options that exist
             for value in given:
                 if value not in options:
                     fail(f"{key}={value}: there is no {key} option '{value}'.{_did_you_mean(value, options)} "
