@@ -1,5 +1,7 @@
 """Notice a non-finite loss within a step or two of its appearing, without making the device wait."""
 
+import math
+
 import torch
 
 
@@ -22,7 +24,7 @@ class NonFiniteLoss:
 
     def check(self, loss: torch.Tensor, step: int) -> int | None:
         if self.mode == "cpu":
-            return None if torch.isfinite(loss) else step
+            return None if math.isfinite(loss.item()) else step  # item(): 0.2 us here, isfinite() 5 us
         if self.mode == "window":
             return None
         slot, previous = step % 2, (step + 1) % 2
