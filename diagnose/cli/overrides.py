@@ -4,7 +4,7 @@ import difflib
 import sys
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep
+from hydra.core.override_parser.types import ChoiceSweep, Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
@@ -12,13 +12,24 @@ from diagnose.cli import config_dir
 from diagnose.cli.exits import USER_ERROR_EXIT, fail
 
 
+def _is_override(arg: str) -> bool:
+    return "=" in arg and not arg.startswith("-")
+
+
+def _parsed(args: list[str]) -> list[Override] | None:
+    """The overrides among `args`, or None when one is malformed: Hydra itself reports that."""
+    try:
+        return OverridesParser.create().parse_overrides([a for a in args if _is_override(a)])
+    except HydraException:
+        return None
+
+
 def check_choices(config_name: str, args: list[str]) -> None:
     """Catch the commonest slips, an option that does not exist (`norm=batchnorm`) and a misspelt setting
     (`batchsize=4`), before Hydra does: its own report spans a dozen lines of config search paths."""
-    try:
-        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("-")])
-    except HydraException:
-        return  # Hydra itself reports the malformed override
+    overrides = _parsed(args)
+    if overrides is None:
+        return
     root = config_dir()
     primary = OmegaConf.load(root / f"{config_name}.yaml")
     groups = sorted(key for entry in primary.defaults if isinstance(entry, DictConfig) for key in entry)
@@ -58,13 +69,12 @@ def name_jobs_by_swept_keys(args: list[str]) -> list[str]:
     override on the command line: the fixed ones are the same for all jobs and would drown them."""
     if "-m" not in args and "--multirun" not in args:
         return args
-    try:
-        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("-")])
-    except HydraException:
-        return args  # Hydra itself reports the malformed override
+    overrides = _parsed(args)
+    if overrides is None:
+        return args
     fixed = [o.key_or_group for o in overrides if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
     if not fixed or len(fixed) == len(overrides):
         return args
     exclude = f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"
-    last = max(i for i, a in enumerate(args) if "=" in a and not a.startswith("-"))
+    last = max(i for i, a in enumerate(args) if _is_override(a))
     return [*args[:last + 1], exclude, *args[last + 1:]]  # beside the other overrides: argparse wants them together

@@ -208,11 +208,10 @@ class Diagnostics:
         if write:
             reference = {"reference/update_ratio": UPDATE_RATIO_REFERENCE} if self.weights else {}
             write_scalars(self.writer, measured | reference, step)
-        if hists is not None and write:
-            for (tag, _), hist in zip(self._hists, hists, strict=True):
-                write_histogram(self.writer, tag, hist, step)
-        if write:
-            for (tag, _), value in zip(self._scalars, values, strict=False):
+            if hists is not None:
+                for (tag, _), hist in zip(self._hists, hists, strict=True):
+                    write_histogram(self.writer, tag, hist, step)
+            for tag, value in measured.items():
                 if tag.startswith(RUN_MEANS):
                     total, count = self._sums.get(tag, (0.0, 0))
                     self._sums[tag] = (total + value, count + 1)

@@ -60,4 +60,4 @@ def print_findings(findings: list[Finding], to: Console = console) -> None:
     """Each finding as one line: severity, what is seen with its evidence, and the remedy."""
     for f in findings:
         to.print(f"[{SEVERITY_STYLE.get(f.severity, '')}]{f.severity}[/]: {f.message} [dim]- {f.remedy}[/]",
-                      highlight=False)
+                 highlight=False)

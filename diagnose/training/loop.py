@@ -72,9 +72,10 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
         writer.add_custom_scalars(custom_scalars_layout())
     diag = Diagnostics(model, writer, settings)
     probe_x = prepare(data.val_x[:settings.probe_size])  # held out from training, fixed for the whole run
-    probe = (DeadUnitProbe(model, probe_x, settings.dead_since, chunk=max(run.batch, 128))
-             if settings.probe_every and len(probe_x) else None)
-    if settings.probe_every and not len(probe_x):
+    probe = None
+    if settings.probe_every and len(probe_x):
+        probe = DeadUnitProbe(model, probe_x, settings.dead_since, chunk=max(run.batch, 128))
+    elif settings.probe_every:
         console.print("[yellow]data.val_size=0: no held-out examples for the dead-unit probe, so dead ReLUs are not "
                       "measured (and there is no validation).")
     if resume:
