@@ -17,6 +17,7 @@ from diagnose.components.losses import LOSSES
 from diagnose.components.norms import NORMS
 from diagnose.components.optim import (
     CLIPS,
+    FUSED_DEVICES,
     OPTIMIZERS,
     SCHEDULES,
     clamp_gates_after_each_step,
@@ -188,7 +189,8 @@ def build_run(cfg: DictConfig) -> Run:
     for key in ("lr_scaling", "base_batch"):
         opt_options.pop(key)
     make_optimizer = partial(lookup(OPTIMIZERS, cfg.optim.name, "optim"), **opt_options)
-    optimizer = call(make_optimizer, "optim", cfg.optim.name, param_groups(model, lr, weight_decay), lr)
+    optimizer = call(make_optimizer, "optim", cfg.optim.name, param_groups(model, lr, weight_decay), lr,
+                     device.type in FUSED_DEVICES)
     clamp_gates_after_each_step(optimizer, model)
 
     steps_per_epoch = n_train // cfg.batch  # the last incomplete batch is dropped

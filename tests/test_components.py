@@ -76,6 +76,31 @@ def test_every_optimizer_schedule_and_clip_builds(option, schedule, clip, cfg_fa
     assert (run.clip is None) == (clip == "none")
 
 
+@pytest.mark.parametrize("option", options_of("optim"))
+def test_fused_optimizers_on_the_cpu_follow_the_plain_update(option, cfg_factory):
+    """The trainer builds torch's fused optimizers on the CPU (a speed-up, see OPTIMIZERS): the weights must
+    follow the same trajectory as torch's default update would."""
+    from diagnose.build import build_run
+
+    run = build_run(cfg_factory(f"optim={option}"))
+    assert run.optimizer.defaults["fused"] is True
+    options = {k: v for k, v in run.optimizer.defaults.items() if k in ("momentum", "nesterov", "betas")}
+    reference_model = build_run(cfg_factory(f"optim={option}")).model
+    reference = type(run.optimizer)(reference_model.parameters(), lr=run.lr, **options,
+                                    weight_decay=run.optimizer.defaults["weight_decay"])
+    initial = [p.detach().clone() for p in run.model.parameters()]
+    torch.manual_seed(0)
+    x, y = torch.randn(16, *run.data.shape), torch.randint(0, run.data.n_classes, (16,))
+    for model, optimizer in ((run.model, run.optimizer), (reference_model, reference)):
+        for _ in range(5):
+            optimizer.zero_grad()
+            run.loss_fn(model(x), y).backward()
+            optimizer.step()
+    for fused, plain in zip(run.model.parameters(), reference_model.parameters(), strict=True):
+        torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
+    assert any((p != q).any() for p, q in zip(run.model.parameters(), initial, strict=True))  # it did train
+
+
 def test_batch_instance_norm_with_rho_one_is_batch_norm():
     torch.manual_seed(0)
     x = torch.randn(8, 4, 5, 5) * 3 + 1

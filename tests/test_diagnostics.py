@@ -20,7 +20,7 @@ from diagnose.data import to_input
 from diagnose.diagnostics.landscape import landscape
 from diagnose.diagnostics.monitor import Diagnostics, DiagSettings
 from diagnose.diagnostics.probes import DeadUnitProbe, batch_statistics
-from diagnose.diagnostics.stats import histograms, sign_agreement
+from diagnose.diagnostics.stats import histograms, mean_std, norm_from, sign_agreement
 from diagnose.training.loop import epoch_batches, train, train_step
 
 EVERY_STEP = DiagSettings(every=1, hist_every=1)
@@ -200,6 +200,17 @@ def test_non_centred_inputs_make_weight_gradients_agree_in_sign(tmp_path):
     raw, centred = zigzag(tmp_path, batch=32, center=False), zigzag(tmp_path, batch=32, center=True)
     assert raw["features.0.linear"] > centred["features.0.linear"] + 0.1
     assert raw["features.1.linear"] > 0.5
+
+
+def test_mean_std_and_norm_match_torch_even_where_the_mean_dwarfs_the_spread():
+    torch.manual_seed(0)
+    for x in (torch.randn(64, 32, 5, 5) * 3 + 1, 0.5 + 1e-4 * torch.randn(128, 256)):  # a saturated sigmoid
+        mean, std = mean_std(x)
+        ref_std, ref_mean = torch.std_mean(x.double(), correction=0)
+        assert mean.item() == pytest.approx(ref_mean.item(), rel=1e-5)
+        assert std.item() == pytest.approx(ref_std.item(), rel=1e-3)
+        assert norm_from(mean, std, x.numel()).item() == pytest.approx(x.double().norm().item(), rel=1e-5)
+    assert not math.isfinite(mean_std(torch.tensor([1.0, float("inf"), 2.0]))[0].item())
 
 
 def test_histograms_match_torch_histc_and_skip_non_finite_values():

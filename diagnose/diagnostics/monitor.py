@@ -1,5 +1,6 @@
 """The diagnostics object: attaches hooks to a model from outside, measures on chosen steps only."""
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,7 @@ class Diagnostics:
         self._handles: list[RemovableHandle] = []
         self._scalars: list[tuple[str, torch.Tensor]] = []
         self._hists: list[tuple[str, torch.Tensor]] = []
-        self._finite: list[tuple[str, str, torch.Tensor]] = []  # (layer, tensor kind, 1.0 if finite)
+        self._finite: list[tuple[str, str, torch.Tensor]] = []  # (layer, tensor kind, finite iff the tensor is)
         self._weights_before: list[torch.Tensor] = []
         self._running_before: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._stats = self._hist = False
@@ -90,10 +91,10 @@ class Diagnostics:
     def _forward_hook(self, layer: Layer):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             if self._stats:
-                mean, std, _, finite = stats.moments(output)
+                mean, std = stats.mean_std(output)
                 self._scalars += [(f"act_mean/{layer.name}", mean), (f"act_std/{layer.name}", std),
                                   (f"act_zero/{layer.name}", stats.zero_fraction(output))]
-                self._finite.append((layer.name, "activation", finite))
+                self._finite.append((layer.name, "activation", mean))
                 if layer.kind == "batchnorm":
                     self._batchnorm_stats(layer, module, output.numel() // output.shape[1])
                 if layer.kind in ("sigmoid", "tanh"):
@@ -110,10 +111,10 @@ class Diagnostics:
     def _grad_hook(self, layer: Layer):
         def hook(grad: torch.Tensor) -> None:
             if self._stats:
-                mean, std, norm, finite = stats.moments(grad)
+                mean, std = stats.mean_std(grad)
                 self._scalars += [(f"grad_mean/{layer.name}", mean), (f"grad_std/{layer.name}", std),
-                                  (f"grad_norm/{layer.name}", norm)]
-                self._finite.append((layer.name, "gradient", finite))
+                                  (f"grad_norm/{layer.name}", stats.norm_from(mean, std, grad.numel()))]
+                self._finite.append((layer.name, "gradient", mean))
             if self._hist:
                 self._hists.append((f"grad/{layer.name}", stats.histogram_sample(grad)))
 
@@ -150,10 +151,11 @@ class Diagnostics:
             for name, weight in self.weights:
                 if weight.grad is None:
                     continue
-                self._scalars += [(f"weight_norm/{name}", weight.detach().norm()),
-                                  (f"weight_grad_norm/{name}", weight.grad.detach().norm()),
+                self._scalars += [(f"weight_norm/{name}", torch.linalg.vector_norm(weight.detach())),
+                                  (f"weight_grad_norm/{name}", torch.linalg.vector_norm(weight.grad.detach())),
                                   (f"sign_agreement/{name}", stats.sign_agreement(weight.grad))]
-                self._finite.append((name, "weight gradient", torch.isfinite(weight.grad).all().float()))
+                # the sum is NaN/Inf if an entry is, and (unlike the norm's squares) overflows only near 3e38
+                self._finite.append((name, "weight gradient", weight.grad.detach().sum()))
             self._weights_before = [weight.detach().clone() for _, weight in self.weights]
         if self._hist:
             for name, weight in self.weights:
@@ -216,8 +218,8 @@ class Diagnostics:
                     total, count = self._sums.get(tag, (0.0, 0))
                     self._sums[tag] = (total + value, count + 1)
         flags = values[len(self._scalars):]
-        bad = next(((layer, kind) for (layer, kind, _), ok in zip(self._finite, flags, strict=True) if not ok),
-                   None)
+        bad = next(((layer, kind) for (layer, kind, _), value in zip(self._finite, flags, strict=True)
+                    if not math.isfinite(value)), None)
         self._scalars, self._hists, self._finite = [], [], []
         self._stats = self._hist = False
         return NonFinite(step, *bad) if bad else None

@@ -8,20 +8,19 @@ HIST_BINS = 64
 HIST_SAMPLE = 1 << 14
 
 
-def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mean, std, L2 norm, finite) of a tensor as 0-d float tensors.
-
-    Two reductions that run at memory speed (torch.std_mean is ~20x slower on the CPU): the sum, then the
-    norm of x - mean. Centring first keeps the std exact where the mean dwarfs it (a sigmoid's outputs near
-    0.5 with a spread of 1e-4); ||x||^2 = N (std^2 + mean^2) follows without a third pass. `finite` is 1.0
-    when the sum is: any NaN/Inf entry makes it NaN/Inf.
-    """
+def mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of a tensor as 0-d float tensors, in two reductions that run at memory speed (torch.std_mean
+    is ~20x slower on the CPU). Centring before the second one keeps the std exact where the mean dwarfs it (a
+    sigmoid's outputs near 0.5 with a spread of 1e-4). A NaN/Inf entry makes the mean NaN/Inf: it doubles as
+    the tensor's finiteness check."""
     x = x.detach()
-    total = x.sum(dtype=torch.float32)
-    mean = total / x.numel()
-    std = torch.linalg.vector_norm(x - mean, dtype=torch.float32) / x.numel() ** 0.5
-    norm = (x.numel() * (std * std + mean * mean)).sqrt()
-    return mean, std, norm, torch.isfinite(total).float()
+    mean = x.mean(dtype=torch.float32)
+    return mean, torch.linalg.vector_norm(x - mean, dtype=torch.float32) / x.numel() ** 0.5
+
+
+def norm_from(mean: torch.Tensor, std: torch.Tensor, numel: int) -> torch.Tensor:
+    """The L2 norm of a tensor from its mean and std, ||x||^2 = N (std^2 + mean^2), without a third pass."""
+    return torch.hypot(mean, std) * numel**0.5
 
 
 def zero_fraction(x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +68,7 @@ def histograms(samples: list[torch.Tensor], bins: int = HIST_BINS) -> torch.Tens
 
     The samples are binned together as the rows of one NaN-padded matrix, a fixed number of kernels however
     many layers there are, and the range stays on the device (torch.histc would want it as host numbers:
-    one sync per histogram). Non-finite entries are left out here and reported by `moments`.
+    one sync per histogram). Non-finite entries are left out here and reported by `mean_std`.
     """
     x = torch.nn.utils.rnn.pad_sequence(samples, batch_first=True, padding_value=torch.nan)  # (k, L)
     k = len(samples)
