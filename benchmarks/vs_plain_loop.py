@@ -6,10 +6,10 @@
 The plain loop is pytorch/examples' mnist: a DataLoader over a TensorDataset of normalised images,
 shuffled, each batch copied to the device, loss.item() every 10 batches, torch's default optimizer
 implementation. The trainer runs the same model, optimizer settings, schedule and number of steps with
-diag=off and diag=default. Each round runs all three once,
-interleaved, and the table shows the median steps/s over the rounds (training steps only: evaluations
-excluded on both sides) and the ratio to the plain loop. Then memory: the peak RSS of each epoch of a 3-epoch
-run with diag=default (and the CUDA peak on a GPU).
+diag=off and diag=default. Each round runs all three once, interleaved. The table shows the median steps/s
+over the rounds (training steps only: evaluations excluded on both sides), and the median and range over
+the rounds of each round's ratio to the plain loop. Then memory: the peak RSS of each epoch of a 3-epoch
+run with diag=off and diag=default (and the CUDA peak on a GPU).
 """
 
 import argparse
@@ -135,7 +135,8 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu"
     print(f"{args.data}, {args.steps} steps at batch 128 ({5 * args.steps} at 8), median of {args.rounds} rounds, "
           f"on {device} ({torch.get_num_threads()} threads)")
-    print(f"{'model':<6}{'batch':>6}{'plain':>10}{'diag=off':>10}{'ratio':>7}{'default':>10}{'ratio':>7}")
+    print(f"{'model':<6}{'batch':>6}{'plain':>9}{'diag=off':>10}{'ratio':>7}{'range':>12}{'default':>10}{'ratio':>7}"
+          f"{'range':>12}")
     for model in args.models:
         for batch in (8, 128):
             speeds: dict[str, list[float]] = {"plain": [], "off": [], "default": []}
@@ -146,9 +147,14 @@ def main() -> None:
                 speeds["plain"].append(plain_steps_per_s(config(model, batch, steps, "off", args)))
                 for diag in ("off", "default"):
                     speeds[diag].append(trainer_steps_per_s(config(model, batch, steps, diag, args)))
-            plain, off, default = (statistics.median(speeds[k]) for k in ("plain", "off", "default"))
-            print(f"{model:<6}{batch:>6}{plain:10.1f}{off:10.1f}{off / plain:7.2f}{default:10.1f}"
-                  f"{default / plain:7.2f}", flush=True)
+            row = f"{model:<6}{batch:>6}{statistics.median(speeds['plain']):9.1f}"
+            for diag in ("off", "default"):
+                # each round's ratio: this machine's speed drifts between rounds more than between the runs
+                # of one round, so the ratio within a round is the steadier measure
+                ratios = [t / p for t, p in zip(speeds[diag], speeds["plain"], strict=True)]
+                row += (f"{statistics.median(speeds[diag]):10.1f}{statistics.median(ratios):7.2f}"
+                        f"{f'{min(ratios):.2f}-{max(ratios):.2f}':>12}")
+            print(row, flush=True)
     # in a process of its own: a fixed mmap threshold makes glibc return freed blocks to the OS, so peak RSS
     # follows what is live rather than the order of past allocations (it would slow the timings above)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
