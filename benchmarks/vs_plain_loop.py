@@ -114,7 +114,8 @@ def memory_over_epochs(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as out:
         train(run, Path(out), OmegaConf.to_container(cfg, resolve=True))
     print(f"memory, default CNN, batch 128, diag={args.memory_diag}, peak RSS per epoch: "
-          + ", ".join(f"{p:.1f} MB" for p in peaks) + f" (epoch {len(peaks)} - epoch 1: {peaks[-1] - peaks[0]:+.1f} MB)")
+          + ", ".join(f"{p:.1f} MB" for p in peaks)
+          + f" (epoch {len(peaks)} - epoch 1: {peaks[-1] - peaks[0]:+.1f} MB)")
     if run.device.type == "cuda":
         print(f"CUDA peak allocated: {torch.cuda.max_memory_allocated() / 2**20:.1f} MB")
 
