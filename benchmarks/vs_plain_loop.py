@@ -6,10 +6,11 @@
 The plain loop is pytorch/examples' mnist: a DataLoader over a TensorDataset of normalised images,
 shuffled, each batch copied to the device, loss.item() every 10 batches, torch's default optimizer
 implementation. The trainer runs the same model, optimizer settings, schedule and number of steps with
-diag=off and diag=default. Each round runs all three once, interleaved. The table shows the median steps/s
-over the rounds (training steps only: evaluations excluded on both sides), and the median and range over
-the rounds of each round's ratio to the plain loop. Then memory: the peak RSS of each epoch of a 3-epoch
-run with diag=off and diag=default (and the CUDA peak on a GPU).
+diag=off and diag=default. Each round runs all three once, interleaved, in an order that rotates from
+round to round. The table shows the median steps/s over the rounds (training steps only: evaluations
+excluded on both sides), and the median and range over the rounds of each round's ratio to the plain
+loop. Then memory: the peak RSS of each epoch of a 3-epoch run with diag=off and diag=default (and the
+CUDA peak on a GPU).
 """
 
 import argparse
@@ -94,7 +95,7 @@ def peak_rss_mb() -> float:
 
 
 def memory_over_epochs(args: argparse.Namespace) -> None:
-    """Peak RSS of each epoch (its training steps and its evaluation) of a 3-epoch run with diag=default."""
+    """Peak RSS of each epoch (its training steps and its evaluation) of a run with --memory-diag."""
     import diagnose.training.loop as loop
 
     peaks: list[float] = []
@@ -144,10 +145,11 @@ def main() -> None:
             # small batches take short steps: more of them, so fixed costs (the last step's measurement and
             # probe, start-up) weigh as they do in a real run
             steps = args.steps * (5 if batch < 128 else 1)
-            for _ in range(args.rounds):
-                speeds["plain"].append(plain_steps_per_s(config(model, batch, steps, "off", args)))
-                for diag in ("off", "default"):
-                    speeds[diag].append(trainer_steps_per_s(config(model, batch, steps, diag, args)))
+            kinds = list(speeds)
+            for round_ in range(args.rounds):
+                for kind in kinds[round_ % 3:] + kinds[:round_ % 3]:  # each goes first in a third of the rounds
+                    cfg = config(model, batch, steps, "off" if kind == "plain" else kind, args)
+                    speeds[kind].append(plain_steps_per_s(cfg) if kind == "plain" else trainer_steps_per_s(cfg))
             row = f"{model:<6}{batch:>6}{statistics.median(speeds['plain']):9.1f}"
             for diag in ("off", "default"):
                 # each round's ratio: this machine's speed drifts between rounds more than between the runs

@@ -190,7 +190,7 @@ def build_run(cfg: DictConfig) -> Run:
         opt_options.pop(key)
     make_optimizer = partial(lookup(OPTIMIZERS, cfg.optim.name, "optim"), **opt_options)
     optimizer = call(make_optimizer, "optim", cfg.optim.name, param_groups(model, lr, weight_decay), lr,
-                     device.type in FUSED_DEVICES)
+                     True if device.type in FUSED_DEVICES else None)  # None: torch's own default
     clamp_gates_after_each_step(optimizer, model)
 
     steps_per_epoch = n_train // cfg.batch  # the last incomplete batch is dropped

@@ -213,6 +213,19 @@ def test_mean_std_and_norm_match_torch_even_where_the_mean_dwarfs_the_spread():
     assert not math.isfinite(mean_std(torch.tensor([1.0, float("inf"), 2.0]))[0].item())
 
 
+@pytest.mark.parametrize("entry, blew_up", [(float("nan"), True), (float("inf"), True), (3e38, False)])
+def test_a_weight_gradient_is_non_finite_exactly_when_an_entry_is(entry, blew_up):
+    """Huge but finite entries (whose sum or squared norm would overflow) are not a divergence."""
+    model = model_for("model=mlp", "model.depth=2", "model.width=8", "norm=none")
+    weight = model.features[1].linear.weight
+    weight.register_hook(lambda grad: torch.full_like(grad, entry))  # every activation stays finite
+    *_, nonfinite = one_measured_step(model, torch.randn(8, 1, 8, 8), torch.randint(0, 4, (8,)), lr=0.0)
+    if blew_up:
+        assert (nonfinite.layer, nonfinite.tensor) == ("features.1.linear", "weight gradient")
+    else:
+        assert nonfinite is None
+
+
 def test_histograms_match_torch_histc_and_skip_non_finite_values():
     x = torch.randn(1000)
     y = torch.tensor([1.0, 2.0, float("inf"), float("nan"), 3.0])

@@ -63,9 +63,12 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path):
     assert second["final"] == whole["final"]
     assert second["history"] == whole["history"]
     assert second["layers"] == whole["layers"] and second["dead_history"] == whole["dead_history"]
-    # the same event folder: train/loss covers every log window once (log_every=5)
-    steps = [e.step for e in EventAccumulator(str(tmp_path / "split")).Reload().Scalars("train/loss")]
-    assert steps == list(range(5, 41, 5))
+    # the same event folder: train/loss covers every log window once (log_every=5), the window cut by the
+    # interruption (steps 6-10) included, with the uninterrupted run's values
+    split, whole_events = (EventAccumulator(str(tmp_path / name)).Reload() for name in ("split", "whole"))
+    points = [(e.step, e.value) for e in split.Scalars("train/loss")]
+    assert [step for step, _ in points] == list(range(5, 41, 5))
+    assert points == [(e.step, e.value) for e in whole_events.Scalars("train/loss")]
 
 
 @pytest.mark.slow

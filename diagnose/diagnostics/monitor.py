@@ -60,7 +60,7 @@ class Diagnostics:
         self._handles: list[RemovableHandle] = []
         self._scalars: list[tuple[str, torch.Tensor]] = []
         self._hists: list[tuple[str, torch.Tensor]] = []
-        self._finite: list[tuple[str, str, torch.Tensor]] = []  # (layer, tensor kind, finite iff the tensor is)
+        self._finite: list[tuple[str, str, torch.Tensor]] = []  # (layer, tensor kind, value): NaN/Inf = blew up
         self._weights_before: list[torch.Tensor] = []
         self._running_before: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._stats = self._hist = False
@@ -154,8 +154,10 @@ class Diagnostics:
                 self._scalars += [(f"weight_norm/{name}", torch.linalg.vector_norm(weight.detach())),
                                   (f"weight_grad_norm/{name}", torch.linalg.vector_norm(weight.grad.detach())),
                                   (f"sign_agreement/{name}", stats.sign_agreement(weight.grad))]
-                # the sum is NaN/Inf if an entry is, and (unlike the norm's squares) overflows only near 3e38
-                self._finite.append((name, "weight gradient", weight.grad.detach().sum()))
+                # the largest |entry| is NaN/Inf exactly when an entry is: unlike a sum or the norm's
+                # squares, it cannot overflow while every entry is finite
+                biggest = torch.linalg.vector_norm(weight.grad.detach(), ord=float("inf"))
+                self._finite.append((name, "weight gradient", biggest))
             self._weights_before = [weight.detach().clone() for _, weight in self.weights]
         if self._hist:
             for name, weight in self.weights:

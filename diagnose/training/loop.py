@@ -154,7 +154,8 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
                     record.train_loss = sum(losses) / len(losses)
                     record.train_acc = correct_total / (window_steps * run.batch)
                     # means over the window: an event per step would cost ~50 us of the writer's thread each,
-                    # 5 % of a small model's step, for a curve TensorBoard smooths anyway (log_every=1 gives it)
+                    # 5 % of a small model's step, for a curve TensorBoard smooths anyway (log_every=1 gives
+                    # it, at the price of a host sync every step and a state snapshot every few)
                     writer.add_scalar("train/loss", record.train_loss, done)
                     writer.add_scalar("train/acc", record.train_acc, done)
                     writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], done)
