@@ -76,12 +76,6 @@ def test_every_optimizer_schedule_and_clip_builds(option, schedule, clip, cfg_fa
     assert (run.clip is None) == (clip == "none")
 
 
-def names_of(model: nn.Module, group: dict) -> list[str]:
-    """The names of the parameters of an optimizer's param group."""
-    ids = {id(p) for p in group["params"]}
-    return [name for name, p in model.named_parameters() if id(p) in ids]
-
-
 @pytest.mark.parametrize("overrides", [*([f"optim={o}"] for o in options_of("optim")),
                                        ["optim=sgd", "optim.nesterov=true", "norm=bin"]])
 def test_fused_optimizers_on_the_cpu_follow_the_plain_update(overrides, cfg_factory):
@@ -93,10 +87,8 @@ def test_fused_optimizers_on_the_cpu_follow_the_plain_update(overrides, cfg_fact
     assert run.optimizer.defaults["fused"] is True
     options = {k: v for k, v in run.optimizer.defaults.items() if k in ("momentum", "nesterov", "betas")}
     reference_model = build_run(cfg_factory(*overrides)).model
-    groups = [{**group, "params": [reference_model.get_parameter(n) for n in names_of(run.model, group)]}
-              for group in run.optimizer.param_groups]
-    reference = type(run.optimizer)([{k: v for k, v in g.items() if k in ("params", "lr", "weight_decay")}
-                                     for g in groups], lr=run.lr, **options)
+    groups = param_groups(reference_model, run.lr, run.optimizer.defaults["weight_decay"])  # as build_run does
+    reference = type(run.optimizer)(groups, lr=run.lr, **options)
     clamp_gates_after_each_step(reference, reference_model)
     initial = [p.detach().clone() for p in run.model.parameters()]
     torch.manual_seed(0)
