@@ -147,7 +147,7 @@ def main() -> None:
             steps = args.steps * (5 if batch < 128 else 1)
             kinds = list(speeds)
             for round_ in range(args.rounds):
-                for kind in kinds[round_ % 3:] + kinds[:round_ % 3]:  # each goes first in a third of the rounds
+                for kind in kinds[round_ % len(kinds):] + kinds[:round_ % len(kinds)]:  # each goes first in turn
                     cfg = config(model, batch, steps, "off" if kind == "plain" else kind, args)
                     speeds[kind].append(plain_steps_per_s(cfg) if kind == "plain" else trainer_steps_per_s(cfg))
             row = f"{model:<6}{batch:>6}{statistics.median(speeds['plain']):9.1f}"
