@@ -32,6 +32,7 @@ from diagnose.errors import UserError
 from diagnose.findings import Thresholds
 from diagnose.models.cnn import build_cnn
 from diagnose.models.init import init_weights
+from diagnose.models.layout import to_best_layout
 from diagnose.models.mlp import build_mlp
 from diagnose.registry import lookup
 from diagnose.validate import check_config
@@ -179,7 +180,7 @@ def build_run(cfg: DictConfig) -> Run:
         raise UserError(f"batch={cfg.batch} is larger than the {n_train} training examples "
                         f"(data.subset={cfg.data.subset}, data.val_size={cfg.data.val_size}). "
                         f"Use a smaller batch or more data.")
-    model = build_model(cfg, data.shape, data.n_classes).to(device)
+    model = to_best_layout(build_model(cfg, data.shape, data.n_classes).to(device), device)
     loss_fn = build_loss(cfg.loss, data.n_classes).to(device)
     dry_run(model, loss_fn, data, cfg)
 

@@ -1,11 +1,12 @@
 """Every component builds, and the ones with a textbook definition match an independent computation."""
 
+import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONF, compose_config, options_of
+from conftest import CONF, TINY_DATA, compose_config, options_of
 from torch import nn
 
 from diagnose.build import build_loss, build_model
@@ -24,6 +25,7 @@ from diagnose.components.optim import (
 )
 from diagnose.errors import UserError
 from diagnose.models.cnn import build_cnn
+from diagnose.models.layout import prefers_channels_last
 from diagnose.registry import lookup
 from diagnose.validate import check_config
 
@@ -101,6 +103,46 @@ def test_fused_optimizers_on_the_cpu_follow_the_plain_update(overrides, cfg_fact
     for fused, plain in zip(run.model.parameters(), reference_model.parameters(), strict=True):
         torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
     assert any((p != q).any() for p, q in zip(run.model.parameters(), initial, strict=True))  # it did train
+
+
+LAYOUT_OPTIONS = [*(("norm", o) for o in options_of("norm")), *(("downsample", o) for o in options_of("downsample")),
+                  ("act", "maxout")]
+
+
+@pytest.mark.parametrize(("group", "option"), LAYOUT_OPTIONS, ids=[f"{g}={o}" for g, o in LAYOUT_OPTIONS])
+def test_a_channels_last_cnn_computes_what_the_nchw_one_does(group, option):
+    """The trainer may run a CNN in channels_last (models/layout.py): logits and gradients must not change."""
+    cfg = compose_config(["model=cnn", "model.widths=[8,16]", f"{group}={option}"])
+    nchw = build_model(cfg, SHAPE, n_classes=4)
+    nhwc = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
+    assert not nhwc.features[-1].conv.weight.is_contiguous()  # the copy really is in the other layout
+    torch.manual_seed(0)
+    x, y = torch.randn(6, *SHAPE), torch.randint(0, 4, (6,))
+    logits = []
+    for net in (nchw, nhwc):
+        logits.append(net(x))
+        F.cross_entropy(logits[-1], y).backward()
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(nchw.named_parameters(), nhwc.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize(("overrides", "channels_last"), [
+    ([], True), (["norm=gn"], True), (["norm=none", "downsample=strided"], True), (["precision=bf16"], True),
+    (["norm=in"], False), (["norm=bin"], False), (["act=maxout"], False), (["model=mlp"], False),
+])
+def test_the_trainer_runs_a_cnn_channels_last_on_the_cpu_unless_a_layer_is_slower_in_it(overrides, channels_last):
+    from diagnose.build import build_run
+
+    run = build_run(compose_config([*TINY_DATA, *overrides]))
+    assert prefers_channels_last(run.model, torch.device("cpu")) == channels_last
+    assert not prefers_channels_last(run.model, torch.device("cuda"))  # unmeasured there: NCHW
+    maps = [p for p in run.model.parameters() if p.dim() == 4]
+    if channels_last:
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in maps)
+        assert not all(p.is_contiguous() for p in maps)
+    else:
+        assert all(p.is_contiguous() for p in run.model.parameters())
 
 
 def test_batch_instance_norm_with_rho_one_is_batch_norm():
