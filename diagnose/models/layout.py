@@ -6,15 +6,15 @@ from torch import nn
 from diagnose.components.activations import Maxout
 from diagnose.components.norms import BatchInstanceNorm
 
-# Layers that copy a channels_last map back to NCHW on every call, so that the whole net runs slower in it
-# (measured on a 2-core CPU, default CNN, steps/s channels_last / NCHW at batch 8 and 128):
-# instance norm reshapes to (1, B*C, H, W): 0.91x and 0.74x; BIN contains it: 0.99x and 0.89x;
-# maxout's max over channel pieces: 0.79x and 0.54x.
+# Layers with which the whole net runs slower in channels_last (measured on a 2-core CPU, default CNN, training
+# steps/s channels_last / NCHW at batch 8 and 128): instance norm, which reshapes each map to (1, B*C, H, W), a
+# copy out of NHWC: 0.91x and 0.74x; BIN, which contains it: 0.99x and 0.89x; maxout's max over channel
+# pieces: 0.79x and 0.54x.
 SLOWER_IN_CHANNELS_LAST = (nn.InstanceNorm2d, BatchInstanceNorm, Maxout)
 
 
 def prefers_channels_last(model: nn.Module, device: torch.device) -> bool:
-    """On the CPU, oneDNN's convolutions are faster on NHWC maps: 1.15-1.55x per training step for the default
+    """On the CPU, oneDNN's convolutions are faster on NHWC maps: 1.1-1.55x per training step for the default
     CNN with BN, GN, LN or no norm, max/avg pooling or strided convs, fp32 or bf16. CUDA keeps NCHW: in fp32 its
     gain is not established and nothing here measured it."""
     modules = list(model.modules())
