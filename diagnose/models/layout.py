@@ -8,8 +8,8 @@ from diagnose.components.norms import BatchInstanceNorm
 
 # Layers with which the whole net runs slower in channels_last (measured on a 2-core CPU, default CNN, training
 # steps/s channels_last / NCHW at batch 8 and 128): instance norm, which reshapes each map to (1, B*C, H, W), a
-# copy out of NHWC: 0.91x and 0.74x; BIN, which contains it: 0.99x and 0.89x; maxout's max over channel
-# pieces: 0.79x and 0.54x.
+# copy out of NHWC: 0.91x and 0.74x; BIN, which contains it: 0.98-1.02x and 0.89x; maxout's max over
+# channel pieces: 0.8x and 0.54x.
 SLOWER_IN_CHANNELS_LAST = (nn.InstanceNorm2d, BatchInstanceNorm, Maxout)
 
 
