@@ -100,6 +100,62 @@ def test_sigterm_to_a_cli_run_then_resume_from_the_command_line(tmp_path):
     assert json.loads((ref_dir / "metrics.json").read_text())["final"] == metrics["final"]
 
 
+def train_steps(run, n: int) -> list[torch.Tensor]:
+    """`n` plain optimizer steps on one fixed batch; the weights after them."""
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, *run.data.shape, generator=generator), torch.randint(0, 10, (16,), generator=generator)
+    for _ in range(n):
+        run.optimizer.zero_grad()
+        run.loss_fn(run.model(x), y).backward()
+        run.optimizer.step()
+    return [p.detach().clone() for p in run.model.parameters()]
+
+
+def state_after_three_steps(cfg):
+    from diagnose.training.state import capture
+
+    first = build_run(cfg)
+    train_steps(first, 3)  # momentum buffers exist now
+    return capture(first, torch.Generator(), 3)
+
+
+def test_restoring_one_state_twice_gives_the_same_steps():
+    """The divergence replay restores the last good state, trains, and restores it again: training after a
+    restore must not change the state it came from (the optimizer would adopt its momentum tensors)."""
+    from diagnose.training.state import restore
+
+    cfg = compose_config(TINY)
+    state = state_after_three_steps(cfg)
+    runs = build_run(cfg), build_run(cfg)
+    weights = []
+    for run in runs:
+        restore(run, torch.Generator(), state)
+        weights.append(train_steps(run, 3))
+    for first, second in zip(*weights, strict=True):
+        torch.testing.assert_close(second, first, rtol=0, atol=0)
+
+
+def test_a_checkpoint_saved_in_another_memory_layout_resumes_to_the_same_weights():
+    """A checkpoint from an NCHW run (an older version, a run begun on a GPU) restored into a channels_last
+    model: the momentum must be laid out like its parameter, or the fused update mixes up its elements."""
+    from diagnose.training.state import restore
+
+    cfg = compose_config(TINY)
+    state = state_after_three_steps(cfg)
+    nchw = {**state, "model": {k: v.contiguous() for k, v in state["model"].items()},
+            "optimizer": {**state["optimizer"], "state": {
+                i: {k: v.contiguous() if torch.is_tensor(v) else v for k, v in s.items()}
+                for i, s in state["optimizer"]["state"].items()}}}
+    assert any(not v.is_contiguous(memory_format=torch.channels_last)
+               for s in nchw["optimizer"]["state"].values() for v in s.values() if torch.is_tensor(v) and v.dim() == 4)
+    expected, resumed = build_run(cfg), build_run(cfg)
+    assert any(p.dim() == 4 and not p.is_contiguous() for p in resumed.model.parameters())  # channels_last
+    restore(expected, torch.Generator(), state)
+    restore(resumed, torch.Generator(), nchw)
+    for want, got in zip(train_steps(expected, 3), train_steps(resumed, 3), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_resume_refuses_a_different_configuration(tmp_path):
     cfg = compose_config(RESUMABLE)
     run = build_run(cfg)
