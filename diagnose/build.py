@@ -27,13 +27,13 @@ from diagnose.components.optim import (
 )
 from diagnose.data import DeviceData, make_synthetic, read_dataset, split, to_input
 from diagnose.diagnostics.monitor import DiagSettings
-from diagnose.diagnostics.probes import batch_statistics
 from diagnose.errors import UserError
 from diagnose.findings import Thresholds
 from diagnose.models.cnn import build_cnn
 from diagnose.models.init import init_weights
 from diagnose.models.layout import to_best_layout
 from diagnose.models.mlp import build_mlp
+from diagnose.models.modes import batch_statistics
 from diagnose.registry import lookup
 from diagnose.validate import check_config
 

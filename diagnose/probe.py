@@ -9,13 +9,13 @@ from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
 from diagnose.build import build_loss, build_model, load_data, pick_device, thresholds
+from diagnose.console import console, print_findings
 from diagnose.data import to_input
 from diagnose.diagnostics.monitor import Diagnostics, DiagSettings
 from diagnose.diagnostics.probes import DeadUnitProbe
 from diagnose.diagnostics.stats import units_identical
 from diagnose.errors import UserError
 from diagnose.findings import as_dicts, as_markdown, run_findings
-from diagnose.training.console import console, print_findings
 from diagnose.training.outputs import write_metrics
 from diagnose.validate import positive_int
 

@@ -8,10 +8,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from diagnose.console import print_findings
 from diagnose.findings import Finding, as_dicts
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
 from diagnose.sweep.summary import METRICS, series_name, sweep_findings, sweep_table
-from diagnose.training.console import print_findings
 
 LAYER_COLUMNS = {  # metric prefix in metrics.json "layers" -> column title
     "act_std": "act std",

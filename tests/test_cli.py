@@ -8,9 +8,9 @@ import socket
 import numpy as np
 import pytest
 from conftest import TINY, TINY_DATA, run_cli
+from idx_files import write_idx
 
 from diagnose.cli.overrides import check_choices
-from diagnose.data.idx import write_idx
 
 
 def test_help_lists_the_commands(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import compose_config, needs_fashion
+from idx_files import write_idx
 
 from diagnose.data import (
     DeviceData,
@@ -22,7 +23,7 @@ from diagnose.data import (
 )
 from diagnose.data import datasets as datasets_module
 from diagnose.data.cifar import CIFAR10, CIFAR100, CifarLayout, read_cifar
-from diagnose.data.idx import read_images, read_labels, write_idx
+from diagnose.data.idx import read_images, read_labels
 from diagnose.data.sources import SOURCES
 from diagnose.errors import UserError
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from idx_files import write_idx
 
 from diagnose.data import datasets as datasets_module
 from diagnose.data import read_dataset
 from diagnose.data.download import download
-from diagnose.data.idx import write_idx
 from diagnose.data.sources import SOURCES
 from diagnose.errors import UserError
 

@@ -19,8 +19,9 @@ from diagnose.build import build_model, build_run
 from diagnose.data import to_input
 from diagnose.diagnostics.landscape import landscape
 from diagnose.diagnostics.monitor import Diagnostics, DiagSettings
-from diagnose.diagnostics.probes import DeadUnitProbe, batch_statistics
+from diagnose.diagnostics.probes import DeadUnitProbe
 from diagnose.diagnostics.stats import histograms, mean_std, norm_from, sign_agreement
+from diagnose.models.modes import batch_statistics
 from diagnose.training.loop import epoch_batches, train, train_step
 
 EVERY_STEP = DiagSettings(every=1, hist_every=1)

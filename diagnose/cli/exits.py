@@ -5,6 +5,6 @@ USER_ERROR_EXIT = 2
 
 
 def fail(message: str) -> None:
-    from diagnose.training.console import console
+    from diagnose.console import console
 
     console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)  # one line: greppable

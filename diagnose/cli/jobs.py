@@ -58,7 +58,7 @@ def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], dict]) -> floa
 def train_job(cfg: DictConfig) -> float | None:
     def work(cfg: DictConfig, out_dir: Path) -> dict:
         from diagnose.build import build_run
-        from diagnose.training.console import print_summary
+        from diagnose.console import print_summary
         from diagnose.training.loop import train
 
         if cfg.resume is None:

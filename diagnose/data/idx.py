@@ -1,4 +1,4 @@
-"""Read and write IDX files, the format of the MNIST family (http://yann.lecun.com/exdb/mnist/)."""
+"""Read IDX files, the format of the MNIST family (http://yann.lecun.com/exdb/mnist/)."""
 
 import gzip as gz
 import struct
@@ -12,7 +12,6 @@ from diagnose.errors import UserError
 # The magic is two zero bytes, a dtype byte (0x08 = unsigned byte) and the number of dimensions.
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
-_UBYTE = 0x08
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -25,14 +24,6 @@ def read_images(path: Path) -> np.ndarray:
 def read_labels(path: Path) -> np.ndarray:
     """(N,) uint8 from an idx1 file, gzipped or not."""
     return _read(Path(path), LABELS_MAGIC)
-
-
-def write_idx(path: Path, array: np.ndarray, gzip: bool) -> None:
-    """Write a uint8 array as IDX: (N,) for labels, (N, H, W) for images."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(f">I{array.ndim}I", (_UBYTE << 8) | array.ndim, *array.shape)
-    data = header + array.tobytes()
-    Path(path).write_bytes(gz.compress(data) if gzip else data)
 
 
 def _read(path: Path, magic: int) -> np.ndarray:

@@ -1,7 +1,5 @@
 """Measurements on held-out data: dead units on a fixed probe batch, BN in train vs eval mode."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -9,25 +7,7 @@ from torch import nn
 
 from diagnose.diagnostics import stats
 from diagnose.diagnostics.layers import measured_layers
-
-
-@contextmanager
-def batch_statistics(model: nn.Module) -> Iterator[None]:
-    """Run with every BatchNorm normalising by the batch's own statistics (as in training), the rest of the
-    model (dropout) in eval mode, and the running statistics left exactly as they were."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [{k: v.clone() for k, v in m.named_buffers()} for m in norms]
-    was_training = model.training
-    model.eval()
-    for m in norms:
-        m.train()
-    try:
-        yield
-    finally:
-        for m, buffers in zip(norms, saved, strict=True):
-            for name, value in buffers.items():
-                getattr(m, name).copy_(value)
-        model.train(was_training)
+from diagnose.models.modes import batch_statistics
 
 
 def has_batchnorm(model: nn.Module) -> bool:

@@ -6,7 +6,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from diagnose.diagnostics.probes import batch_statistics
+from diagnose.models.modes import batch_statistics
 
 
 @torch.no_grad()

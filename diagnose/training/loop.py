@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from diagnose.build import Run
+from diagnose.console import console, print_findings, progress_bar, stats_text
 from diagnose.data import augment, shuffled_batches, to_input
 from diagnose.diagnostics.dashboard import custom_scalars_layout, depth_figure
 from diagnose.diagnostics.landscape import landscape
@@ -24,7 +25,6 @@ from diagnose.diagnostics.probes import DeadUnitProbe, has_batchnorm
 from diagnose.diagnostics.stats import units_identical
 from diagnose.diagnostics.writing import write_scalars
 from diagnose.findings import as_dicts, as_markdown, run_findings
-from diagnose.training.console import console, print_findings, progress_bar, stats_text
 from diagnose.training.evaluate import evaluate
 from diagnose.training.outputs import save_checkpoint, write_metrics
 from diagnose.training.state import capture, epoch_generator, restore
