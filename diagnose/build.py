@@ -1,69 +1,34 @@
 """Turn a composed config into the objects of one run: data, model, loss, optimizer, schedule."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from diagnose.components.activations import ACTIVATIONS, GAINS
+from diagnose.components.activations import ACTIVATIONS, Activation
 from diagnose.components.downsample import DOWNSAMPLES
 from diagnose.components.inits import INITS
 from diagnose.components.losses import LOSSES
-from diagnose.components.norms import NORMS
+from diagnose.components.norms import NORMS, Norm
 from diagnose.components.optim import (
     CLIPS,
     FUSED_DEVICES,
-    OPTIMIZERS,
     SCHEDULES,
     clamp_gates_after_each_step,
     lr_scheduler,
-    param_groups,
+    make_optimizer,
     scaled_lr,
 )
+from diagnose.config import DiagConfig, ModelConfig, SplitConfig, SyntheticConfig, Thresholds, TrainConfig
 from diagnose.data import DeviceData, make_synthetic, read_dataset, split, to_input
-from diagnose.diagnostics.monitor import DiagSettings
 from diagnose.errors import UserError
-from diagnose.findings import Thresholds
-from diagnose.models.cnn import build_cnn
+from diagnose.models import MODELS
 from diagnose.models.init import init_weights
 from diagnose.models.layout import to_best_layout
-from diagnose.models.mlp import build_mlp
 from diagnose.models.modes import batch_statistics
-from diagnose.registry import lookup
-from diagnose.validate import check_config
-
-
-def options(group: DictConfig) -> dict[str, Any]:
-    """A component's config without its `name`: the keyword arguments of its factory."""
-    opts = OmegaConf.to_container(group, resolve=True)
-    opts.pop("name")
-    return opts
-
-
-def component(table: Mapping[str, Callable], group: DictConfig, kind: str) -> Callable:
-    """The factory `group.name` picks, with the group's other keys bound as keyword arguments."""
-    factory = lookup(table, group.name, kind)
-    return factory if factory is None else partial(factory, **options(group))
-
-
-def call(factory: Callable, kind: str, name: str, *args: Any) -> Any:
-    """Call a component factory, turning a bad option value into a message that names the option."""
-    try:
-        return factory(*args)
-    except UserError:
-        raise
-    except (TypeError, ValueError, RuntimeError, IndexError) as err:
-        raise UserError(f"{kind}={name} cannot be built with these options: {err}") from None
-
-
-def thresholds(cfg: DictConfig) -> Thresholds:
-    return call(partial(Thresholds, **OmegaConf.to_container(cfg, resolve=True)), "findings", "thresholds")
-
+from diagnose.registry import Options, lookup, make, settings
 
 DEVICES: dict[str, Callable[[], bool]] = {  # name -> is it on this machine; auto takes the first that is
     "cuda": torch.cuda.is_available,
@@ -81,66 +46,54 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_data(cfg: DictConfig, device: torch.device) -> DeviceData:
-    if cfg.name == "synthetic":
-        raw = make_synthetic(cfg.channels, cfg.size, cfg.classes, cfg.train_count, cfg.test_count, cfg.seed)
+def load_data(options: SplitConfig, device: torch.device) -> DeviceData:
+    if isinstance(options, SyntheticConfig):
+        raw = make_synthetic(options.channels, options.size, options.classes, options.train_count,
+                             options.test_count, options.seed)
     else:
-        raw = read_dataset(cfg.name, Path(cfg.root), download=cfg.download, mirror=cfg.mirror)
-    return split(raw, val_size=cfg.val_size, subset=cfg.subset, device=device)
+        raw = read_dataset(options.name, Path(options.root), download=options.download, mirror=options.mirror)
+    return split(raw, val_size=options.val_size, subset=options.subset, device=device)
 
 
-def _cnn(cfg: DictConfig, shape: tuple[int, int, int], n_classes: int, act: Callable, norm: Callable) -> nn.Module:
-    downsample = component(DOWNSAMPLES, cfg.downsample, "downsample")
-    channels, height, width = shape
-    return build_cnn(channels, min(height, width), n_classes, list(cfg.model.widths), cfg.model.blocks,
-                     act, norm, downsample, cfg.model.dropout)
-
-
-def _mlp(cfg: DictConfig, shape: tuple[int, int, int], n_classes: int, act: Callable, norm: Callable) -> nn.Module:
-    channels, height, width = shape
-    return build_mlp(channels * height * width, n_classes, cfg.model.depth, cfg.model.width, act, norm,
-                     cfg.model.dropout)
-
-
-MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": _cnn, "mlp": _mlp}
-
-
-def build_model(cfg: DictConfig, shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+def build_model(config: ModelConfig, shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     """The configured network, initialised; `shape` is one input's (C, H, W)."""
-    act = component(ACTIVATIONS, cfg.act, "act")
-    norm = component(NORMS, cfg.norm, "norm")
-    build = lookup(MODELS, cfg.model.name, "model")
-    model = call(partial(build, cfg, shape, n_classes, act, norm), "model", cfg.model.name)
-    scheme = component(INITS, cfg.init, "init")
-    if scheme is not None:
-        gain = call(component(GAINS, cfg.act, "act"), "act", cfg.act.name)
-        call(partial(init_weights, model, scheme, gain), "init", cfg.init.name)
+    act = lookup(ACTIVATIONS, config.act.name, "act")
+    norm = lookup(NORMS, config.norm.name, "norm")
+    norm_layer = None if norm.make is None else lambda channels, spatial: make(norm, config.norm, channels, spatial)
+    downsample = lookup(DOWNSAMPLES, config.downsample.name, "downsample")
+    model = make(lookup(MODELS, config.model.name, "model"), config.model, shape, n_classes,
+                 lambda: make(act, config.act), norm_layer, downsample)
+    scheme = lookup(INITS, config.init.name, "init")
+    if scheme.make is not None:
+        gain = act.gain(**settings(config.act))
+        init_weights(model, lambda weight, gain: make(scheme, config.init, weight, gain), gain)
     return model
 
 
-def build_loss(cfg: DictConfig, n_classes: int) -> nn.Module:
-    weight = cfg.get("weight")
+def build_loss(options: Options, n_classes: int) -> nn.Module:
+    weight = getattr(options, "weight", None)
     if weight is not None and len(weight) != n_classes:
         raise UserError(f"loss.weight has {len(weight)} class weights, but the dataset has {n_classes} "
                         f"classes. Give one weight per class, or loss.weight=null.")
-    alpha = cfg.get("alpha")
-    if OmegaConf.is_list(alpha) and len(alpha) != n_classes:
+    alpha = getattr(options, "alpha", None)
+    if isinstance(alpha, list) and len(alpha) != n_classes:
         raise UserError(f"loss.alpha has {len(alpha)} entries, but the dataset has {n_classes} classes. "
                         f"Give one number, one per class, or null.")
-    return call(component(LOSSES, cfg, "loss"), "loss", cfg.name)
+    return make(lookup(LOSSES, options.name, "loss"), options)
 
 
-def dry_run(model: nn.Module, loss_fn: nn.Module, data: DeviceData, cfg: DictConfig) -> None:
+def dry_run(model: nn.Module, loss_fn: nn.Module, data: DeviceData, config: TrainConfig) -> None:
     """One forward pass and loss on a training-sized batch, before anything is trained or written: shapes that
     do not fit (a norm over a 1x1 map, BatchNorm over one example) and bad loss options fail here, with a
     message, rather than as a traceback at step 1. BN's running statistics are left as they were."""
-    x = to_input(data.train_x[:cfg.batch], data.mean, data.std, center=cfg.data.center)
+    x = to_input(data.train_x[:config.batch], data.mean, data.std, center=config.data.center)
     with torch.no_grad(), batch_statistics(model):
         try:
-            loss_fn(model(x).float(), data.train_y[:cfg.batch])
+            loss_fn(model(x).float(), data.train_y[:config.batch])
         except (RuntimeError, ValueError, IndexError) as err:
-            raise UserError(f"This combination cannot train: {str(err).splitlines()[0]} (model={cfg.model.name}, "
-                            f"norm={cfg.norm.name}, act={cfg.act.name}, loss={cfg.loss.name}, batch={cfg.batch}). "
+            raise UserError(f"This combination cannot train: {str(err).splitlines()[0]} (model={config.model.name}, "
+                            f"norm={config.norm.name}, act={config.act.name}, loss={config.loss.name}, "
+                            f"batch={config.batch}). "
                             f"BatchNorm needs batch >= 2; instance and batch-instance norm need at least 2x2 maps, "
                             f"so fewer stages (model.widths) or larger images.") from None
 
@@ -165,39 +118,36 @@ class Run:
     autocast_dtype: torch.dtype | None
     seed: int
     log_every: int
-    diag: DiagSettings
+    act: Activation  # the registry entries the model was built from: what the diagnostics measure follows them
+    norm: Norm
+    diag: DiagConfig
     findings: Thresholds
 
 
-def build_run(cfg: DictConfig) -> Run:
-    """Validate the config and build the run; every user mistake surfaces here as a UserError."""
-    check_config(cfg)
-    device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)  # model init draws from the global generator
-    data = load_data(cfg.data, device)
+def build_run(config: TrainConfig) -> Run:
+    """Build the run a checked config describes; every user mistake left surfaces here as a UserError."""
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)  # model init draws from the global generator
+    data = load_data(config.data, device)
     n_train = len(data.train_y)
-    if n_train < cfg.batch:
-        raise UserError(f"batch={cfg.batch} is larger than the {n_train} training examples "
-                        f"(data.subset={cfg.data.subset}, data.val_size={cfg.data.val_size}). "
+    if n_train < config.batch:
+        raise UserError(f"batch={config.batch} is larger than the {n_train} training examples "
+                        f"(data.subset={config.data.subset}, data.val_size={config.data.val_size}). "
                         f"Use a smaller batch or more data.")
-    model = to_best_layout(build_model(cfg, data.shape, data.n_classes).to(device), device)
-    loss_fn = build_loss(cfg.loss, data.n_classes).to(device)
-    dry_run(model, loss_fn, data, cfg)
+    act, norm = lookup(ACTIVATIONS, config.act.name, "act"), lookup(NORMS, config.norm.name, "norm")
+    model = to_best_layout(build_model(config, data.shape, data.n_classes).to(device), device, act, norm)
+    loss_fn = build_loss(config.loss, data.n_classes).to(device)
+    dry_run(model, loss_fn, data, config)
 
-    lr = scaled_lr(cfg.lr, cfg.batch, cfg.optim.base_batch, cfg.optim.lr_scaling)
-    opt_options = options(cfg.optim)
-    weight_decay = opt_options.pop("weight_decay", 0.0)
-    for key in ("lr_scaling", "base_batch"):
-        opt_options.pop(key)
-    make_optimizer = partial(lookup(OPTIMIZERS, cfg.optim.name, "optim"), **opt_options)
-    optimizer = call(make_optimizer, "optim", cfg.optim.name, param_groups(model, lr, weight_decay), lr,
-                     True if device.type in FUSED_DEVICES else None)  # None: torch's own default
+    lr = scaled_lr(config.lr, config.batch, config.optim.base_batch, config.optim.lr_scaling)
+    optimizer = make_optimizer(config.optim, model, lr, True if device.type in FUSED_DEVICES else None)  # None: torch's
     clamp_gates_after_each_step(optimizer, model)
 
-    steps_per_epoch = n_train // cfg.batch  # the last incomplete batch is dropped
-    total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
-    multiplier = call(component(SCHEDULES, cfg.schedule, "schedule"), "schedule", cfg.schedule.name)
-    clip = component(CLIPS, cfg.clip, "clip")
+    steps_per_epoch = n_train // config.batch  # the last incomplete batch is dropped
+    total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
+    multiplier = make(lookup(SCHEDULES, config.schedule.name, "schedule"), config.schedule)
+    clip_entry = lookup(CLIPS, config.clip.name, "clip")
+    clip = None if clip_entry.make is None else lambda params: make(clip_entry, config.clip, params)
     return Run(
         data=data,
         model=model,
@@ -206,15 +156,17 @@ def build_run(cfg: DictConfig) -> Run:
         scheduler=lr_scheduler(optimizer, multiplier, total_steps),
         clip=clip,
         device=device,
-        batch=cfg.batch,
+        batch=config.batch,
         lr=lr,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
-        center=cfg.data.center,
-        augment=cfg.data.augment,
-        autocast_dtype=torch.bfloat16 if cfg.precision == "bf16" else None,
-        seed=cfg.seed,
-        log_every=cfg.log_every,
-        diag=call(partial(DiagSettings, **options(cfg.diag)), "diag", cfg.diag.name),
-        findings=thresholds(cfg.findings),
+        center=config.data.center,
+        augment=config.data.augment,
+        autocast_dtype=torch.bfloat16 if config.precision == "bf16" else None,
+        seed=config.seed,
+        log_every=config.log_every,
+        act=act,
+        norm=norm,
+        diag=config.diag,
+        findings=config.findings,
     )

@@ -9,17 +9,7 @@ from dataclasses import asdict, dataclass
 from statistics import median
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Thresholds:
-    dead: float = 0.4
-    saturation: float = 0.5
-    depth_ratio: float = 100.0
-    update_ratio_low: float = 1e-5
-    update_ratio_high: float = 0.1
-    sign_agreement: float = 0.4
-    bn_gap: float = 0.05
-    bn_batch_drop: float = 0.1
+from diagnose.config import Thresholds
 
 
 @dataclass(frozen=True)

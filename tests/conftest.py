@@ -3,12 +3,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from diagnose.cli import config_dir
+from diagnose.cli.overrides import composed
 
 CONF = config_dir()
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
@@ -27,10 +29,16 @@ def needs_fashion() -> None:
         pytest.fail(message) if os.environ.get("DIAGNOSE_REAL_DATA") == "required" else pytest.skip(message)
 
 
-def compose_config(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
-    """The config `diagnose <config_name> <overrides>` would run, composed through Hydra's own API."""
+def compose_config(overrides: list[str], config_name: str = "train") -> Any:
+    """The checked config `diagnose <config_name> <overrides>` would run (the schema's objects), composed through
+    Hydra's own API as the CLI does."""
+    return composed(config_name, overrides)
+
+
+def compose_raw(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """The composed DictConfig with its `hydra` node, as Hydra hands it to a job."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name, overrides=overrides, return_hydra_config=return_hydra_config)
+        return compose(config_name, overrides=overrides, return_hydra_config=True)
 
 
 def options_of(group: str) -> list[str]:

@@ -10,7 +10,7 @@ from conftest import CONF, TINY_DATA, compose_config, options_of
 from torch import nn
 
 from diagnose.build import build_loss, build_model
-from diagnose.components.activations import ACTIVATIONS, GAINS, Maxout, _gaussian_second_moment
+from diagnose.components.activations import ACTIVATIONS, Maxout, _gaussian_second_moment
 from diagnose.components.downsample import DOWNSAMPLES
 from diagnose.components.inits import INITS
 from diagnose.components.losses import LOSSES, Focal
@@ -23,20 +23,20 @@ from diagnose.components.optim import (
     param_groups,
     scaled_lr,
 )
+from diagnose.config import SCHEMAS
 from diagnose.errors import UserError
 from diagnose.models.cnn import build_cnn
 from diagnose.models.layout import prefers_channels_last
 from diagnose.registry import lookup
-from diagnose.validate import check_config
 
-REGISTRIES = {"act": ACTIVATIONS, "init": INITS, "norm": NORMS, "downsample": DOWNSAMPLES, "loss": LOSSES,
-              "optim": OPTIMIZERS, "schedule": SCHEDULES, "clip": CLIPS}
 SHAPE = (3, 8, 8)  # (C, H, W) of one input
 
 
-@pytest.mark.parametrize("group", sorted(REGISTRIES))
+@pytest.mark.parametrize("group", sorted(SCHEMAS))
 def test_every_registry_key_has_a_config_file_and_back(group):
-    assert sorted(REGISTRIES[group]) == options_of(group)
+    assert sorted(SCHEMAS[group]) == options_of(group)
+    for option in options_of(group):  # each yaml file extends its own schema node
+        assert f"/schema/{group}/{option}@_here_" in (CONF / group / f"{option}.yaml").read_text()
 
 
 def test_lookup_error_lists_valid_names():
@@ -44,8 +44,9 @@ def test_lookup_error_lists_valid_names():
         lookup(ACTIVATIONS, "swish", "act")
 
 
-COMPONENT_OPTIONS = [(g, o) for g in ("act", "init", "norm", "loss") for o in options_of(g)]
-COMPONENT_OPTIONS += [("downsample", o) for o in options_of("downsample")]
+COMPONENT_OPTIONS = [(group, option) for group, table in (("act", ACTIVATIONS), ("init", INITS), ("norm", NORMS),
+                                                           ("loss", LOSSES), ("downsample", DOWNSAMPLES))
+                     for option in table]
 
 
 @pytest.mark.parametrize("model", ["cnn", "mlp"])
@@ -67,9 +68,9 @@ def test_every_option_composes_builds_and_trains_one_step(model, group, option):
         assert any(p.grad.abs().sum() > 0 for p in weights)
 
 
-@pytest.mark.parametrize("option", options_of("optim"))
-@pytest.mark.parametrize("schedule", options_of("schedule"))
-@pytest.mark.parametrize("clip", options_of("clip"))
+@pytest.mark.parametrize("option", OPTIMIZERS)
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("clip", CLIPS)
 def test_every_optimizer_schedule_and_clip_builds(option, schedule, clip, cfg_factory):
     from diagnose.build import build_run
 
@@ -78,7 +79,7 @@ def test_every_optimizer_schedule_and_clip_builds(option, schedule, clip, cfg_fa
     assert (run.clip is None) == (clip == "none")
 
 
-@pytest.mark.parametrize("overrides", [*([f"optim={o}"] for o in options_of("optim")),
+@pytest.mark.parametrize("overrides", [*([f"optim={o}"] for o in OPTIMIZERS),
                                        ["optim=sgd", "optim.nesterov=true", "norm=bin"]])
 def test_fused_optimizers_on_the_cpu_follow_the_plain_update(overrides, cfg_factory):
     """The trainer builds torch's fused optimizers on the CPU (a speed-up, see OPTIMIZERS): the weights must
@@ -89,7 +90,7 @@ def test_fused_optimizers_on_the_cpu_follow_the_plain_update(overrides, cfg_fact
     assert run.optimizer.defaults["fused"] is True
     options = {k: v for k, v in run.optimizer.defaults.items() if k in ("momentum", "nesterov", "betas")}
     reference_model = build_run(cfg_factory(*overrides)).model
-    groups = param_groups(reference_model, run.lr, run.optimizer.defaults["weight_decay"])  # as build_run does
+    groups = param_groups(reference_model, run.lr, cfg_factory(*overrides).optim.weight_decay)  # as build_run does
     reference = type(run.optimizer)(groups, lr=run.lr, **options)
     clamp_gates_after_each_step(reference, reference_model)
     initial = [p.detach().clone() for p in run.model.parameters()]
@@ -105,8 +106,7 @@ def test_fused_optimizers_on_the_cpu_follow_the_plain_update(overrides, cfg_fact
     assert any((p != q).any() for p, q in zip(run.model.parameters(), initial, strict=True))  # it did train
 
 
-LAYOUT_OPTIONS = [*(("norm", o) for o in options_of("norm")), *(("downsample", o) for o in options_of("downsample")),
-                  ("act", "maxout")]
+LAYOUT_OPTIONS = [*(("norm", o) for o in NORMS), *(("downsample", o) for o in DOWNSAMPLES), ("act", "maxout")]
 
 
 @pytest.mark.parametrize(("group", "option"), LAYOUT_OPTIONS, ids=[f"{g}={o}" for g, o in LAYOUT_OPTIONS])
@@ -135,8 +135,8 @@ def test_the_trainer_runs_a_cnn_channels_last_on_the_cpu_unless_a_layer_is_slowe
     from diagnose.build import build_run
 
     run = build_run(compose_config([*TINY_DATA, *overrides]))
-    assert prefers_channels_last(run.model, torch.device("cpu")) == channels_last
-    assert not prefers_channels_last(run.model, torch.device("cuda"))  # unmeasured there: NCHW
+    assert prefers_channels_last(run.model, torch.device("cpu"), run.act, run.norm) == channels_last
+    assert not prefers_channels_last(run.model, torch.device("cuda"), run.act, run.norm)  # unmeasured there: NCHW
     maps = [p for p in run.model.parameters() if p.dim() == 4]
     if channels_last:
         assert all(p.is_contiguous(memory_format=torch.channels_last) for p in maps)
@@ -197,30 +197,30 @@ def test_focal_with_gamma_zero_is_cross_entropy():
 
 def test_nll_and_kl_without_smoothing_equal_cross_entropy():
     logits, y = torch.randn(16, 4), torch.randint(0, 4, (16,))
-    torch.testing.assert_close(LOSSES["nll"]()(logits, y), F.cross_entropy(logits, y))
-    torch.testing.assert_close(LOSSES["kl"](label_smoothing=0.0)(logits, y), F.cross_entropy(logits, y))
+    torch.testing.assert_close(LOSSES["nll"].make(weight=None)(logits, y), F.cross_entropy(logits, y))
+    torch.testing.assert_close(LOSSES["kl"].make(label_smoothing=0.0)(logits, y), F.cross_entropy(logits, y))
 
 
 def test_margin_loss_matches_a_loop_over_classes():
     logits, y = torch.randn(8, 5), torch.randint(0, 5, (8,))
     expected = sum(max(0.0, 1.0 - (logits[i, y[i]] - logits[i, j]).item())
                    for i in range(8) for j in range(5) if j != y[i]) / 8
-    assert LOSSES["margin"](margin=1.0)(logits, y).item() == pytest.approx(expected, rel=1e-5)
+    assert LOSSES["margin"].make(margin=1.0)(logits, y).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_mse_compares_softmax_with_one_hot():
     logits, y = torch.randn(8, 3), torch.randint(0, 3, (8,))
     expected = ((logits.softmax(1) - F.one_hot(y, 3)) ** 2).mean()
-    torch.testing.assert_close(LOSSES["mse"]()(logits, y), expected)
+    torch.testing.assert_close(LOSSES["mse"].make()(logits, y), expected)
 
 
 def test_kaiming_normal_gives_std_sqrt_two_over_fan_in():
     torch.manual_seed(0)
     layer = nn.Linear(500, 2000)
-    INITS["kaiming_normal"](layer.weight, GAINS["relu"]())
+    INITS["kaiming_normal"].make(layer.weight, ACTIVATIONS["relu"].gain())
     assert layer.weight.std().item() == pytest.approx(math.sqrt(2 / 500), rel=0.01)
     conv = nn.Conv2d(16, 256, 3)  # fan_in = 16 * 3 * 3
-    INITS["kaiming_normal"](conv.weight, GAINS["relu"]())
+    INITS["kaiming_normal"].make(conv.weight, ACTIVATIONS["relu"].gain())
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / 144), rel=0.02)
 
 
@@ -229,18 +229,18 @@ def test_gains_follow_the_second_moment_rule():
     assert 1 / math.sqrt(_gaussian_second_moment(F.relu)) == pytest.approx(math.sqrt(2), rel=1e-4)
     assert 1 / math.sqrt(_gaussian_second_moment(lambda z: z)) == pytest.approx(1.0, rel=1e-4)
     # ... max of two Gaussians has E[max^2] = 1 exactly, and a sampled estimate agrees for more pieces
-    assert GAINS["maxout"](pieces=2) == pytest.approx(1.0, rel=1e-4)
+    assert ACTIVATIONS["maxout"].gain(pieces=2) == pytest.approx(1.0, rel=1e-4)
     samples = torch.randn(400_000, 4, generator=torch.Generator().manual_seed(0)).amax(1)
-    assert GAINS["maxout"](pieces=4) == pytest.approx(1 / samples.pow(2).mean().sqrt().item(), rel=0.01)
+    assert ACTIVATIONS["maxout"].gain(pieces=4) == pytest.approx(1 / samples.pow(2).mean().sqrt().item(), rel=0.01)
     z = torch.randn(1_000_000, generator=torch.Generator().manual_seed(0))
-    assert GAINS["gelu"]() == pytest.approx(1 / F.gelu(z).pow(2).mean().sqrt().item(), rel=0.005)
+    assert ACTIVATIONS["gelu"].gain() == pytest.approx(1 / F.gelu(z).pow(2).mean().sqrt().item(), rel=0.005)
 
 
 def test_maxout_takes_the_max_over_consecutive_pieces_and_widens_the_layer_before():
     x = torch.randn(2, 6, 3, 3)
     expected = torch.maximum(torch.maximum(x[:, 0::3], x[:, 1::3]), x[:, 2::3])  # channel c: max of 3c..3c+2
     torch.testing.assert_close(Maxout(3)(x), expected)
-    net = build_cnn(1, 8, 4, [5], 1, lambda: Maxout(3), lambda c, s: None, DOWNSAMPLES["maxpool"])
+    net = build_cnn(1, 8, 4, [5], 1, lambda: Maxout(3), None, DOWNSAMPLES["maxpool"])
     assert net.features[0].conv.out_channels == 15
     assert net(torch.randn(2, 1, 8, 8)).shape == (2, 4)
 
@@ -268,10 +268,10 @@ def test_lr_scaling_rules():
 
 
 def test_schedules():
-    cosine, step = SCHEDULES["cosine"](), SCHEDULES["step"](milestones=[0.5, 0.75], gamma=0.1)
+    cosine, step = SCHEDULES["cosine"].make(), SCHEDULES["step"].make(milestones=[0.5, 0.75], gamma=0.1)
     assert [cosine(p) for p in (0, 0.5, 1)] == pytest.approx([1, 0.5, 0])
     assert [step(p) for p in (0, 0.49, 0.5, 0.8)] == pytest.approx([1, 1, 0.1, 0.01])
-    assert SCHEDULES["constant"]()(0.7) == 1
+    assert SCHEDULES["constant"].make()(0.7) == 1
 
 
 def test_clipping_by_value_changes_direction_by_norm_keeps_it():
@@ -281,17 +281,17 @@ def test_clipping_by_value_changes_direction_by_norm_keeps_it():
         clip([p], max=1.0)
         return p.grad
 
-    assert grads(CLIPS["value"]).tolist() == [1.0, 0.5]
-    by_norm = grads(CLIPS["norm"])
+    assert grads(CLIPS["value"].make).tolist() == [1.0, 0.5]
+    by_norm = grads(CLIPS["norm"].make)
     assert by_norm.norm().item() == pytest.approx(1.0, rel=1e-4)
     assert (by_norm / by_norm.norm()).tolist() == pytest.approx((torch.tensor([3.0, 0.5]) / 3.0414).tolist(), rel=1e-3)
 
 
-ALL_OPTIONS = [(g.name, o.stem) for g in sorted(CONF.iterdir()) if g.is_dir() for o in sorted(g.glob("*.yaml"))]
+ALL_OPTIONS = [(group, option) for group, options in SCHEMAS.items() for option in options]
 
 
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
-def test_every_config_option_composes_and_passes_validation(group, option):
-    cfg = compose_config([f"{group}={option}"])
-    assert group == "findings" or cfg[group].name == option
-    check_config(cfg)
+def test_every_config_option_composes_into_its_schema(group, option):
+    config = compose_config([f"{group}={option}"])  # checked against the schema, ranges included
+    chosen = getattr(config, group)
+    assert chosen.name == option and type(chosen) is SCHEMAS[group][option]

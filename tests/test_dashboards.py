@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, compose_config
-from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from diagnose.build import build_run
+from diagnose.config import to_dict
 from diagnose.training.loop import train
 
 LAYERS = ["features.0.conv", "features.0.norm", "features.0.act", "features.2.conv", "features.2.act"]
@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     cfg = compose_config(TINY + ["diag=full", "steps=12", "diag.probe_every=4", "log_every=4", "diag.landscape=true",
                                  "diag.landscape_every=6"])
-    train(build_run(cfg), out, OmegaConf.to_container(cfg, resolve=True))
+    train(build_run(cfg), out, to_dict(cfg))
     return out
 
 

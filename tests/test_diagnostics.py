@@ -10,21 +10,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY, TINY_DATA, compose_config
-from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from diagnose.build import build_model, build_run
+from diagnose.components.activations import ACTIVATIONS
+from diagnose.components.norms import NORMS
+from diagnose.config import DiagConfig, to_dict
 from diagnose.data import to_input
 from diagnose.diagnostics.landscape import landscape
-from diagnose.diagnostics.monitor import Diagnostics, DiagSettings
+from diagnose.diagnostics.layers import measured_layers
+from diagnose.diagnostics.monitor import Diagnostics
 from diagnose.diagnostics.probes import DeadUnitProbe
 from diagnose.diagnostics.stats import histograms, mean_std, norm_from, sign_agreement
 from diagnose.models.modes import batch_statistics
 from diagnose.training.loop import epoch_batches, train, train_step
 
-EVERY_STEP = DiagSettings(every=1, hist_every=1)
+EVERY_STEP = DiagConfig(every=1, hist_every=1)
 
 
 class RecordingWriter:
@@ -48,13 +51,16 @@ class RecordingWriter:
 
 def model_for(*overrides, shape=(1, 8, 8), n_classes=4):
     torch.manual_seed(0)
-    return build_model(compose_config(list(overrides)), shape, n_classes)
+    config = compose_config(list(overrides))
+    model = build_model(config, shape, n_classes)
+    model.entries = (ACTIVATIONS[config.act.name], NORMS[config.norm.name])  # what its layers are
+    return model
 
 
 def one_measured_step(model, x, y, lr=0.1):
     """Train one step with diagnostics on; returns (writer, p.grad norms, weights before, after)."""
     writer = RecordingWriter()
-    diag = Diagnostics(model, writer, EVERY_STEP)
+    diag = Diagnostics(model, writer, EVERY_STEP, *model.entries)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     diag.start(1)
     F.cross_entropy(model(x), y).backward()
@@ -109,7 +115,7 @@ def test_a_very_negative_bias_kills_every_relu_unit_a_large_positive_one_none(bi
     model = model_for("model=mlp", "model.depth=2", "model.width=16", "norm=none", "act=relu")
     with torch.no_grad():
         model.features[0].linear.bias.fill_(bias)
-    probe = DeadUnitProbe(model, torch.randn(512, 1, 8, 8))
+    probe = DeadUnitProbe(model, measured_layers(model, *model.entries), torch.randn(512, 1, 8, 8))
     values = {tag: v.item() for tag, v in probe.measure(step=10).items()}
     assert values["dead/features.0.act"] == dead
     assert values["dead_permanent/features.0.act"] == dead
@@ -117,7 +123,7 @@ def test_a_very_negative_bias_kills_every_relu_unit_a_large_positive_one_none(bi
 
 def test_permanently_dead_counts_only_units_dead_at_every_probe():
     model = model_for("model=mlp", "model.depth=1", "model.width=4", "norm=none")
-    probe = DeadUnitProbe(model, torch.randn(64, 1, 8, 8), since=0)
+    probe = DeadUnitProbe(model, measured_layers(model, *model.entries), torch.randn(64, 1, 8, 8), since=0)
     bias = model.features[0].linear.bias
     with torch.no_grad():
         bias.copy_(torch.tensor([-1e3, -1e3, 1e3, 1e3]))
@@ -247,7 +253,7 @@ def test_a_non_finite_activation_is_reported_with_its_layer():
 def test_a_diverging_run_names_the_first_non_finite_step_and_layer(tmp_path):
     cfg = compose_config(TINY + ["lr=1e12", "norm=none", "steps=20", "optim.momentum=0.0", "log_every=5"])
     run = build_run(cfg)
-    metrics = train(run, tmp_path, OmegaConf.to_container(cfg, resolve=True))
+    metrics = train(run, tmp_path, to_dict(cfg))
     assert metrics["status"] == "diverged"
     found = metrics["nonfinite"]
     assert found["layer"].startswith(("features.", "head.")) and found["tensor"] in ("activation", "gradient")
@@ -267,7 +273,7 @@ def per_step_losses(cfg, steps: int) -> list[float]:
     """Each step's loss, NaN once anything is non-finite after the step; no diagnostics attached."""
     run = build_run(cfg)
     prepare = partial(to_input, mean=run.data.mean, std=run.data.std, center=run.center)
-    diag = Diagnostics(run.model, RecordingWriter(), DiagSettings(every=0, hist_every=0))
+    diag = Diagnostics(run.model, RecordingWriter(), DiagConfig(every=0, hist_every=0), run.act, run.norm)
     out = []
     for step in range(steps):
         if step % run.steps_per_epoch == 0:
@@ -295,7 +301,7 @@ def rss_mb() -> float:
 def test_no_memory_growth_over_300_logged_steps(tmp_path):
     model = model_for("model.widths=[16,32]", shape=(1, 16, 16))
     writer = SummaryWriter(str(tmp_path))
-    diag = Diagnostics(model, writer, DiagSettings(every=1, hist_every=1))
+    diag = Diagnostics(model, writer, DiagConfig(every=1, hist_every=1), *model.entries)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(64, 1, 16, 16), torch.randint(0, 4, (64,))
     for step in range(1, 301):

@@ -6,8 +6,8 @@ import pytest
 from conftest import TINY, compose_config, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from diagnose.build import thresholds
-from diagnose.findings import RUN_RULES, Thresholds, bn_small_batch, run_findings
+from diagnose.config import Thresholds
+from diagnose.findings import RUN_RULES, bn_small_batch, run_findings
 from diagnose.sweep.runs import RunRecord
 
 T = Thresholds()
@@ -69,7 +69,7 @@ def test_dead_relu_says_since_when_and_divergence_names_the_layer():
 
 
 def test_thresholds_come_from_config():
-    assert thresholds(compose_config(["findings.saturation=0.95"]).findings) == Thresholds(saturation=0.95)
+    assert compose_config(["findings.saturation=0.95"]).findings == Thresholds(name="default", saturation=0.95)
     assert not [f for f in run_findings(CASES["saturation"][0], Thresholds(saturation=0.95))]
 
 

@@ -10,7 +10,8 @@ from diagnose.probe import probe
 
 
 def probe_layers(tmp_path, *overrides: str) -> tuple[list[dict[str, float]], dict]:
-    cfg = compose_config(["device=cpu", "model.width=256", "probe.batch=256", *overrides], config_name="probe")
+    width = [] if "model=cnn" in overrides else ["model.width=256"]
+    cfg = compose_config(["device=cpu", *width, "probe.batch=256", *overrides], config_name="probe")
     metrics = probe(cfg, tmp_path)
     acts = [values for name, values in metrics["layers"].items() if name.endswith(".act")]
     return acts, metrics

@@ -10,10 +10,10 @@ import time
 import pytest
 import torch
 from conftest import TINY, compose_config, run_cli
-from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from diagnose.build import build_run
+from diagnose.config import to_dict
 from diagnose.training.loop import train
 from diagnose.training.outputs import load_checkpoint, save_checkpoint
 
@@ -34,7 +34,7 @@ def test_sigint_stops_between_steps_and_saves_everything(tmp_path):
         return real_loss(logits, target)
 
     run.loss_fn = loss_that_gets_interrupted
-    metrics = train(run, tmp_path, OmegaConf.to_container(cfg, resolve=True))
+    metrics = train(run, tmp_path, to_dict(cfg))
     assert metrics["status"] == "interrupted" and metrics["steps"] == 7  # step 7 finished, step 8 never began
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
     assert load_checkpoint(tmp_path)["step"] == 7
@@ -43,7 +43,7 @@ def test_sigint_stops_between_steps_and_saves_everything(tmp_path):
 
 def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path):
     cfg = compose_config(RESUMABLE)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = to_dict(cfg)
     whole = train(build_run(cfg), tmp_path / "whole", config)
 
     run = build_run(cfg)
@@ -160,7 +160,7 @@ def test_resume_refuses_a_different_configuration(tmp_path):
     cfg = compose_config(RESUMABLE)
     run = build_run(cfg)
     run.total_steps = 5  # stop early, as an interrupted run would have
-    train(run, tmp_path, OmegaConf.to_container(cfg, resolve=True))
+    train(run, tmp_path, to_dict(cfg))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     metrics["status"] = "interrupted"
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
@@ -171,7 +171,7 @@ def test_resume_refuses_a_different_configuration(tmp_path):
 
 def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path):
     cfg = compose_config([*TINY, "steps=3"])
-    train(build_run(cfg), tmp_path, OmegaConf.to_container(cfg, resolve=True))
+    train(build_run(cfg), tmp_path, to_dict(cfg))
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     state["config"]["model"]["widths"] = [4, 8]  # e.g. a checkpoint copied into another run's folder
     torch.save(state, tmp_path / "checkpoint.pt")
@@ -184,7 +184,7 @@ def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path):
 
 def test_a_diverged_run_cannot_be_resumed(tmp_path):
     cfg = compose_config([*TINY, "lr=1e12", "norm=none", "steps=20", "optim.momentum=0.0"])
-    assert train(build_run(cfg), tmp_path, OmegaConf.to_container(cfg, resolve=True))["status"] == "diverged"
+    assert train(build_run(cfg), tmp_path, to_dict(cfg))["status"] == "diverged"
     result = run_cli(["train", f"resume={tmp_path}"], tmp_path)
     assert result.returncode == 2 and "only an interrupted run can be resumed" in " ".join(result.stderr.split())
 

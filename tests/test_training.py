@@ -6,18 +6,18 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import compose_config, needs_fashion
-from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from diagnose import build
 from diagnose.build import build_run, pick_device
+from diagnose.config import to_dict
 from diagnose.training.loop import train
 from diagnose.training.watch import NonFiniteLoss
 
 
 def run_tiny(cfg, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    return train(build_run(cfg), out_dir, OmegaConf.to_container(cfg, resolve=True))
+    return train(build_run(cfg), out_dir, to_dict(cfg))
 
 
 def test_run_writes_events_metrics_and_checkpoint(cfg_factory, tmp_path):

@@ -2,51 +2,72 @@
 
 Hydra has no subcommands (hydra #215), so the console script pops the subcommand from argv, picks that
 subcommand's primary config and calls the matching @hydra.main function with the remaining arguments:
-`-m`, overrides, --help and tab completion all keep working.
+`-m`, overrides and tab completion all keep working. The command line is checked against the schema first,
+so that a mistake is one line and no run folder is made for it.
 """
 
 import sys
 from collections.abc import Callable
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from diagnose.cli import config_dir
 from diagnose.cli.exits import USER_ERROR_EXIT, fail
 from diagnose.cli.jobs import probe_job, train_job
-from diagnose.cli.overrides import check_choices, name_jobs_by_swept_keys
+from diagnose.cli.overrides import check_command_line, composed, groups_and_options, name_jobs_by_swept_keys
+from diagnose.config import to_dict
 from diagnose.errors import UserError
 
 
 def _report(argv: list[str]) -> None:
     from diagnose.report import main as report_main
 
-    try:
-        report_main(argv)
-    except UserError as err:
-        fail(str(err))
-        sys.exit(USER_ERROR_EXIT)
+    report_main(argv)
 
 
-# Hydra apps: command -> (primary config, task function, help)
-SUBCOMMANDS: dict[str, tuple[str, Callable[[DictConfig], object], str]] = {
-    "train": ("train", train_job, "build a network from components, train it, log diagnostics"),
-    "probe": ("probe", probe_job, "one batch through the network at initialisation: signal per layer, no training"),
+# Hydra apps: command -> (task function, help)
+SUBCOMMANDS: dict[str, tuple[Callable[[DictConfig], object], str]] = {
+    "train": (train_job, "build a network from components, train it, log diagnostics"),
+    "probe": (probe_job, "one batch through the network at initialisation: signal per layer, no training"),
 }
-
 
 # Plain commands that take their own arguments: command -> (main(argv), help)
 PLAIN_COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "report": (_report, "tables (or --json) of a run's or a sweep's results: diagnose report PATH"),
 }
 
+EXAMPLES = {
+    "train": ["diagnose train norm=gn batch=4", "diagnose train -m norm=bn,gn batch=2,4,8,16,32",
+              "diagnose train model=mlp model.depth=20 act=sigmoid init=normal init.std=1.0"],
+    "probe": ["diagnose probe init=normal init.std=1.0           # exploding",
+              "diagnose probe act=tanh init=normal init.std=0.01  # vanishing",
+              "diagnose probe -m init=normal,xavier_normal,kaiming_normal act=relu,tanh"],
+}
+
 
 def _usage() -> str:
     lines = ["usage: diagnose <command> [overrides] [-m] [--help]", "", "commands:"]
-    lines += [f"  {name:<8} {help_text}" for name, (_, _, help_text) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<8} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
     lines += [f"  {name:<8} {help_text}" for name, (_, help_text) in PLAIN_COMMANDS.items()]
     lines += ["", "Each command takes Hydra overrides (e.g. `diagnose train norm=gn batch=4`),",
               "-m for a sweep, and --help for its config groups and options."]
+    return "\n".join(lines)
+
+
+def command_help(command: str, overrides: list[str]) -> str:
+    """What `diagnose <command> --help` prints: examples, the groups and their options, the config it would run."""
+    lines = [f"diagnose {command}: {SUBCOMMANDS[command][1]}", "", "Examples:"]
+    lines += [f"  {example}" for example in EXAMPLES[command]]
+    lines += ["", "Component groups (pick one option with group=option):"]
+    lines += [f"  {group}: {', '.join(options)}" for group, options in groups_and_options(command).items()]
+    try:
+        config = OmegaConf.to_yaml(to_dict(composed(command, overrides)))
+        lines += ["", "The config this command line runs (change a value with key=value, e.g. norm.groups=4):", "",
+                  config]
+    except UserError:  # a sweep's overrides: there is no one config to show
+        pass
+    lines += ["Hydra's own options: --hydra-help. Sweep: -m key=a,b,c."]
     return "\n".join(lines)
 
 
@@ -56,14 +77,18 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage())
         sys.exit(0 if argv else USER_ERROR_EXIT)
     command, rest = argv[0], argv[1:]
-    if command in PLAIN_COMMANDS:
-        return PLAIN_COMMANDS[command][0](rest)
-    if command not in SUBCOMMANDS:
-        fail(f"unknown command '{command}'. Valid commands: {', '.join([*SUBCOMMANDS, *PLAIN_COMMANDS])}. "
-             f"Run `diagnose --help` for usage.")
+    try:
+        if command in PLAIN_COMMANDS:
+            return PLAIN_COMMANDS[command][0](rest)
+        if command not in SUBCOMMANDS:
+            known = ", ".join([*SUBCOMMANDS, *PLAIN_COMMANDS])
+            raise UserError(f"unknown command '{command}'. Valid commands: {known}. Run `diagnose --help` for usage.")
+        check_command_line(command, rest)
+        if "-h" in rest or "--help" in rest:
+            print(command_help(command, [a for a in rest if "=" in a and not a.startswith("-")]))
+            return None
+    except UserError as err:
+        fail(str(err))
         sys.exit(USER_ERROR_EXIT)
-    config_name, task, _ = SUBCOMMANDS[command]
-    check_choices(config_name, rest)
     sys.argv = [f"diagnose-{command}", *name_jobs_by_swept_keys(rest)]  # Hydra reads sys.argv; argv[0] names the job
-    hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task)()
-
+    hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")(SUBCOMMANDS[command][0])()

@@ -58,14 +58,16 @@ def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], dict]) -> floa
 def train_job(cfg: DictConfig) -> float | None:
     def work(cfg: DictConfig, out_dir: Path) -> dict:
         from diagnose.build import build_run
+        from diagnose.config import from_dict, to_dict
         from diagnose.console import print_summary
         from diagnose.training.loop import train
 
         if cfg.resume is None:
-            metrics = train(build_run(cfg), out_dir, OmegaConf.to_container(cfg, resolve=True))
+            config = OmegaConf.to_object(cfg)  # checked against the schema, ranges included
+            metrics = train(build_run(config), out_dir, to_dict(config))
         else:
             checkpoint, run_dir = _resumable(cfg)
-            metrics = train(build_run(OmegaConf.create(checkpoint["config"])), run_dir, checkpoint["config"],
+            metrics = train(build_run(from_dict(checkpoint["config"])), run_dir, checkpoint["config"],
                             resume=checkpoint)
             _remove_run_dir(out_dir)  # the folder Hydra made for this command: the run goes on in its own
             out_dir = run_dir
@@ -78,7 +80,7 @@ def train_job(cfg: DictConfig) -> float | None:
 def probe_job(cfg: DictConfig) -> None:
     from diagnose.probe import probe
 
-    _run_task(cfg, probe)
+    _run_task(cfg, lambda cfg, out_dir: probe(OmegaConf.to_object(cfg), out_dir))
 
 
 def _resumable(cfg: DictConfig) -> tuple[dict, Path]:

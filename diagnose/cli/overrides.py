@@ -1,15 +1,27 @@
-"""The overrides of a command line: checked before Hydra sees them, and a sweep's jobs named by them."""
+"""The overrides of a command line: checked against the schema before Hydra runs anything, and a sweep's jobs
+named by them."""
 
 import difflib
-import sys
+import re
+from dataclasses import fields
+from itertools import islice
+from typing import Any
 
+from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, Override
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from diagnose.cli import config_dir
-from diagnose.cli.exits import USER_ERROR_EXIT, fail
+from diagnose.config import COMMANDS, SCHEMAS
+from diagnose.errors import UserError
+
+# A sweep is checked value by value (each swept value with the others' first), at most this many compositions
+# (each ~0.1 s): that finds every value that cannot be right whatever the other keys hold.
+CHECKED_SWEEP_VALUES = 64
+TYPE_WORDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false"}
 
 
 def _is_override(arg: str) -> bool:
@@ -24,43 +36,111 @@ def _parsed(args: list[str]) -> list[Override] | None:
         return None
 
 
-def check_choices(config_name: str, args: list[str]) -> None:
-    """Catch the commonest slips, an option that does not exist (`norm=batchnorm`) and a misspelt setting
-    (`batchsize=4`), before Hydra does: its own report spans a dozen lines of config search paths."""
+def groups_and_options(command: str) -> dict[str, list[str]]:
+    """The component groups of `diagnose <command>`, each with its options (the yaml files of conf/<group>)."""
+    chosen = {field.name for field in fields(COMMANDS[command])} & set(SCHEMAS)
+    return {group: sorted(p.stem for p in (config_dir() / group).glob("*.yaml")) for group in sorted(chosen)}
+
+
+def settings_of(command: str) -> list[str]:
+    """The top-level keys of `diagnose <command>` that are values, not component groups."""
+    return [field.name for field in fields(COMMANDS[command]) if field.name not in SCHEMAS]
+
+
+def check_command_line(command: str, args: list[str]) -> None:
+    """Raise a UserError, one paragraph, for a command line that cannot run: an option or setting that does not
+    exist, a value of the wrong type or out of range, for a single run and for every value a sweep takes."""
     overrides = _parsed(args)
     if overrides is None:
         return
-    root = config_dir()
-    primary = OmegaConf.load(root / f"{config_name}.yaml")
-    groups = sorted(key for entry in primary.defaults if isinstance(entry, DictConfig) for key in entry)
-    settings = [key for key in primary if key not in ("defaults", "hydra", *groups)]
+    _check_names(command, overrides)
+    for job in islice(_jobs_to_check(overrides), CHECKED_SWEEP_VALUES):
+        composed(command, job)
+
+
+def _check_names(command: str, overrides: list[Override]) -> None:
+    """The commonest slips, an option that does not exist (`norm=batchnorm`) and a misspelt setting
+    (`batchsize=4`), said with a did-you-mean: Hydra's own report spans a dozen lines of config search paths."""
+    groups, settings = groups_and_options(command), settings_of(command)
     for override in overrides:
         key = override.key_or_group
         if override.is_add() or override.is_force_add() or override.is_delete() or key.startswith("hydra"):
             continue
         if key in groups:
-            options = sorted(p.stem for p in (root / key).glob("*.yaml"))
-            if not override.is_sweep_override():
-                given = [override.get_value_element_as_str()]
-            elif isinstance(override.value(), ChoiceSweep):
-                given = list(override.sweep_string_iterator())
-            else:
-                continue  # glob(...) picks among the options that exist
-            for value in given:
-                if value not in options:
-                    fail(f"{key}={value}: there is no {key} option '{value}'.{_did_you_mean(value, options)} "
-                         f"Valid options: {', '.join(options)}.")
-                    sys.exit(USER_ERROR_EXIT)
+            for value in _values(override) or []:
+                if value not in groups[key]:
+                    raise UserError(f"{key}={value}: there is no {key} option '{value}'."
+                                    f"{_did_you_mean(value, groups[key])} Valid options: {', '.join(groups[key])}.")
         elif "." not in key and key not in settings:
-            fail(f"'{key}' is not a setting of `diagnose {config_name}`.{_did_you_mean(key, settings + groups)} "
-                 f"Settings: {', '.join(sorted(settings))}; component groups (pick with group=option): "
-                 f"{', '.join(groups)}.")
-            sys.exit(USER_ERROR_EXIT)
+            hint = _did_you_mean(key, settings + [*groups])
+            raise UserError(f"'{key}' is not a setting of `diagnose {command}`.{hint} "
+                            f"Settings: {', '.join(sorted(settings))}; component groups (pick with group=option): "
+                            f"{', '.join(groups)}.")
+
+
+def _values(override: Override) -> list[str] | None:
+    """The values an override gives its key, as text; None for a sweep whose values Hydra finds (glob)."""
+    if not override.is_sweep_override():
+        return [override.get_value_element_as_str()]
+    try:
+        return list(override.sweep_string_iterator())
+    except Exception:  # noqa: BLE001 - glob(...) and other sweeps that only Hydra can expand
+        return None
+
+
+def _jobs_to_check(overrides: list[Override]) -> Any:
+    """Override lists that together give every swept value once; a single run is one such list."""
+    fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+    swept = [(o.get_key_element(), _values(o)) for o in overrides if o.is_sweep_override()]
+    swept = [(key, values) for key, values in swept if values]
+    firsts = {key: values[0] for key, values in swept}
+    yield fixed + [f"{key}={value}" for key, value in firsts.items()]
+    for key, values in swept:
+        for value in values[1:]:
+            yield fixed + [f"{k}={value if k == key else first}" for k, first in firsts.items()]
+
+
+def composed(command: str, overrides: list[str]) -> Any:
+    """The checked config of `diagnose <command> <overrides>` as the schema's objects; a UserError when the
+    overrides do not fit the schema."""
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(command, overrides=[o for o in overrides if not o.lstrip("+~").startswith("hydra")])
+        return OmegaConf.to_object(cfg)
+    except HydraException as err:
+        raise UserError(_one_line(err, command)) from None
+    except (ValidationError, ConfigAttributeError) as err:  # to_object: a key that `+key=` added
+        raise UserError(f"{err.full_key} is not a setting of `diagnose {command}`.") from None
+
+
+def _one_line(err: HydraException, command: str) -> str:
+    cause = err.__cause__
+    if isinstance(cause, ConfigAttributeError):
+        group, _, key = cause.full_key.partition(".")
+        if not key:
+            return f"'{group}' is not a setting of `diagnose {command}`."
+        known = [f.name for f in fields(cause.object_type) if f.name != "name"] if cause.object_type else []
+        option = f"{group}={cause.parent_node.get('name')}" if group in SCHEMAS else group
+        return (f"{cause.full_key} is not a setting of {option}.{_did_you_mean(cause.key, known)} "
+                f"Its settings: {', '.join(known) or 'none'}.")
+    if isinstance(cause, ValidationError):
+        message = str(cause).splitlines()[0]
+        conversion = re.match(r"Value '(.*)' of type '.*' could not be converted to (\w+)", message)
+        if conversion and conversion.group(2) in TYPE_WORDS:
+            return f"{cause.full_key} must be {TYPE_WORDS[conversion.group(2)]}, got '{conversion.group(1)}'."
+        if "is not a valid bool" in message:
+            return f"{cause.full_key} must be true or false, got '{cause.value}'."
+        if "is not Optional" in message:
+            return f"{cause.full_key} cannot be null."
+        if "is not a ListConfig" in message:
+            return f"{cause.full_key} must be a list, e.g. {cause.full_key}=[1,2]."
+        return f"{cause.full_key}: {message}"
+    return str(err).splitlines()[0]
 
 
 def _did_you_mean(given: str, known: list[str]) -> str:
     by_lower = {name.lower(): name for name in known}
-    close = difflib.get_close_matches(given.lower(), list(by_lower), n=1)
+    close = difflib.get_close_matches(str(given).lower(), list(by_lower), n=1)
     return f" Did you mean '{by_lower[close[0]]}'?" if close else ""
 
 

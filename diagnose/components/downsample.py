@@ -2,16 +2,24 @@
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
-DOWNSAMPLES: dict[str, Callable[[int], nn.Module]] = {
-    "maxpool": lambda channels: nn.MaxPool2d(2),
-    "avgpool": lambda channels: nn.AvgPool2d(2),
-    "strided": lambda channels: nn.Conv2d(channels, channels, 3, stride=2, padding=1),
+from diagnose.registry import Component
+
+
+@dataclass(frozen=True, kw_only=True)
+class Downsample(Component):
+    """`make(channels)` builds the layer; `size(n)` is the side of an n x n map after it."""
+
+    size: Callable[[int], int]
+
+
+DOWNSAMPLES: dict[str, Downsample] = {
+    "maxpool": Downsample(make=lambda channels: nn.MaxPool2d(2), size=lambda n: n // 2),
+    "avgpool": Downsample(make=lambda channels: nn.AvgPool2d(2), size=lambda n: n // 2),
+    # padded, so it rounds up where pooling floors
+    "strided": Downsample(make=lambda channels: nn.Conv2d(channels, channels, 3, stride=2, padding=1),
+                          size=lambda n: math.ceil(n / 2)),
 }
-
-
-def downsampled_size(size: int, module: nn.Module) -> int:
-    """Spatial size after one downsampling: pooling floors, a padded stride-2 conv rounds up."""
-    return math.ceil(size / 2) if isinstance(module, nn.Conv2d) else size // 2

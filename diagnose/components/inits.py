@@ -1,22 +1,42 @@
-"""Weight initialisation schemes by short name: each takes (weight, gain, **options) and fills it in place."""
+"""Weight initialisation schemes by short name: each fills a weight in place, given the gain of the activation
+the layer feeds."""
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from diagnose import checks
+from diagnose.registry import Component, Options
 
 
 def _fan_in(weight: torch.Tensor) -> int:
     return weight[0].numel()  # (out, in) or (out, in, kh, kw): everything feeding one output unit
 
 
-def normal(weight: torch.Tensor, gain: float, std: float = 0.01) -> None:
+@dataclass
+class NormalOptions(Options):
+    std: float = 0.01  # N(0, std^2) for every layer, whatever its fan-in
+
+    def __post_init__(self) -> None:
+        checks.at_least("init.std", self.std, 0)
+
+
+@dataclass
+class UniformOptions(Options):
+    a: float = 0.05  # U(-a, a) for every layer, whatever its fan-in
+
+    def __post_init__(self) -> None:
+        checks.at_least("init.a", self.a, 0)
+
+
+def normal(weight: torch.Tensor, gain: float, std: float) -> None:
     """N(0, std^2) whatever the layer size: the lecture's "small random numbers" (and, with std=1, explosion)."""
     nn.init.normal_(weight, 0.0, std)
 
 
-def uniform(weight: torch.Tensor, gain: float, a: float = 0.05) -> None:
+def uniform(weight: torch.Tensor, gain: float, a: float) -> None:
     nn.init.uniform_(weight, -a, a)
 
 
@@ -39,15 +59,16 @@ def lecun_normal(weight: torch.Tensor, gain: float) -> None:
     nn.init.normal_(weight, 0.0, 1 / math.sqrt(_fan_in(weight)))
 
 
-INITS: dict[str, Callable[..., None] | None] = {
-    "default": None,  # keep PyTorch's own initialisation (kaiming_uniform with a=sqrt(5), uniform bias)
-    "zeros": zeros,
-    "normal": normal,
-    "uniform": uniform,
-    "xavier_uniform": lambda weight, gain: nn.init.xavier_uniform_(weight, gain),
-    "xavier_normal": lambda weight, gain: nn.init.xavier_normal_(weight, gain),
-    "kaiming_normal": kaiming_normal,
-    "kaiming_uniform": kaiming_uniform,
-    "lecun_normal": lecun_normal,
-    "orthogonal": lambda weight, gain: nn.init.orthogonal_(weight, gain),
+# Each `make(weight, gain, **settings)` fills a conv/linear weight in place.
+INITS: dict[str, Component] = {
+    "default": Component(make=None),  # keep PyTorch's own initialisation (kaiming_uniform with a=sqrt(5), uniform bias)
+    "zeros": Component(make=zeros),
+    "normal": Component(make=normal, options=NormalOptions),
+    "uniform": Component(make=uniform, options=UniformOptions),
+    "xavier_uniform": Component(make=lambda weight, gain: nn.init.xavier_uniform_(weight, gain)),
+    "xavier_normal": Component(make=lambda weight, gain: nn.init.xavier_normal_(weight, gain)),
+    "kaiming_normal": Component(make=kaiming_normal),
+    "kaiming_uniform": Component(make=kaiming_uniform),
+    "lecun_normal": Component(make=lecun_normal),
+    "orthogonal": Component(make=lambda weight, gain: nn.init.orthogonal_(weight, gain)),
 }

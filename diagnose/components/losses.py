@@ -1,10 +1,58 @@
 """Loss functions by short name; each is a module called as loss(logits, target) with logits (B, K)."""
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from diagnose import checks
+from diagnose.registry import Component, Options
+
+
+@dataclass
+class WeightedOptions(Options):
+    weight: list[float] | None = None  # one weight per class, or null
+
+
+@dataclass
+class CrossEntropyOptions(WeightedOptions):
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks.between("loss.label_smoothing", self.label_smoothing, 0, 1)
+
+
+@dataclass
+class SmoothL1Options(Options):
+    beta: float = 1.0  # below this distance the loss is quadratic, above it linear
+
+    def __post_init__(self) -> None:
+        checks.at_least("loss.beta", self.beta, 0)
+
+
+@dataclass
+class FocalOptions(Options):
+    gamma: float = 2.0  # 0 gives cross-entropy
+    alpha: Any = None  # null, one number, or one weight per class
+
+    def __post_init__(self) -> None:
+        checks.at_least("loss.gamma", self.gamma, 0)
+
+
+@dataclass
+class KLOptions(Options):
+    label_smoothing: float = 0.1
+
+    def __post_init__(self) -> None:
+        checks.between("loss.label_smoothing", self.label_smoothing, 0, 1)
+
+
+@dataclass
+class MarginOptions(Options):
+    margin: float = 1.0  # the true-class score should beat every other score by this much
 
 
 def _class_weights(weight: Sequence[float] | None) -> torch.Tensor | None:
@@ -12,14 +60,14 @@ def _class_weights(weight: Sequence[float] | None) -> torch.Tensor | None:
 
 
 class CrossEntropy(nn.CrossEntropyLoss):
-    def __init__(self, weight: Sequence[float] | None = None, label_smoothing: float = 0.0):
+    def __init__(self, weight: Sequence[float] | None, label_smoothing: float):
         super().__init__(weight=_class_weights(weight), label_smoothing=label_smoothing)
 
 
 class NLL(nn.Module):
     """Negative log-likelihood of log-softmax probabilities (the model's head gives logits)."""
 
-    def __init__(self, weight: Sequence[float] | None = None):
+    def __init__(self, weight: Sequence[float] | None):
         super().__init__()
         self.register_buffer("weight", _class_weights(weight))
 
@@ -48,7 +96,7 @@ class Focal(nn.Module):
     alpha: None, one number (the paper's balancing factor, applied to every class), or one weight per class.
     """
 
-    def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = None):
+    def __init__(self, gamma: float, alpha: float | Sequence[float] | None = None):
         super().__init__()
         self.gamma = gamma
         alpha_tensor = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32)
@@ -65,7 +113,7 @@ class Focal(nn.Module):
 class KLDivergence(nn.Module):
     """KL(q || p) from the label-smoothed target distribution q to the softmax p."""
 
-    def __init__(self, label_smoothing: float = 0.1):
+    def __init__(self, label_smoothing: float):
         super().__init__()
         self.label_smoothing = label_smoothing
 
@@ -81,7 +129,7 @@ class PairwiseMargin(nn.Module):
     Sum over wrong classes j of max(0, margin - (s_y - s_j)), averaged over the batch.
     """
 
-    def __init__(self, margin: float = 1.0):
+    def __init__(self, margin: float):
         super().__init__()
         self.margin = margin
 
@@ -92,13 +140,15 @@ class PairwiseMargin(nn.Module):
         return violations.sum(dim=1).mean()
 
 
-LOSSES: dict[str, Callable[..., nn.Module]] = {
-    "ce": CrossEntropy,
-    "nll": NLL,
-    "mse": lambda: ProbabilityRegression(F.mse_loss),
-    "l1": lambda: ProbabilityRegression(F.l1_loss),
-    "smooth_l1": lambda beta=1.0: ProbabilityRegression(F.smooth_l1_loss, beta=beta),
-    "focal": Focal,
-    "kl": KLDivergence,
-    "margin": PairwiseMargin,
+# Each `make(**settings)` builds a module called as loss(logits, target).
+LOSSES: dict[str, Component] = {
+    "ce": Component(make=CrossEntropy, options=CrossEntropyOptions),
+    "nll": Component(make=NLL, options=WeightedOptions),
+    "mse": Component(make=lambda: ProbabilityRegression(F.mse_loss)),
+    "l1": Component(make=lambda: ProbabilityRegression(F.l1_loss)),
+    "smooth_l1": Component(make=lambda beta: ProbabilityRegression(F.smooth_l1_loss, beta=beta),
+                           options=SmoothL1Options),
+    "focal": Component(make=Focal, options=FocalOptions),
+    "kl": Component(make=KLDivergence, options=KLOptions),
+    "margin": Component(make=PairwiseMargin, options=MarginOptions),
 }

@@ -5,8 +5,6 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from diagnose.errors import UserError
-
 _PAD = 4  # the usual CIFAR crop: pad 4 pixels, crop back to the original size
 
 
@@ -18,8 +16,6 @@ def shuffled_batches(
     The last incomplete batch is dropped: a leftover of 1 example would break BatchNorm, and a
     small one would make its statistics noisier than the batch size under study.
     """
-    if not 1 <= batch <= n:
-        raise UserError(f"batch={batch} must be between 1 and the {n} training examples.")
     order = torch.randperm(n, generator=generator, device=device)
     for start in range(0, n - batch + 1, batch):
         yield order[start : start + batch]

@@ -131,9 +131,9 @@ def _check(raw: RawData, name: str, paths: dict[str, Path]) -> None:
 def split(raw: RawData, *, val_size: int, subset: int | None, device: torch.device) -> DeviceData:
     """Hold out `val_size` training examples, optionally keep `subset` of the rest, move all to `device`."""
     n = len(raw.train_x)
-    if not isinstance(val_size, int) or not 0 <= val_size < n:
+    if val_size >= n:
         raise UserError(f"data.val_size={val_size} must be at least 0 and below the {n} training examples.")
-    if subset is not None and (not isinstance(subset, int) or not 1 <= subset <= n - val_size):
+    if subset is not None and subset > n - val_size:
         raise UserError(
             f"data.subset={subset} must be between 1 and the {n - val_size} training examples left after "
             f"data.val_size={val_size} are held out (or null for all)."

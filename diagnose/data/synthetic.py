@@ -4,7 +4,6 @@ import torch
 import torch.nn.functional as F
 
 from diagnose.data.datasets import RawData
-from diagnose.errors import UserError
 
 # Tuned so that, on 28x28 with 10 classes, a linear model and a small conv net with a global-average-
 # pool head both reach about 0.8 test accuracy in 300 Adam steps, while the best single pixel gives ~0.14.
@@ -17,16 +16,8 @@ _SCALE = 36.0  # byte units per unit of pattern around 128: about 5% of pixels c
 
 
 def make_synthetic(channels: int, size: int, classes: int, train_count: int, test_count: int, seed: int) -> RawData:
-    """A learnable dataset, the same for the same seed: uint8 images (N, channels, size, size), balanced labels."""
-    for key, value, least in (
-        ("channels", channels, 1),
-        ("size", size, 4),
-        ("classes", classes, 2),
-        ("train_count", train_count, 1),
-        ("test_count", test_count, 1),
-    ):
-        if value < least:
-            raise UserError(f"data.{key}={value} is too small for the synthetic dataset; use at least {least}.")
+    """A learnable dataset, the same for the same seed: uint8 images (N, channels, size, size), balanced labels.
+    The sizes are checked by the config schema (SyntheticConfig)."""
     gen = torch.Generator().manual_seed(seed)
     # Prototypes are larger than the image so that a shifted crop never shows an edge.
     canvas = size + 2 * _SHIFT

@@ -4,13 +4,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from diagnose.components.activations import Maxout
-
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
-# Units of these can be "dead": output <= 0 for every input (exactly zero for a ReLU).
-RELU_LIKE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU)
-SATURATING = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
-ACTIVATIONS = (*RELU_LIKE, *SATURATING, Maxout, nn.Identity)
+from diagnose.components.activations import Activation
+from diagnose.components.norms import Norm
 
 
 @dataclass(frozen=True)
@@ -18,19 +13,19 @@ class Layer:
     name: str  # e.g. features.2.act: stable, so TensorBoard tags are too
     module: nn.Module
     role: str  # "weight" (conv/linear), "norm" or "act"
-    kind: str  # the module's kind: "relu_like", "sigmoid", "tanh", "batchnorm", or its role
+    kind: str  # an activation's or norm's kind from its registry entry (e.g. relu_like, batch); "weight"
+    entry: Activation | Norm | None = None  # the registry entry of a norm or activation
 
 
-def measured_layers(model: nn.Module) -> list[Layer]:
-    """Every conv/linear, normalisation and activation output, in forward order."""
+def measured_layers(model: nn.Module, act: Activation, norm: Norm) -> list[Layer]:
+    """Every conv/linear, normalisation and activation output, in forward order. Norms and activations are the
+    `norm` and `act` children of the model's blocks (models/blocks.py), built from the entries `norm`, `act`."""
     layers = []
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             layers.append(Layer(name, module, "weight", "weight"))
-        elif isinstance(module, NORM_TYPES):
-            kind = "batchnorm" if isinstance(module, nn.modules.batchnorm._BatchNorm) else "norm"
-            layers.append(Layer(name, module, "norm", kind))
-        elif isinstance(module, ACTIVATIONS) and name.endswith(".act"):
-            kind = "relu_like" if isinstance(module, RELU_LIKE) else SATURATING.get(type(module), "act")
-            layers.append(Layer(name, module, "act", kind))
+        elif name.endswith(".norm"):
+            layers.append(Layer(name, module, "norm", norm.kind, norm))
+        elif name.endswith(".act"):
+            layers.append(Layer(name, module, "act", act.kind, act))
     return layers

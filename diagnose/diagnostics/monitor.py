@@ -8,27 +8,14 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from diagnose.components.activations import SATURATING, Activation
+from diagnose.components.norms import BATCH, Norm
 from diagnose.diagnostics import stats
 from diagnose.diagnostics.layers import Layer, measured_layers
 from diagnose.diagnostics.writing import write_histogram, write_scalars
 
 RUN_MEANS = ("update_ratio/", "sign_agreement/")  # metrics also kept as means over the run, for findings
 UPDATE_RATIO_REFERENCE = 1e-3  # Karpathy's rule of thumb, drawn as a line on the update-ratio chart
-
-
-@dataclass(frozen=True)
-class DiagSettings:
-    every: int = 100  # per-layer statistics every N steps; 0 never
-    hist_every: int = 1000  # histograms every N steps; 0 never
-    probe_every: int = 1000  # dead units on the fixed probe batch every N steps; 0 never
-    probe_size: int = 512
-    dead_since: int = 0  # "permanently dead": dead at every probe from this step on
-    sigmoid_flat: float = 0.02  # sigmoid outputs below this, or above 1 - this, are saturated
-    tanh_flat: float = 0.97  # |tanh| above this is saturated
-    bn_eval_gap: bool = True  # at each evaluation, val accuracy with BN in train mode vs eval mode
-    locate_nonfinite: bool = True  # on divergence, replay from the last good state to find the layer
-    landscape: bool = False  # loss-landscape smoothness along the gradient (costs ~9 forward/backward passes)
-    landscape_every: int = 100
 
 
 @dataclass
@@ -53,9 +40,9 @@ class Diagnostics:
     per measuring step (a second one for histograms, on the steps that draw them) and dropped right after.
     """
 
-    def __init__(self, model: nn.Module, writer: Any, settings: DiagSettings):
+    def __init__(self, model: nn.Module, writer: Any, settings: Any, act: Activation, norm: Norm):
         self.model, self.writer, self.settings = model, writer, settings
-        self.layers = measured_layers(model)
+        self.layers = measured_layers(model, act, norm)
         self.weights = [(layer.name, layer.module.weight) for layer in self.layers if layer.role == "weight"]
         self._handles: list[RemovableHandle] = []
         self._scalars: list[tuple[str, torch.Tensor]] = []
@@ -80,7 +67,7 @@ class Diagnostics:
             return
         for layer in self.layers:
             self._handles.append(layer.module.register_forward_hook(self._forward_hook(layer)))
-            if layer.kind == "batchnorm":
+            if layer.kind == BATCH:
                 self._handles.append(layer.module.register_forward_pre_hook(self._batchnorm_hook(layer)))
 
     @property
@@ -95,11 +82,10 @@ class Diagnostics:
                 self._scalars += [(f"act_mean/{layer.name}", mean), (f"act_std/{layer.name}", std),
                                   (f"act_zero/{layer.name}", stats.zero_fraction(output))]
                 self._finite.append((layer.name, "activation", mean))
-                if layer.kind == "batchnorm":
+                if layer.kind == BATCH:
                     self._batchnorm_stats(layer, module, output.numel() // output.shape[1])
-                if layer.kind in ("sigmoid", "tanh"):
-                    fraction = stats.saturated_fraction(output, layer.kind, self.settings.sigmoid_flat,
-                                                        self.settings.tanh_flat)
+                if layer.kind == SATURATING:
+                    fraction = layer.entry.saturated(output.detach().float(), self.settings).float().mean()
                     self._scalars.append((f"saturation/{layer.name}", fraction))
             if self._hist:
                 self._hists.append((f"act/{layer.name}", stats.histogram_sample(output)))

@@ -5,13 +5,10 @@ from functools import partial
 import torch
 from torch import nn
 
+from diagnose.components.activations import RELU_LIKE
 from diagnose.diagnostics import stats
-from diagnose.diagnostics.layers import measured_layers
+from diagnose.diagnostics.layers import Layer
 from diagnose.models.modes import batch_statistics
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 class DeadUnitProbe:
@@ -22,9 +19,9 @@ class DeadUnitProbe:
     probe since `since`: permanently dead units, as opposed to ones that flicker back to life.
     """
 
-    def __init__(self, model: nn.Module, probe_x: torch.Tensor, since: int = 0, chunk: int = 128):
+    def __init__(self, model: nn.Module, layers: list[Layer], probe_x: torch.Tensor, since: int = 0, chunk: int = 128):
         self.model, self.probe_x, self.since, self.chunk = model, probe_x, since, chunk
-        self.layers = [layer for layer in measured_layers(model) if layer.kind == "relu_like"]
+        self.layers = [layer for layer in layers if layer.kind == RELU_LIKE]
         self.always_dead: dict[str, torch.Tensor] = {}  # (units,) bool per layer, on the device
 
     @torch.no_grad()

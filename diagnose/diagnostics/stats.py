@@ -28,14 +28,6 @@ def zero_fraction(x: torch.Tensor) -> torch.Tensor:
     return 1 - x.detach().sign().abs_().sum(dtype=torch.float32) / x.numel()
 
 
-def saturated_fraction(x: torch.Tensor, kind: str, sigmoid_flat: float, tanh_flat: float) -> torch.Tensor:
-    """Share of outputs in the flat tails, where the local gradient is nearly zero."""
-    x = x.detach().float()
-    if kind == "sigmoid":
-        return ((x < sigmoid_flat) | (x > 1 - sigmoid_flat)).float().mean()
-    return (x.abs() > tanh_flat).float().mean()
-
-
 def dead_units(x: torch.Tensor) -> torch.Tensor:
     """(units,) bool: units whose output is <= 0 for every example and position (zero for a ReLU).
 

@@ -8,19 +8,19 @@ from torch import nn
 from diagnose.components.activations import width_multiplier
 
 ActFactory = Callable[[], nn.Module]
-NormFactory = Callable[[int, bool], nn.Module | None]  # (channels, spatial) -> module, None for no norm
+NormFactory = Callable[[int, bool], nn.Module]  # (channels, spatial) -> module
 
 
 class Block(nn.Sequential):
     """conv|linear -> [norm] -> act [-> dropout]; children are named so tags read `features.3.act`."""
 
 
-def block(in_features: int, out_features: int, act: ActFactory, norm: NormFactory, spatial: bool,
+def block(in_features: int, out_features: int, act: ActFactory, norm: NormFactory | None, spatial: bool,
           dropout: float = 0.0) -> Block:
     activation = act()
     # maxout takes the max over k pieces, so the layer feeding it produces k values per output unit
     width = out_features * width_multiplier(activation)
-    normalisation = norm(width, spatial)
+    normalisation = norm(width, spatial) if norm else None
     bias = normalisation is None  # a norm's own shift makes a bias before it redundant
     parts: OrderedDict[str, nn.Module] = OrderedDict()
     if spatial:

@@ -1,12 +1,12 @@
 """Convolutional net: stages of conv-norm-act blocks, downsampling between stages, GAP + linear head."""
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from diagnose.components.downsample import downsampled_size
+from diagnose.components.downsample import Downsample
 from diagnose.errors import UserError
 from diagnose.models.blocks import ActFactory, NormFactory, block
 
@@ -28,8 +28,8 @@ def build_cnn(
     widths: Sequence[int],
     blocks: int,
     act: ActFactory,
-    norm: NormFactory,
-    downsample: Callable[[int], nn.Module],
+    norm: NormFactory | None,
+    downsample: Downsample,
     dropout: float = 0.0,
 ) -> CNN:
     layers: list[nn.Module] = []
@@ -42,9 +42,8 @@ def build_cnn(
                     f"{image_size}x{image_size} input is already {size}x{size} and cannot be halved again. "
                     f"Use at most {stage} stages for this image size, or fewer downsamplings."
                 )
-            pool = downsample(channels)
-            layers.append(pool)
-            size = downsampled_size(size, pool)
+            layers.append(downsample.make(channels))
+            size = downsample.size(size)
         for _ in range(blocks):
             layers.append(block(channels, width, act, norm, spatial=True))
             channels = width

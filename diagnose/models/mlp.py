@@ -22,7 +22,7 @@ def build_mlp(
     depth: int,
     width: int,
     act: ActFactory,
-    norm: NormFactory,
+    norm: NormFactory | None,
     dropout: float = 0.0,
 ) -> MLP:
     layers = [block(in_features if i == 0 else width, width, act, norm, spatial=False, dropout=dropout)

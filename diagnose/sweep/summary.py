@@ -10,8 +10,9 @@ from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from diagnose.config import Thresholds
 from diagnose.console import print_findings
-from diagnose.findings import Finding, Thresholds, as_dicts, bn_small_batch
+from diagnose.findings import Finding, as_dicts, bn_small_batch
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
 
 # name -> how to read it from a run; the sensitivity curves and the HParams metrics

@@ -16,12 +16,14 @@ from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from diagnose.build import Run
+from diagnose.components.norms import BATCH
+from diagnose.config import DiagConfig
 from diagnose.console import console, print_findings, progress_bar, stats_text
 from diagnose.data import augment, shuffled_batches, to_input
 from diagnose.diagnostics.dashboard import custom_scalars_layout, depth_figure
 from diagnose.diagnostics.landscape import landscape
-from diagnose.diagnostics.monitor import Diagnostics, DiagSettings, NonFinite
-from diagnose.diagnostics.probes import DeadUnitProbe, has_batchnorm
+from diagnose.diagnostics.monitor import Diagnostics, NonFinite
+from diagnose.diagnostics.probes import DeadUnitProbe
 from diagnose.diagnostics.stats import units_identical
 from diagnose.diagnostics.writing import write_scalars
 from diagnose.findings import as_dicts, as_markdown, run_findings
@@ -70,11 +72,11 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
         config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
         writer.add_text("config", "    " + config_yaml.replace("\n", "\n    "))  # indented: shown verbatim
         writer.add_custom_scalars(custom_scalars_layout())
-    diag = Diagnostics(model, writer, settings)
+    diag = Diagnostics(model, writer, settings, run.act, run.norm)
     probe_x = prepare(data.val_x[:settings.probe_size])  # held out from training, fixed for the whole run
     probe = None
     if settings.probe_every and len(probe_x):
-        probe = DeadUnitProbe(model, probe_x, settings.dead_since, chunk=max(run.batch, 128))
+        probe = DeadUnitProbe(model, diag.layers, probe_x, settings.dead_since, chunk=max(run.batch, 128))
     elif settings.probe_every:
         console.print("[yellow]data.val_size=0: no held-out examples for the dead-unit probe, so dead ReLUs are not "
                       "measured (and there is no validation).")
@@ -273,7 +275,7 @@ def locate_nonfinite(run: Run, generator: torch.Generator, last_good: dict[str, 
     return NonFinite(bad_step, "loss", "loss")
 
 
-def evaluate_epoch(run: Run, prepare: Callable, diag: Diagnostics, settings: DiagSettings, writer: SummaryWriter,
+def evaluate_epoch(run: Run, prepare: Callable, diag: Diagnostics, settings: DiagConfig, writer: SummaryWriter,
                    done: int) -> dict[str, float]:
     """Validation loss/accuracy, BN's train-vs-eval accuracy and the depth plot; returns the history entry."""
     data = run.data
@@ -287,7 +289,7 @@ def evaluate_epoch(run: Run, prepare: Callable, diag: Diagnostics, settings: Dia
     writer.add_scalar("val/loss", val_loss, done)
     writer.add_scalar("val/acc", val_acc, done)
     entry = {"step": done, "epoch": done / run.steps_per_epoch, "val_loss": val_loss, "val_acc": val_acc}
-    if settings.bn_eval_gap and has_batchnorm(run.model):
+    if settings.bn_eval_gap and run.norm.kind == BATCH:
         _, train_mode_acc = evaluate(run.model, run.loss_fn, data.val_x, data.val_y, prepare,
                                      batch=max(run.batch, 2), batch_stats=True)  # BN needs 2 examples
         writer.add_scalar("bn/val_acc_train_mode", train_mode_acc, done)

@@ -1,0 +1,245 @@
+"""The config schema: dataclasses that are at once the types Hydra checks every yaml file and override against,
+the defaults, and (in `__post_init__`) the range checks. A component group's schema is its registry entry's
+`options`; the rest is here.
+
+`OmegaConf.to_object(cfg)` turns a composed config into these objects, running the range checks; everything
+below the CLI takes them, never a DictConfig.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from diagnose import checks
+from diagnose.components.activations import ACTIVATIONS
+from diagnose.components.downsample import DOWNSAMPLES
+from diagnose.components.inits import INITS
+from diagnose.components.losses import LOSSES
+from diagnose.components.norms import NORMS
+from diagnose.components.optim import CLIPS, OPTIMIZERS, SCHEDULES
+from diagnose.data.sources import SOURCES
+from diagnose.errors import UserError
+from diagnose.models import MODELS
+from diagnose.registry import Options, lookup
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class SplitConfig(Options):
+    """What every dataset option has: how it is split and prepared."""
+
+    val_size: int = 5000  # held out from the official training set (fixed split, whatever the seed)
+    subset: int | None = None  # train on only this many examples (quick runs)
+    center: bool = True  # normalise inputs to zero mean, unit std per channel; false keeps raw [0, 1] pixels
+    augment: bool = False  # random crop (4-pixel padding) + horizontal flip, on the device
+
+    def __post_init__(self) -> None:
+        checks.whole("data.val_size", self.val_size, minimum=0)
+        checks.optional_whole("data.subset", self.subset)
+
+
+@dataclass
+class DataConfig(SplitConfig):
+    """A published dataset, read from its files."""
+
+    root: str = "${oc.env:DIAGNOSE_DATA,data}"  # looked up first; then /usr/share/datasets/<name>; then downloaded
+    download: bool = True
+    mirror: str | None = None  # base URL to download from instead of the official sources
+
+
+@dataclass
+class SyntheticConfig(SplitConfig):
+    """Generated, learnable images: no files, for tests and quick demos."""
+
+    channels: int = 1
+    size: int = 28
+    classes: int = 10
+    train_count: int = 5000
+    test_count: int = 1000
+    val_size: int = 1000
+    seed: int = 0  # which synthetic dataset (independent of the run seed)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key, least in (("channels", 1), ("size", 4), ("classes", 2), ("train_count", 1), ("test_count", 1)):
+            checks.whole(f"data.{key}", getattr(self, key), minimum=least)
+        checks.whole("data.seed", self.seed, minimum=0)
+
+
+@dataclass
+class Flatness:
+    """Where the flat tails of a saturating activation begin."""
+
+    sigmoid_flat: float = 0.02  # sigmoid outputs below this or above 1 - this count as saturated
+    tanh_flat: float = 0.97  # |tanh| above this counts as saturated
+
+    def __post_init__(self) -> None:
+        checks.between("sigmoid_flat", self.sigmoid_flat, 0, 0.5, high_open=True)
+        checks.between("tanh_flat", self.tanh_flat, 0, 1, high_open=True)
+
+
+@dataclass
+class DiagConfig(Flatness, Options):
+    """How often and how much is measured; these defaults are the `default` preset."""
+
+    every: int = 100  # per-layer activation/gradient/weight statistics every N steps (0: never)
+    hist_every: int = 1000  # histograms every N steps (0: never)
+    probe_every: int = 1000  # dead units on the fixed probe batch every N steps (0: never)
+    probe_size: int = 512  # examples in the probe batch, taken from the validation split
+    dead_since: int = 0  # "permanently dead" = dead at every probe from this step on
+    bn_eval_gap: bool = True  # at each evaluation: val accuracy with BN in train mode vs eval mode
+    locate_nonfinite: bool = True  # on divergence, replay from the last good state to name the first bad layer
+    landscape: bool = False  # loss-landscape smoothness along the gradient (Santurkar et al. 2018), ~9 passes
+    landscape_every: int = 100
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("every", "hist_every", "probe_every", "dead_since"):
+            checks.whole(f"diag.{key}", getattr(self, key), minimum=0)
+        checks.whole("diag.probe_size", self.probe_size)
+        checks.whole("diag.landscape_every", self.landscape_every)
+
+
+@dataclass
+class Thresholds(Options):
+    """When a statistic becomes a finding (printed after a run, stored in metrics.json, listed by `report`)."""
+
+    dead: float = 0.4  # share of a ReLU layer's units dead on the probe batch
+    saturation: float = 0.5  # share of a sigmoid/tanh layer's outputs in the flat tails
+    depth_ratio: float = 100.0  # activation std (or gradient norm) changing more than this over the depth
+    update_ratio_low: float = 1e-5  # update/weight ratio below this: the layer hardly learns (lr too low)
+    update_ratio_high: float = 0.1  # above this: the weights are rewritten each step (lr too high); healthy ~1e-3
+    sign_agreement: float = 0.4  # first-layer weight-gradient sign agreement, mean over the run: non-centred inputs
+    bn_gap: float = 0.05  # val accuracy difference between BN's train mode and eval mode
+    bn_batch_drop: float = 0.1  # in a sweep: BN val accuracy at the smallest batch this far below the largest
+
+    def __post_init__(self) -> None:
+        for key in ("dead", "saturation", "sign_agreement", "bn_gap", "bn_batch_drop"):
+            checks.between(f"findings.{key}", getattr(self, key), 0, 1)
+        for key in ("depth_ratio", "update_ratio_low", "update_ratio_high"):
+            checks.positive(f"findings.{key}", getattr(self, key))
+
+
+@dataclass
+class ModelConfig:
+    """The component groups a network is built from (`train` and `probe` share them)."""
+
+    data: Options = MISSING
+    model: Options = MISSING
+    act: Options = MISSING
+    init: Options = MISSING
+    norm: Options = MISSING
+    downsample: Options = MISSING
+    loss: Options = MISSING
+    findings: Thresholds = MISSING
+
+
+@dataclass
+class TrainConfig(ModelConfig):
+    """`diagnose train`."""
+
+    optim: Options = MISSING
+    schedule: Options = MISSING
+    clip: Options = MISSING
+    diag: DiagConfig = MISSING
+    batch: int = 128
+    lr: float = 0.1  # at optim.base_batch; scaled for other batch sizes by optim.lr_scaling
+    epochs: int = 2
+    steps: int | None = None  # train exactly this many steps instead of `epochs` epochs
+    seed: int = 0
+    device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps
+    precision: str = "fp32"  # fp32 or bf16 (autocast)
+    log_every: int = 50  # steps between logged training loss/accuracy/throughput
+    resume: str | None = None  # a run folder: continue that run from its checkpoint, in that folder
+
+    def __post_init__(self) -> None:
+        checks.whole("batch", self.batch)
+        checks.positive("lr", self.lr)
+        checks.whole("epochs", self.epochs)
+        checks.optional_whole("steps", self.steps)
+        checks.whole("seed", self.seed, minimum=0)
+        checks.whole("log_every", self.log_every)
+        checks.one_of("precision", self.precision, PRECISIONS)
+
+
+PROBE_INPUTS = ("gaussian", "data")
+
+
+@dataclass
+class ProbeInput:
+    input: str = "gaussian"  # gaussian: N(0, 1) inputs of probe.shape; data: a batch of the data group's images
+    shape: list[int] = field(default_factory=lambda: [1, 28, 28])  # (C, H, W) of a gaussian input
+    classes: int = 10  # labels of a gaussian input are drawn uniformly from this many classes
+    batch: int = 256
+
+    def __post_init__(self) -> None:
+        checks.one_of("probe.input", self.input, PROBE_INPUTS)
+        if len(self.shape) != 3:
+            raise UserError(f"probe.shape must be (C, H, W), three whole numbers; got {self.shape}.")
+        for size in self.shape:
+            checks.whole("every entry of probe.shape", size)
+        checks.whole("probe.classes", self.classes, minimum=2)
+        checks.whole("probe.batch", self.batch, minimum=2)
+
+
+@dataclass
+class ProbeConfig(Flatness, ModelConfig):
+    """`diagnose probe`: one batch through the network at initialisation."""
+
+    probe: ProbeInput = field(default_factory=ProbeInput)
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks.whole("seed", self.seed, minimum=0)
+
+
+DIAG_PRESETS = ("default", "full", "off")
+
+# group -> option name -> the schema of that option's config
+SCHEMAS: dict[str, dict[str, type]] = {
+    "act": {name: entry.options for name, entry in ACTIVATIONS.items()},
+    "init": {name: entry.options for name, entry in INITS.items()},
+    "norm": {name: entry.options for name, entry in NORMS.items()},
+    "downsample": {name: entry.options for name, entry in DOWNSAMPLES.items()},
+    "loss": {name: entry.options for name, entry in LOSSES.items()},
+    "model": {name: entry.options for name, entry in MODELS.items()},
+    "optim": {name: entry.options for name, entry in OPTIMIZERS.items()},
+    "schedule": {name: entry.options for name, entry in SCHEDULES.items()},
+    "clip": {name: entry.options for name, entry in CLIPS.items()},
+    "data": {**dict.fromkeys(SOURCES, DataConfig), "synthetic": SyntheticConfig},
+    "diag": dict.fromkeys(DIAG_PRESETS, DiagConfig),
+    "findings": {"default": Thresholds},
+}
+COMMANDS: dict[str, type] = {"train": TrainConfig, "probe": ProbeConfig}
+
+
+def schema(group: str, name: str) -> type:
+    return lookup(SCHEMAS[group], name, group)
+
+
+def from_dict(plain: dict[str, Any] | DictConfig, command: type = TrainConfig) -> Any:
+    """A saved config (a checkpoint's, metrics.json's) as the schema's objects, checked as at composition."""
+    try:
+        return _from_dict(plain, command)
+    except OmegaConfBaseException as err:
+        raise UserError(f"The saved config does not fit this version's schema: {str(err).splitlines()[0]}. Start a "
+                        f"new run with this version, or resume with the version that made the run.") from None
+
+
+def _from_dict(plain: dict[str, Any] | DictConfig, command: type) -> Any:
+    groups = {}
+    for group, options in SCHEMAS.items():
+        if group in plain and hasattr(command, group):  # findings saved before the schema had no name: its one option
+            name = plain[group].get("name", next(iter(options)))
+            groups[group] = schema(group, name)(name=name)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(command(**groups)), plain))
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain, resolved values: what metrics.json and checkpoints keep."""
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
