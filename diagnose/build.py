@@ -123,6 +123,10 @@ class Run:
     diag: DiagConfig
     findings: Thresholds
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Model inputs from uint8 images, normalised as configured."""
+        return to_input(x, self.data.mean, self.data.std, center=self.center)
+
 
 def build_run(config: TrainConfig) -> Run:
     """Build the run a checked config describes; every user mistake left surfaces here as a UserError."""

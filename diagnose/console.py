@@ -1,7 +1,5 @@
 """What a run shows on the terminal: a progress bar while training and a summary at the end."""
 
-from typing import Any
-
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -13,7 +11,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from diagnose.findings import Finding
+from diagnose.results import Finding, RunMetrics
 
 console = Console(stderr=True)
 
@@ -36,20 +34,19 @@ def stats_text(loss: float, acc: float, images_per_s: float) -> str:
     return f"loss {loss:.4f}  acc {acc:.3f}  {images_per_s:,.0f} img/s"
 
 
-def print_summary(metrics: dict[str, Any], out_dir: str) -> None:
-    table = Table(title=f"diagnose: run {metrics['status']}", show_header=True, header_style="bold")
+def print_summary(metrics: RunMetrics, out_dir: str) -> None:
+    table = Table(title=f"diagnose: run {metrics.status}", show_header=True, header_style="bold")
     table.add_column("split")
     table.add_column("loss", justify="right")
     table.add_column("accuracy", justify="right")
-    final = metrics["final"]
     for split in ("train", "val", "test"):
-        loss, acc = final.get(f"{split}_loss"), final.get(f"{split}_acc")
+        loss, acc = getattr(metrics.final, f"{split}_loss"), getattr(metrics.final, f"{split}_acc")
         if loss is not None:
             table.add_row(split, f"{loss:.4f}", f"{acc:.4f}")
     console.print(table)
     console.print(
-        f"{metrics['steps']} steps in {metrics['wall_time_s']:.1f} s, "
-        f"{metrics['images_per_s']:,.0f} images/s. Run folder: {out_dir}"
+        f"{metrics.steps} steps in {metrics.wall_time_s:.1f} s, "
+        f"{metrics.images_per_s:,.0f} images/s. Run folder: {out_dir}"
     )
 
 

@@ -1,7 +1,6 @@
 """`diagnose probe`: how a signal propagates through the network at initialisation, layer by layer."""
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.table import Table
@@ -11,17 +10,20 @@ from diagnose.build import build_loss, build_model, load_data, pick_device
 from diagnose.components.activations import ACTIVATIONS
 from diagnose.components.norms import NORMS
 from diagnose.config import ProbeConfig, to_dict
-from diagnose.console import console, print_findings
+from diagnose.console import console
 from diagnose.data import to_input
-from diagnose.diagnostics.monitor import Diagnostics
-from diagnose.diagnostics.probes import DeadUnitProbe
-from diagnose.diagnostics.stats import units_identical
-from diagnose.findings import as_dicts, as_markdown, run_findings
+from diagnose.diagnostics import metrics as metric_table
+from diagnose.diagnostics.instruments import for_probe
+from diagnose.diagnostics.layers import measured_layers
+from diagnose.diagnostics.metrics import LayerMetric
+from diagnose.ending import end_run
 from diagnose.registry import lookup
-from diagnose.training.outputs import write_metrics
+from diagnose.results import Final, LayerRecord, RunMetrics
 
-COLUMNS = {"act_mean": "act mean", "act_std": "act std", "grad_std": "grad std", "dead": "dead",
-           "saturation": "saturated"}
+
+def columns() -> list[LayerMetric]:
+    """The metrics with a probe column, in the metric table's order."""
+    return [metric for metric in metric_table.LAYER_METRICS if metric.probe]
 
 
 def probe_batch(config: ProbeConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...], int]:
@@ -36,55 +38,44 @@ def probe_batch(config: ProbeConfig, device: torch.device) -> tuple[torch.Tensor
     return x, data.train_y[:batch], data.shape, data.n_classes
 
 
-def probe(cfg: ProbeConfig, out_dir: Path) -> dict[str, Any]:
+def probe(config: ProbeConfig, out_dir: Path) -> RunMetrics:
     """Measure one forward/backward pass; write TensorBoard scalars (x = layer index) and metrics.json."""
-    device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    x, y, shape, classes = probe_batch(cfg, device)
-    model = build_model(cfg, shape, classes).to(device).train()
-    loss_fn = build_loss(cfg.loss, classes).to(device)
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    x, y, shape, classes = probe_batch(config, device)
+    model = build_model(config, shape, classes).to(device).train()
+    loss_fn = build_loss(config.loss, classes).to(device)
+    act, norm = lookup(ACTIVATIONS, config.act.name, "act"), lookup(NORMS, config.norm.name, "norm")
+    layers = measured_layers(model, act, norm)
 
-    # no writer: the probe writes its own scalars, against depth (finish(write=False) below)
-    act, norm = lookup(ACTIVATIONS, cfg.act.name, "act"), lookup(NORMS, cfg.norm.name, "norm")
-    diag = Diagnostics(model, None, cfg, act, norm)
-    diag.start(1, watch=True)
+    monitor = for_probe(model, layers, x, config)
+    monitor.before_step(1, x, y)
     loss = loss_fn(model(x), y)
     loss.backward()
-    diag.after_backward()
-    nonfinite = diag.finish(1, write=False)
-    dead = DeadUnitProbe(model, diag.layers, x, chunk=len(x)).measure(0)
-    diag.latest.update({tag: value.item() for tag, value in dead.items()})
-    layers = diag.by_layer()
-    # zero init: all units of a layer get identical gradients, so they stay identical forever
-    symmetric = [name for name, weight in diag.weights if weight.grad is not None and units_identical(weight)
-                 and units_identical(weight.grad)]
+    monitor.after_backward(1)
+    nonfinite = monitor.after_step(1)
+    metrics = RunMetrics(status="completed", command="probe", nonfinite=nonfinite, final=Final(loss=loss.item()),
+                         config=to_dict(config))
+    monitor.finish(metrics)
 
-    acts = [(name, values) for name, values in layers.items() if name.endswith(".act")]
-    metrics = {"status": "completed", "command": "probe", "steps": 0, "layers": layers,
-               "nonfinite": vars(nonfinite) if nonfinite else None, "symmetric_layers": symmetric,
-               "final": {"loss": loss.item()}, "config": to_dict(cfg)}
-    findings = run_findings(metrics, cfg.findings)
-    metrics["findings"] = as_dicts(findings)
-    with SummaryWriter(str(out_dir)) as writer:
-        for depth, (_, values) in enumerate(acts, start=1):
-            for metric in COLUMNS:
-                if metric in values:
-                    writer.add_scalar(f"probe/{metric}", values[metric], depth)
-        if findings:
-            writer.add_text("findings", as_markdown(findings))
-    write_metrics(out_dir, metrics)
+    acts = [(name, record) for name, record in metrics.layers.items() if record.role == "act"]
+    writer = SummaryWriter(str(out_dir))
+    for depth, (_, record) in enumerate(acts, start=1):
+        for metric in columns():
+            if metric.name in record.values:
+                writer.add_scalar(f"probe/{metric.name}", record.values[metric.name], depth)
     console.print(probe_table(acts))
-    print_findings(findings)
-    return metrics
+    return end_run(out_dir, metrics, config.findings, writer)
 
 
-def probe_table(acts: list[tuple[str, dict[str, float]]]) -> Table:
+def probe_table(acts: list[tuple[str, LayerRecord]]) -> Table:
     table = Table(title="one batch at initialisation, per layer", header_style="bold")
     table.add_column("#", justify="right")
     table.add_column("layer")
-    for title in COLUMNS.values():
-        table.add_column(title, justify="right")
-    for depth, (name, values) in enumerate(acts, start=1):
-        table.add_row(str(depth), name, *(f"{values[m]:.3g}" if m in values else "" for m in COLUMNS))
+    shown = columns()
+    for metric in shown:
+        table.add_column(metric.probe, justify="right")
+    for depth, (name, record) in enumerate(acts, start=1):
+        table.add_row(str(depth), name, *(f"{record.values[m.name]:.3g}" if m.name in record.values else ""
+                                          for m in shown))
     return table
-

@@ -3,53 +3,52 @@
 import argparse
 import json
 from collections import defaultdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from diagnose.console import print_findings
-from diagnose.findings import Finding, as_dicts
+from diagnose.diagnostics import metrics as metric_table
+from diagnose.diagnostics.metrics import LayerMetric
+from diagnose.findings import as_dicts
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
 from diagnose.sweep.summary import METRICS, series_name, sweep_findings, sweep_table
 
-LAYER_COLUMNS = {  # metric prefix in metrics.json "layers" -> column title
-    "act_std": "act std",
-    "grad_norm": "grad norm",
-    "dead": "dead",
-    "saturation": "saturated",
-    "update_ratio": "update/weight",
-    "sign_agreement": "sign agree",
-}
+
+def columns() -> list[LayerMetric]:
+    """The metrics with a column in the layer table, in the metric table's order."""
+    return [metric for metric in metric_table.LAYER_METRICS if metric.column]
 
 
 def run_table(run: RunRecord) -> Table:
     m = run.metrics
     table = Table(title=f"{run.path}: {run.status}", header_style="bold", show_header=False)
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"):
-        if (value := run.final(key)) is not None:
+    for key, value in asdict(m.final).items():
+        if value is not None:
             table.add_row(key, f"{value:.4f}")
-    for key, fmt in (("steps", "{}"), ("wall_time_s", "{:.1f}"), ("images_per_s", "{:,.0f}")):
-        if key in m:
-            table.add_row(key, fmt.format(m[key]))
-    if m.get("nonfinite"):
-        table.add_row("first non-finite", f"step {m['nonfinite']['step']}, {m['nonfinite']['tensor']} of "
-                                          f"{m['nonfinite']['layer']}")
-    if m.get("error"):
-        table.add_row("error", m["error"])
+    if m.status != "failed":
+        table.add_row("steps", str(m.steps))
+        table.add_row("wall_time_s", f"{m.wall_time_s:.1f}")
+        table.add_row("images_per_s", f"{m.images_per_s:,.0f}")
+    if m.nonfinite:
+        table.add_row("first non-finite", f"step {m.nonfinite.step}, {m.nonfinite.tensor} of {m.nonfinite.layer}")
+    if m.error:
+        table.add_row("error", m.error)
     return table
 
 
 def layer_table(run: RunRecord) -> Table | None:
-    layers: dict[str, dict[str, float]] = run.metrics.get("layers") or {}
-    if not layers:
+    if not run.metrics.layers:
         return None
     table = Table(title="per layer, at the last measurement", header_style="bold")
     table.add_column("layer")
-    for title in LAYER_COLUMNS.values():
-        table.add_column(title, justify="right")
-    for name, values in layers.items():
-        table.add_row(name, *(f"{values[k]:.3g}" if k in values else "" for k in LAYER_COLUMNS))
+    shown = columns()
+    for metric in shown:
+        table.add_column(metric.column, justify="right")
+    for name, record in run.metrics.layers.items():
+        table.add_row(name, *(f"{record.values[m.name]:.3g}" if m.name in record.values else "" for m in shown))
     return table
 
 
@@ -76,7 +75,7 @@ def as_json(runs: list[RunRecord]) -> dict[str, Any]:
         "swept": swept_keys(runs) if len(runs) > 1 else [],
         "sweep_findings": as_dicts(sweep_findings(runs)) if len(runs) > 1 else [],
         "runs": [{"path": str(r.path), "status": r.status, "overrides": r.overrides,
-                  **{k: r.metrics.get(k) for k in ("final", "steps", "nonfinite", "layers", "findings", "error")}}
+                  **{k: r.metrics.to_json()[k] for k in ("final", "steps", "nonfinite", "layers", "findings", "error")}}
                  for r in runs],
     }
 
@@ -96,12 +95,12 @@ def main(argv: list[str]) -> None:
         console.print(run_table(runs[0]))
         if (table := layer_table(runs[0])) is not None:
             console.print(table)
-        findings = runs[0].metrics.get("findings", [])
+        findings = runs[0].metrics.findings
     else:
         keys = swept_keys(runs)
         console.print(sweep_table(runs, keys, f"sweep {args.path}: {len(runs)} runs"))
         if "batch" in keys:
             console.print(sensitivity_table(runs, keys))
-        findings = [{**f, "message": f"{r.path.name}: {f['message']}"} for r in runs
-                    for f in r.metrics.get("findings", [])] + as_dicts(sweep_findings(runs))
-    print_findings([Finding(**f) for f in findings], console)
+        findings = [replace(f, message=f"{r.path.name}: {f.message}") for r in runs for f in r.metrics.findings]
+        findings += sweep_findings(runs)
+    print_findings(findings, console)

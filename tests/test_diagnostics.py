@@ -3,7 +3,7 @@
 import gc
 import json
 import math
-from functools import partial
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -18,16 +18,19 @@ from diagnose.build import build_model, build_run
 from diagnose.components.activations import ACTIVATIONS
 from diagnose.components.norms import NORMS
 from diagnose.config import DiagConfig, to_dict
-from diagnose.data import to_input
+from diagnose.diagnostics.batchnorm import BatchNormStats
+from diagnose.diagnostics.dead_units import DeadUnits
 from diagnose.diagnostics.landscape import landscape
+from diagnose.diagnostics.layer_stats import ActivationStats, Schedule, WeightStats
 from diagnose.diagnostics.layers import measured_layers
-from diagnose.diagnostics.monitor import Diagnostics
-from diagnose.diagnostics.probes import DeadUnitProbe
+from diagnose.diagnostics.monitor import Monitor
 from diagnose.diagnostics.stats import histograms, mean_std, norm_from, sign_agreement
 from diagnose.models.modes import batch_statistics
-from diagnose.training.loop import epoch_batches, train, train_step
+from diagnose.training.batches import epoch_batches, training_batch
+from diagnose.training.loop import train, train_step
 
-EVERY_STEP = DiagConfig(every=1, hist_every=1)
+EVERY_STEP = Schedule(every=1, hist_every=1, last=1)
+SETTINGS = DiagConfig()
 
 
 class RecordingWriter:
@@ -53,22 +56,29 @@ def model_for(*overrides, shape=(1, 8, 8), n_classes=4):
     torch.manual_seed(0)
     config = compose_config(list(overrides))
     model = build_model(config, shape, n_classes)
-    model.entries = (ACTIVATIONS[config.act.name], NORMS[config.norm.name])  # what its layers are
+    model.measured = measured_layers(model, ACTIVATIONS[config.act.name], NORMS[config.norm.name])
     return model
+
+
+def monitor_for(model, writer, schedule=EVERY_STEP) -> Monitor:
+    """The per-layer instruments of a training run, assembled by hand around a bare model."""
+    layers = model.measured
+    return Monitor(layers, [ActivationStats(layers, schedule, SETTINGS), BatchNormStats(layers, schedule),
+                            WeightStats(layers, schedule, SETTINGS)], writer)
 
 
 def one_measured_step(model, x, y, lr=0.1):
     """Train one step with diagnostics on; returns (writer, p.grad norms, weights before, after)."""
     writer = RecordingWriter()
-    diag = Diagnostics(model, writer, EVERY_STEP, *model.entries)
+    monitor = monitor_for(model, writer)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    diag.start(1)
+    monitor.before_step(1, x, y)
     F.cross_entropy(model(x), y).backward()
-    diag.after_backward()
+    monitor.after_backward(1)
     grad_norms = {name: p.grad.norm().item() for name, p in model.named_parameters()}
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     optimizer.step()
-    nonfinite = diag.finish(1)
+    nonfinite = monitor.after_step(1)
     return writer, grad_norms, before, nonfinite
 
 
@@ -115,7 +125,7 @@ def test_a_very_negative_bias_kills_every_relu_unit_a_large_positive_one_none(bi
     model = model_for("model=mlp", "model.depth=2", "model.width=16", "norm=none", "act=relu")
     with torch.no_grad():
         model.features[0].linear.bias.fill_(bias)
-    probe = DeadUnitProbe(model, measured_layers(model, *model.entries), torch.randn(512, 1, 8, 8))
+    probe = DeadUnits(model, model.measured, torch.randn(512, 1, 8, 8), every=1)
     values = {tag: v.item() for tag, v in probe.measure(step=10).items()}
     assert values["dead/features.0.act"] == dead
     assert values["dead_permanent/features.0.act"] == dead
@@ -123,7 +133,7 @@ def test_a_very_negative_bias_kills_every_relu_unit_a_large_positive_one_none(bi
 
 def test_permanently_dead_counts_only_units_dead_at_every_probe():
     model = model_for("model=mlp", "model.depth=1", "model.width=4", "norm=none")
-    probe = DeadUnitProbe(model, measured_layers(model, *model.entries), torch.randn(64, 1, 8, 8), since=0)
+    probe = DeadUnits(model, model.measured, torch.randn(64, 1, 8, 8), every=1, since=0)
     bias = model.features[0].linear.bias
     with torch.no_grad():
         bias.copy_(torch.tensor([-1e3, -1e3, 1e3, 1e3]))
@@ -254,17 +264,17 @@ def test_a_diverging_run_names_the_first_non_finite_step_and_layer(tmp_path):
     cfg = compose_config(TINY + ["lr=1e12", "norm=none", "steps=20", "optim.momentum=0.0", "log_every=5"])
     run = build_run(cfg)
     metrics = train(run, tmp_path, to_dict(cfg))
-    assert metrics["status"] == "diverged"
-    found = metrics["nonfinite"]
-    assert found["layer"].startswith(("features.", "head.")) and found["tensor"] in ("activation", "gradient")
+    assert metrics.status == "diverged"
+    found = metrics.nonfinite
+    assert found.layer.startswith(("features.", "head.")) and found.tensor in ("activation", "gradient")
     # Independently: the same run, step by step with a check after each, goes non-finite at that step
-    losses = per_step_losses(cfg, steps=found["step"])
+    losses = per_step_losses(cfg, steps=found.step)
     assert all(math.isfinite(v) for v in losses[:-1]) and not math.isfinite(losses[-1]), losses
     # on the CPU each step's loss is checked: the run stops at the first NaN loss, which is the step where a
     # layer went non-finite or the next one (a gradient that overflows poisons the weights for the next step)
-    assert metrics["steps"] - found["step"] in (0, 1)
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] < found["step"]  # last finite state
-    assert json.loads((tmp_path / "metrics.json").read_text())["nonfinite"] == found
+    assert metrics.steps - found.step in (0, 1)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] < found.step  # last finite state
+    assert json.loads((tmp_path / "metrics.json").read_text())["nonfinite"] == asdict(found)
     events = EventAccumulator(str(tmp_path)).Reload()
     assert "diverged/text_summary" in events.Tags()["tensors"]
 
@@ -272,14 +282,13 @@ def test_a_diverging_run_names_the_first_non_finite_step_and_layer(tmp_path):
 def per_step_losses(cfg, steps: int) -> list[float]:
     """Each step's loss, NaN once anything is non-finite after the step; no diagnostics attached."""
     run = build_run(cfg)
-    prepare = partial(to_input, mean=run.data.mean, std=run.data.std, center=run.center)
-    diag = Diagnostics(run.model, RecordingWriter(), DiagConfig(every=0, hist_every=0), run.act, run.norm)
+    bare = Monitor([], [])
     out = []
     for step in range(steps):
         if step % run.steps_per_epoch == 0:
             batches = epoch_batches(run, step // run.steps_per_epoch)
-        loss, _ = train_step(run, torch.Generator().manual_seed(run.seed), prepare, diag, list(run.model.parameters()),
-                             next(batches))
+        x, y = training_batch(run, next(batches), torch.Generator().manual_seed(run.seed))
+        loss, _ = train_step(run, x, y, bare, step + 1)
         finite = all(torch.isfinite(p).all() for p in run.model.parameters())
         out.append(loss.item() if finite else float("nan"))
     return out
@@ -301,16 +310,16 @@ def rss_mb() -> float:
 def test_no_memory_growth_over_300_logged_steps(tmp_path):
     model = model_for("model.widths=[16,32]", shape=(1, 16, 16))
     writer = SummaryWriter(str(tmp_path))
-    diag = Diagnostics(model, writer, DiagConfig(every=1, hist_every=1), *model.entries)
+    monitor = monitor_for(model, writer, Schedule(every=1, hist_every=1, last=300))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(64, 1, 16, 16), torch.randint(0, 4, (64,))
     for step in range(1, 301):
-        diag.start(step)
+        monitor.before_step(step, x, y)
         F.cross_entropy(model(x), y).backward()
-        diag.after_backward()
+        monitor.after_backward(step)
         optimizer.step()
         optimizer.zero_grad()
-        diag.finish(step)
+        monitor.after_step(step)
         if step == 100:
             writer.flush()
             gc.collect()
@@ -319,7 +328,7 @@ def test_no_memory_growth_over_300_logged_steps(tmp_path):
     gc.collect()
     # one step's activations here are ~2 MB: keeping them would add hundreds of MB over 200 steps
     assert rss_mb() - at_100 < 20
-    assert not diag._scalars and not diag._hists and not diag._finite and not diag._weights_before
+    assert not monitor.readings and not monitor.instruments[-1]._before  # nothing kept between steps
     writer.close()
 
 

@@ -8,6 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from diagnose.config import Thresholds
 from diagnose.findings import RUN_RULES, bn_small_batch, run_findings
+from diagnose.results import RunMetrics
 from diagnose.sweep.runs import RunRecord
 
 T = Thresholds()
@@ -15,6 +16,11 @@ T = Thresholds()
 
 def layers(**per_layer: dict) -> dict:
     return {"layers": {name.replace("_", "."): values for name, values in per_layer.items()}, "steps": 100}
+
+
+def metrics(case: dict) -> RunMetrics:
+    """A case, written as the part of a metrics.json it needs, as the rules read it."""
+    return RunMetrics.from_json({"status": "completed", **case})
 
 
 CASES = {  # rule -> (metrics that fire it, metrics that do not)
@@ -39,38 +45,40 @@ CASES = {  # rule -> (metrics that fire it, metrics that do not)
     "non_centred_inputs": ({**layers(features_0_linear={"sign_agreement": 0.9}), "config": {"data": {"center": False}}},
                            layers(features_0_linear={"sign_agreement": 0.1})),
     "zero_init_symmetry": ({"symmetric_layers": ["features.0.linear"]}, {"symmetric_layers": []}),
-    "bn_train_eval_gap": ({"history": [{"step": 10, "val_acc": 0.6, "val_acc_bn_train_mode": 0.8}]},
-                          {"history": [{"step": 10, "val_acc": 0.8, "val_acc_bn_train_mode": 0.81}]}),
+    "bn_train_eval_gap": ({"history": [{"step": 10, "epoch": 1, "val_loss": 1, "val_acc": 0.6,
+                                        "val_acc_bn_train_mode": 0.8}]},
+                          {"history": [{"step": 10, "epoch": 1, "val_loss": 1, "val_acc": 0.8,
+                                        "val_acc_bn_train_mode": 0.81}]}),
 }
 
 
 @pytest.mark.parametrize("rule", sorted(CASES))
 def test_rule_fires_on_its_case_and_not_on_a_healthy_one(rule):
     fires, healthy = CASES[rule]
-    found = {f.rule: f for f in run_findings(fires, T)}
+    found = {f.rule: f for f in run_findings(metrics(fires), T)}
     assert rule in found
     assert found[rule].message and found[rule].remedy
-    assert rule not in {f.rule for f in run_findings(healthy, T)}
+    assert rule not in {f.rule for f in run_findings(metrics(healthy), T)}
 
 
 def test_every_rule_is_covered():
     names = set()
     for rule in RUN_RULES:
         for fires, _ in CASES.values():
-            names |= {f.rule for f in rule(fires, T)}
+            names |= {f.rule for f in rule(metrics(fires), T)}
     assert names == set(CASES)
 
 
 def test_dead_relu_says_since_when_and_divergence_names_the_layer():
-    (dead,) = [f for f in run_findings(CASES["dead_relu"][0], T) if f.rule == "dead_relu"]
+    (dead,) = [f for f in run_findings(metrics(CASES["dead_relu"][0]), T) if f.rule == "dead_relu"]
     assert dead.message == "layer features.0.act: 61% dead ReLU units from step 200" and dead.step == 200
-    (div,) = run_findings(CASES["divergence"][0], T)
+    (div,) = run_findings(metrics(CASES["divergence"][0]), T)
     assert "step 7" in div.message and "features.2.conv" in div.message and div.severity == "error"
 
 
 def test_thresholds_come_from_config():
     assert compose_config(["findings.saturation=0.95"]).findings == Thresholds(name="default", saturation=0.95)
-    assert not [f for f in run_findings(CASES["saturation"][0], Thresholds(saturation=0.95))]
+    assert not [f for f in run_findings(metrics(CASES["saturation"][0]), Thresholds(saturation=0.95))]
 
 
 def test_a_run_prints_stores_logs_and_reports_its_findings(tmp_path):
@@ -90,8 +98,7 @@ def test_a_run_prints_stores_logs_and_reports_its_findings(tmp_path):
 
 def bn_run(batch: int, acc: float, norm: str = "bn") -> RunRecord:
     return RunRecord(path=None, overrides={"norm": norm, "batch": batch},
-                     metrics={"status": "completed", "final": {"val_acc": acc},
-                              "config": {"norm": {"name": norm}, "batch": batch}})
+                     metrics=metrics({"final": {"val_acc": acc}, "config": {"norm": {"name": norm}, "batch": batch}}))
 
 
 def test_bn_small_batch_collapse_in_a_sweep():
@@ -103,6 +110,6 @@ def test_bn_small_batch_collapse_in_a_sweep():
 
 
 def test_a_signal_that_vanishes_to_exactly_zero_is_still_a_finding():
-    metrics = layers(features_0_act={"act_std": 1.0, "grad_norm": 0.0}, features_9_act={"act_std": 0.0,
-                                                                                         "grad_norm": 1.0})
-    assert {"vanishing_activations", "vanishing_gradients"} <= {f.rule for f in run_findings(metrics, T)}
+    case = layers(features_0_act={"act_std": 1.0, "grad_norm": 0.0}, features_9_act={"act_std": 0.0,
+                                                                                      "grad_norm": 1.0})
+    assert {"vanishing_activations", "vanishing_gradients"} <= {f.rule for f in run_findings(metrics(case), T)}

@@ -7,18 +7,19 @@ from conftest import compose_config, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from diagnose.probe import probe
+from diagnose.results import RunMetrics
 
 
-def probe_layers(tmp_path, *overrides: str) -> tuple[list[dict[str, float]], dict]:
+def probe_layers(tmp_path, *overrides: str) -> tuple[list[dict[str, float]], RunMetrics]:
     width = [] if "model=cnn" in overrides else ["model.width=256"]
     cfg = compose_config(["device=cpu", *width, "probe.batch=256", *overrides], config_name="probe")
     metrics = probe(cfg, tmp_path)
-    acts = [values for name, values in metrics["layers"].items() if name.endswith(".act")]
+    acts = [record.values for record in metrics.layers.values() if record.role == "act"]
     return acts, metrics
 
 
-def rules(metrics: dict) -> set[str]:
-    return {f["rule"] for f in metrics["findings"]}
+def rules(metrics: RunMetrics) -> set[str]:
+    return {f.rule for f in metrics.findings}
 
 
 def test_unit_gaussian_weights_explode(tmp_path):
@@ -38,10 +39,10 @@ def test_small_gaussian_weights_vanish(tmp_path):
     assert "vanishing_activations" in rules(metrics) and "vanishing_gradients" in rules(metrics)
 
 
-def local_sigmoid_gradient(metrics: dict, depth: int) -> list[float]:
+def local_sigmoid_gradient(metrics: RunMetrics, depth: int) -> list[float]:
     """Per layer: std of the gradient before the sigmoid over after it, i.e. the typical sigmoid'(h)."""
-    layers = metrics["layers"]
-    return [layers[f"features.{i}.linear"]["grad_std"] / layers[f"features.{i}.act"]["grad_std"]
+    value = metrics.value
+    return [value("grad_std", f"features.{i}.linear") / value("grad_std", f"features.{i}.act")
             for i in range(depth)]
 
 
@@ -74,16 +75,16 @@ def test_lecun_normal_halves_relu_variance_per_layer(tmp_path):
 
 def test_zero_init_gives_every_unit_of_a_layer_the_same_gradient(tmp_path):
     _, metrics = probe_layers(tmp_path, "init=zeros", "model.depth=3")
-    assert {"features.0.linear", "features.1.linear", "features.2.linear"} <= set(metrics["symmetric_layers"])
+    assert {"features.0.linear", "features.1.linear", "features.2.linear"} <= set(metrics.symmetric_layers)
     assert "zero_init_symmetry" in rules(metrics)
     _, random = probe_layers(tmp_path, "init=kaiming_normal", "model.depth=3")
-    assert random["symmetric_layers"] == []
+    assert random.symmetric_layers == []
 
 
 def test_probe_on_real_data_and_a_cnn(tmp_path):
     acts, metrics = probe_layers(tmp_path, "probe.input=data", "data.train_count=512", "data.val_size=64", "model=cnn",
                                  "model.widths=[8,16]", "norm=bn")
-    assert len(acts) == 2 and metrics["status"] == "completed"
+    assert len(acts) == 2 and metrics.status == "completed"
 
 
 def test_probe_sweep_draws_one_line_per_setting_against_depth(tmp_path):

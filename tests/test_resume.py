@@ -35,7 +35,7 @@ def test_sigint_stops_between_steps_and_saves_everything(tmp_path):
 
     run.loss_fn = loss_that_gets_interrupted
     metrics = train(run, tmp_path, to_dict(cfg))
-    assert metrics["status"] == "interrupted" and metrics["steps"] == 7  # step 7 finished, step 8 never began
+    assert metrics.status == "interrupted" and metrics.steps == 7  # step 7 finished, step 8 never began
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
     assert load_checkpoint(tmp_path)["step"] == 7
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
@@ -57,12 +57,13 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path):
 
     run.loss_fn = interrupted_at_9
     first = train(run, tmp_path / "split", config)
-    assert first["status"] == "interrupted" and first["steps"] == 9
+    assert first.status == "interrupted" and first.steps == 9
     second = train(build_run(cfg), tmp_path / "split", config, resume=load_checkpoint(tmp_path / "split"))
-    assert second["status"] == "completed" and second["steps"] == 40
-    assert second["final"] == whole["final"]
-    assert second["history"] == whole["history"]
-    assert second["layers"] == whole["layers"] and second["dead_history"] == whole["dead_history"]
+    assert second.status == "completed" and second.steps == 40
+    assert second.final == whole.final
+    assert second.history == whole.history
+    assert second.layers == whole.layers and second.dead_history == whole.dead_history
+    assert second.run_means == whole.run_means
     # the same event folder: train/loss covers every log window once (log_every=5), the window cut by the
     # interruption (steps 6-10) included, with the uninterrupted run's values
     split, whole_events = (EventAccumulator(str(tmp_path / name)).Reload() for name in ("split", "whole"))
@@ -184,7 +185,7 @@ def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path):
 
 def test_a_diverged_run_cannot_be_resumed(tmp_path):
     cfg = compose_config([*TINY, "lr=1e12", "norm=none", "steps=20", "optim.momentum=0.0"])
-    assert train(build_run(cfg), tmp_path, to_dict(cfg))["status"] == "diverged"
+    assert train(build_run(cfg), tmp_path, to_dict(cfg)).status == "diverged"
     result = run_cli(["train", f"resume={tmp_path}"], tmp_path)
     assert result.returncode == 2 and "only an interrupted run can be resumed" in " ".join(result.stderr.split())
 

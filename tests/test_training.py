@@ -11,27 +11,29 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from diagnose import build
 from diagnose.build import build_run, pick_device
 from diagnose.config import to_dict
+from diagnose.results import RunMetrics
 from diagnose.training.loop import train
 from diagnose.training.watch import NonFiniteLoss
 
 
-def run_tiny(cfg, out_dir: Path) -> dict:
+def run_tiny(cfg, out_dir: Path) -> RunMetrics:
     out_dir.mkdir(parents=True, exist_ok=True)
     return train(build_run(cfg), out_dir, to_dict(cfg))
 
 
 def test_run_writes_events_metrics_and_checkpoint(cfg_factory, tmp_path):
     metrics = run_tiny(cfg_factory("steps=6"), tmp_path)
-    assert metrics["status"] == "completed" and metrics["steps"] == 6
-    assert json.loads((tmp_path / "metrics.json").read_text())["final"] == metrics["final"]
-    assert set(metrics["final"]) == {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"}
+    assert metrics.status == "completed" and metrics.steps == 6
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["final"] == metrics.to_json()["final"] and RunMetrics.from_json(saved) == metrics
+    assert set(saved["final"]) == {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"}
     events = EventAccumulator(str(tmp_path)).Reload()
     scalars = set(events.Tags()["scalars"])
     assert {"train/loss", "train/acc", "train/lr", "val/loss", "val/acc", "test/loss", "test/acc",
             "perf/images_per_s"} <= scalars
     for tag in ("train/loss", "train/acc"):
         assert [e.step for e in events.Scalars(tag)] == [2, 4, 6]  # means over each log window
-    assert events.Scalars("train/loss")[-1].value == pytest.approx(metrics["final"]["train_loss"])
+    assert events.Scalars("train/loss")[-1].value == pytest.approx(metrics.final.train_loss)
     assert "config/text_summary" in events.Tags()["tensors"]
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert checkpoint["step"] == 6 and checkpoint["config"]["batch"] == 16
@@ -41,9 +43,9 @@ def test_run_writes_events_metrics_and_checkpoint(cfg_factory, tmp_path):
 def test_same_seed_gives_identical_numbers_on_the_cpu(cfg_factory, tmp_path):
     cfg = cfg_factory("steps=8", "data.augment=true", "model.dropout=0.2")
     first, second = run_tiny(cfg, tmp_path / "a"), run_tiny(cfg, tmp_path / "b")
-    assert first["final"] == second["final"] and first["history"] == second["history"]
+    assert first.final == second.final and first.history == second.history
     other_seed = run_tiny(cfg_factory("steps=8", "data.augment=true", "model.dropout=0.2", "seed=1"), tmp_path / "c")
-    assert other_seed["final"] != first["final"]
+    assert other_seed.final != first.final
 
 
 def test_same_seed_logs_the_same_scalars(cfg_factory, tmp_path):
@@ -60,22 +62,22 @@ def test_same_seed_logs_the_same_scalars(cfg_factory, tmp_path):
 def test_epochs_mode_evaluates_every_epoch(cfg_factory, tmp_path):
     metrics = run_tiny(cfg_factory("steps=null", "epochs=2", "batch=64"), tmp_path)
     # 256 - 64 validation = 192 training examples -> 3 steps per epoch
-    assert metrics["steps"] == 6
-    assert [h["step"] for h in metrics["history"]] == [3, 6]
+    assert metrics.steps == 6
+    assert [h.step for h in metrics.history] == [3, 6]
 
 
 def test_training_learns_the_synthetic_data(tmp_path):
     cfg = compose_config(["data=synthetic", "device=cpu", "data.train_count=2000", "epochs=3", "batch=32", "lr=0.2",
                           "model.widths=[16,32]"])
     metrics = run_tiny(cfg, tmp_path)
-    assert metrics["final"]["test_acc"] > 0.6  # 10 classes: chance is 0.1
+    assert metrics.final.test_acc > 0.6  # 10 classes: chance is 0.1
 
 
 def test_a_diverging_run_stops_and_says_so(cfg_factory, tmp_path):
     metrics = run_tiny(cfg_factory("lr=1e12", "norm=none", "steps=20", "optim.momentum=0.0"), tmp_path)
-    assert metrics["status"] == "diverged"
-    assert metrics["steps"] < 20
-    assert "test_acc" not in metrics["final"]
+    assert metrics.status == "diverged"
+    assert metrics.steps < 20
+    assert metrics.final.test_acc is None
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
 
 
@@ -92,13 +94,13 @@ def test_a_second_ctrl_c_mid_step_still_writes_metrics_but_no_half_made_checkpoi
 
     run.loss_fn = interrupting_loss
     metrics = train(run, tmp_path, {"batch": 16})
-    assert metrics["status"] == "interrupted" and metrics["steps"] == 3
+    assert metrics.status == "interrupted" and metrics.steps == 3
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
     assert not (tmp_path / "checkpoint.pt").exists()  # step 4 was cut in half: that state is not saved
 
 
 def test_bf16_autocast_runs(cfg_factory, tmp_path):
-    assert run_tiny(cfg_factory("precision=bf16"), tmp_path)["status"] == "completed"
+    assert run_tiny(cfg_factory("precision=bf16"), tmp_path).status == "completed"
 
 
 @pytest.mark.slow
@@ -107,7 +109,7 @@ def test_default_cnn_reaches_80_percent_on_a_fashion_mnist_subset(tmp_path):
     cfg = compose_config(["data=fashion_mnist", f"data.root={tmp_path / 'none'}", "data.download=false",
                           "data.subset=10000", "epochs=3", "device=cpu"])
     metrics = run_tiny(cfg, tmp_path / "run")
-    assert metrics["final"]["test_acc"] >= 0.80, metrics["final"]
+    assert metrics.final.test_acc >= 0.80, metrics.final
 
 
 @pytest.mark.parametrize(("present", "picked"), [({"cuda", "mps"}, "cuda"), ({"mps"}, "mps"), (set(), "cpu")])
@@ -120,8 +122,8 @@ def test_device_auto_prefers_cuda_then_mps_then_cpu(present, picked, monkeypatch
 def test_a_run_without_a_validation_split_trains_tests_and_says_what_it_cannot_measure(cfg_factory, tmp_path,
                                                                                       capsys):
     metrics = run_tiny(cfg_factory("data.val_size=0", "steps=null", "epochs=2"), tmp_path)
-    assert metrics["status"] == "completed" and "test_acc" in metrics["final"] and "val_acc" not in metrics["final"]
-    assert metrics["history"] == [] and metrics["dead_history"] == {}
+    assert metrics.status == "completed" and metrics.final.test_acc is not None and metrics.final.val_acc is None
+    assert metrics.history == [] and metrics.dead_history == {}
     assert "no held-out examples for the dead-unit probe" in " ".join(capsys.readouterr().err.split())
 
 

@@ -14,9 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from diagnose.cli.exits import EXIT_CODES, USER_ERROR_EXIT, fail
 from diagnose.errors import UserError
+from diagnose.results import RunMetrics
 
 
-def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], dict]) -> float | None:
+def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], RunMetrics]) -> float | None:
     """Run `work(cfg, out_dir)` as one Hydra job, with the error handling a user expects of it."""
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -31,9 +32,9 @@ def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], dict]) -> floa
             fail("interrupted.")
             _remove_run_dir(out_dir)
             sys.exit(EXIT_CODES["interrupted"])
-        if metrics["status"] != "completed":
-            sys.exit(EXIT_CODES[metrics["status"]])
-        return metrics.get("final", {}).get("val_acc")
+        if metrics.status != "completed":
+            sys.exit(EXIT_CODES[metrics.status])
+        return metrics.final.val_acc
 
     # In a sweep one job's failure must not stop the others (Hydra aborts the sweep on an exception): the
     # job's folder records why it failed, and the sweep summary lists it.
@@ -47,16 +48,16 @@ def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], dict]) -> floa
             logging.getLogger(__name__).exception("job %s failed", out_dir.name)  # the traceback, in the job log
         from diagnose.training.outputs import write_metrics
 
-        write_metrics(out_dir, {"status": "failed", "error": message,
-                                "config": OmegaConf.to_container(cfg, resolve=True)})
+        config = OmegaConf.to_container(cfg, resolve=True)
+        write_metrics(out_dir, RunMetrics(status="failed", error=message, config=config))
         return None
-    if metrics["status"] == "interrupted":  # Ctrl-C or SIGTERM stops the whole sweep, not just this job
+    if metrics.status == "interrupted":  # Ctrl-C or SIGTERM stops the whole sweep, not just this job
         sys.exit(EXIT_CODES["interrupted"])
-    return metrics.get("final", {}).get("val_acc")
+    return metrics.final.val_acc
 
 
 def train_job(cfg: DictConfig) -> float | None:
-    def work(cfg: DictConfig, out_dir: Path) -> dict:
+    def work(cfg: DictConfig, out_dir: Path) -> RunMetrics:
         from diagnose.build import build_run
         from diagnose.config import from_dict, to_dict
         from diagnose.console import print_summary
@@ -118,8 +119,8 @@ def _status_of(run_dir: Path) -> str | None:
     from diagnose.training.outputs import read_metrics
 
     try:
-        return read_metrics(run_dir).get("status")
-    except (OSError, ValueError):  # no metrics.json: killed outright, resumable from its last checkpoint
+        return read_metrics(run_dir).status
+    except (OSError, ValueError, TypeError):  # no metrics.json: killed outright, resumable from its last checkpoint
         return None
 
 

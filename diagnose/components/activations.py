@@ -29,6 +29,8 @@ class Activation(Component):
     kind: str  # RELU_LIKE, SATURATING, SMOOTH or IDENTITY
     # (outputs, diag settings) -> bool mask of the outputs in the flat tails; saturating activations only
     saturated: Callable[[torch.Tensor, Any], torch.Tensor] | None = None
+    init: str = "kaiming_normal"  # the init scheme that keeps its signal's scale over depth (with its gain)
+    instead: str = "leaky_relu"  # what to try instead when its failure (dead units, saturation) shows
     channels_last: bool = True  # False: a CNN with it runs slower in channels_last (measured, models/layout.py)
 
 
@@ -95,9 +97,10 @@ ACTIVATIONS: dict[str, Activation] = {
     "elu": Activation(make=lambda alpha: nn.ELU(alpha), options=ELUOptions, kind=SMOOTH,
                       gain=lambda alpha: 1 / math.sqrt(_gaussian_second_moment(lambda z: F.elu(z, alpha)))),
     "sigmoid": Activation(make=nn.Sigmoid, gain=lambda: nn.init.calculate_gain("sigmoid"), kind=SATURATING,
+                          init="xavier_normal", instead="relu",
                           saturated=lambda y, diag: (y < diag.sigmoid_flat) | (y > 1 - diag.sigmoid_flat)),
     "tanh": Activation(make=nn.Tanh, gain=lambda: nn.init.calculate_gain("tanh"), kind=SATURATING,
-                       saturated=lambda y, diag: y.abs() > diag.tanh_flat),
+                       init="xavier_normal", instead="relu", saturated=lambda y, diag: y.abs() > diag.tanh_flat),
     "gelu": Activation(make=nn.GELU, gain=lambda: 1 / math.sqrt(_gaussian_second_moment(F.gelu)), kind=SMOOTH),
     # channels_last makes a CNN with maxout's max over channel pieces slower: 0.8x at batch 8, 0.54x at 128
     "maxout": Activation(make=Maxout, options=MaxoutOptions, kind=SMOOTH, channels_last=False,

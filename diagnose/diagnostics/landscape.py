@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from diagnose.diagnostics.monitor import Instrument, Readings
+
 STEP_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # step lengths eta, as multiples of the learning rate
 
 
@@ -62,3 +64,14 @@ def _measure(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tens
         "landscape/grad_change_range": changes_t.max() - changes_t.min(),
         "landscape/beta": torch.stack(betas).max(),
     }
+
+
+class Landscape(Instrument):
+    """`landscape` on the batch of every `every`-th step, before the step trains on it, at the lr of that step."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, lr: Callable[[], float], every: int):
+        self.model, self.loss_fn, self.lr, self.every = model, loss_fn, lr, every
+
+    def before_step(self, step: int, x: torch.Tensor, y: torch.Tensor, readings: Readings) -> None:
+        if step % self.every == 0:
+            readings.scalars.update(landscape(self.model, self.loss_fn, x, y, self.lr()))

@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from diagnose.errors import UserError
+from diagnose.results import RunMetrics
 from diagnose.training.outputs import METRICS_FILE, read_metrics
 
 
@@ -14,23 +15,14 @@ from diagnose.training.outputs import METRICS_FILE, read_metrics
 class RunRecord:
     path: Path
     overrides: dict[str, Any]  # key -> value, as given on the command line (`norm=gn` -> {"norm": "gn"})
-    metrics: dict[str, Any]
+    metrics: RunMetrics
 
     @property
     def status(self) -> str:
-        return self.metrics.get("status", "unknown")
+        return self.metrics.status
 
     def final(self, key: str) -> float | None:
-        return self.metrics.get("final", {}).get(key)
-
-    @property
-    def bn_gap(self) -> float | None:
-        """Val accuracy with BN in eval mode minus in train mode at the last evaluation (the train/test shift)."""
-        history = self.metrics.get("history") or [{}]
-        last = history[-1]
-        if "val_acc_bn_train_mode" not in last:
-            return None
-        return last["val_acc"] - last["val_acc_bn_train_mode"]
+        return getattr(self.metrics.final, key)
 
 
 def _parse_value(text: str) -> Any:

@@ -20,7 +20,7 @@ METRICS = {
     "val_acc": lambda r: r.final("val_acc"),
     "test_acc": lambda r: r.final("test_acc"),
     "train_loss": lambda r: r.final("train_loss"),
-    "bn_train_eval_gap": lambda r: r.bn_gap,
+    "bn_train_eval_gap": lambda r: r.metrics.bn_train_eval_gap,
 }
 SUMMARY_CSV = "summary.csv"
 FINDINGS_JSON = "findings.json"
@@ -94,7 +94,7 @@ def sweep_table(runs: list[RunRecord], keys: list[str], title: str) -> Table:
 
 def sweep_findings(runs: list[RunRecord]) -> list[Finding]:
     """Findings that only a sweep can show, with the thresholds the jobs ran with."""
-    configured = next((r.metrics["config"]["findings"] for r in runs if "findings" in r.metrics.get("config", {})), {})
+    configured = next((r.metrics.config["findings"] for r in runs if "findings" in r.metrics.config), {})
     known = {k: v for k, v in configured.items() if k in Thresholds.__dataclass_fields__}
     return bn_small_batch(runs, Thresholds(**known))
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from diagnose.errors import UserError
+from diagnose.results import RunMetrics
 
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -26,14 +27,14 @@ def _replace_atomically(path: Path, write: Any) -> None:
         raise
 
 
-def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> Path:
+def write_metrics(out_dir: Path, metrics: RunMetrics) -> Path:
     path = out_dir / METRICS_FILE
-    _replace_atomically(path, lambda f: f.write(json.dumps(metrics, indent=2).encode()))
+    _replace_atomically(path, lambda f: f.write(json.dumps(metrics.to_json(), indent=2).encode()))
     return path
 
 
-def read_metrics(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / METRICS_FILE).read_text())
+def read_metrics(run_dir: Path) -> RunMetrics:
+    return RunMetrics.from_json(json.loads((run_dir / METRICS_FILE).read_text()))
 
 
 def save_checkpoint(out_dir: Path, state: dict[str, Any]) -> Path:

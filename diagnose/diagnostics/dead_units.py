@@ -1,0 +1,80 @@
+"""Dead units on a fixed batch held out from training."""
+
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from diagnose.components.activations import RELU_LIKE
+from diagnose.diagnostics import stats
+from diagnose.diagnostics.layers import Layer
+from diagnose.diagnostics.monitor import Instrument, Readings
+from diagnose.models.modes import batch_statistics
+from diagnose.results import RunMetrics
+
+
+class DeadUnits(Instrument):
+    """Dead units of every ReLU layer on a fixed probe batch, every `every` steps and at the `last` one.
+
+    A unit (a channel of a conv map, a neuron of an MLP) is dead when its output is <= 0 (zero for a ReLU) for
+    every probe example and position: no gradient reaches it. Besides the share dead now, it tracks the share
+    dead at every probe since step `since`: permanently dead units, as opposed to ones that flicker back to life.
+    """
+
+    name = "dead_units"
+
+    def __init__(self, model: nn.Module, layers: list[Layer], probe_x: torch.Tensor, every: int, last: int = 0,
+                 since: int = 0, chunk: int = 128):
+        self.model, self.probe_x, self.chunk = model, probe_x, chunk
+        self.every, self.last, self.since = every, last, since
+        self.layers = [layer for layer in layers if layer.kind == RELU_LIKE]
+        self.always_dead: dict[str, torch.Tensor] = {}  # (units,) bool per layer, on the device
+        self.history: dict[str, list[tuple[int, float]]] = {}  # layer -> (step, share dead)
+
+    def after_step(self, step: int, readings: Readings) -> None:
+        if self.every and (step % self.every == 0 or step == self.last):
+            readings.scalars.update(self.measure(step))
+
+    @torch.no_grad()
+    def measure(self, step: int) -> dict[str, torch.Tensor]:
+        """{tag: 0-d tensor} for dead/<layer> and, from step `since` on, dead_permanent/<layer>."""
+        outputs: dict[str, torch.Tensor] = {}  # per layer: dead in every chunk so far
+
+        def hook(module: nn.Module, inputs: tuple, out: torch.Tensor, name: str) -> None:
+            dead = stats.dead_units(out)
+            outputs[name] = outputs[name] & dead if name in outputs else dead
+
+        handles = [layer.module.register_forward_hook(partial(hook, name=layer.name)) for layer in self.layers]
+        try:
+            # BN takes each chunk's statistics, as in training; a chunk without gradients costs less memory
+            # than a training step of the same size
+            with batch_statistics(self.model):
+                for start in range(0, len(self.probe_x), self.chunk):
+                    self.model(self.probe_x[start:start + self.chunk])
+        finally:
+            for handle in handles:
+                handle.remove()
+        result = {}
+        for name, dead in outputs.items():
+            result[f"dead/{name}"] = dead.float().mean()
+            if step >= self.since:
+                self.always_dead[name] = self.always_dead.get(name, dead) & dead
+                result[f"dead_permanent/{name}"] = self.always_dead[name].float().mean()
+        return result
+
+    def read_back(self, step: int, values: dict[str, float]) -> None:
+        for tag, value in values.items():
+            if tag.startswith("dead/"):
+                self.history.setdefault(tag[len("dead/"):], []).append((step, value))
+
+    def finish(self, metrics: RunMetrics) -> None:
+        metrics.dead_history = {name: list(points) for name, points in self.history.items()}
+
+    def state(self) -> dict[str, Any]:
+        return {"always_dead": dict(self.always_dead), "history": {k: list(v) for k, v in self.history.items()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        device = self.probe_x.device
+        self.always_dead = {name: mask.to(device) for name, mask in state.get("always_dead", {}).items()}
+        self.history = {name: [tuple(p) for p in points] for name, points in state.get("history", {}).items()}

@@ -1,0 +1,60 @@
+"""Which instruments measure what: a training run, a divergence replay, a probe at initialisation. The order of a
+list is the order the Monitor calls them in: an instrument that runs the model itself before a step (the
+landscape) comes before the hooks attach, and one that runs it after the step (dead units) after they are gone."""
+
+
+import torch
+
+from diagnose.build import Run
+from diagnose.console import console
+from diagnose.diagnostics.batchnorm import BatchNormStats
+from diagnose.diagnostics.dead_units import DeadUnits
+from diagnose.diagnostics.depth import DepthFigure
+from diagnose.diagnostics.landscape import Landscape
+from diagnose.diagnostics.layer_stats import ActivationStats, Schedule, WeightStats
+from diagnose.diagnostics.layers import Layer, measured_layers
+from diagnose.diagnostics.monitor import Instrument, Monitor
+from diagnose.training.evaluate import evaluate
+
+
+def for_training(run: Run, writer: object) -> Monitor:
+    """Everything `run.diag` asks for, writing to `writer`."""
+    diag, model = run.diag, run.model
+    layers = measured_layers(model, run.act, run.norm)
+    schedule = Schedule(diag.every, diag.hist_every, last=run.total_steps)
+    prepare = run.prepare
+    instruments: list[Instrument] = []
+    if diag.landscape:
+        instruments.append(Landscape(model, run.loss_fn, lambda: run.optimizer.param_groups[0]["lr"],
+                                     diag.landscape_every))
+    train_mode_accuracy = None
+    if diag.bn_eval_gap and len(run.data.val_y):
+        def train_mode_accuracy() -> float:
+            return evaluate(model, run.loss_fn, run.data.val_x, run.data.val_y, prepare, batch=max(run.batch, 2),
+                            batch_stats=True)[1]  # BN needs 2 examples
+    instruments += [ActivationStats(layers, schedule, diag), BatchNormStats(layers, schedule, train_mode_accuracy),
+                    WeightStats(layers, schedule, diag)]
+    probe_x = prepare(run.data.val_x[:diag.probe_size])  # held out from training, fixed for the whole run
+    if diag.probe_every and len(probe_x):
+        instruments.append(DeadUnits(model, layers, probe_x, diag.probe_every, last=run.total_steps,
+                                     since=diag.dead_since, chunk=max(run.batch, 128)))
+    elif diag.probe_every:
+        console.print("[yellow]data.val_size=0: no held-out examples for the dead-unit probe, so dead ReLUs are not "
+                      "measured (and there is no validation).")
+    monitor = Monitor(layers, instruments, writer)
+    instruments.append(DepthFigure(writer, [layer.name for layer in layers], monitor.latest))
+    return monitor
+
+
+def for_replay(layers: list[Layer], settings: object) -> Monitor:
+    """Every layer's statistics at every step, written nowhere: to find the first non-finite one."""
+    always = Schedule(always=True)
+    return Monitor(layers, [ActivationStats(layers, always, settings), WeightStats(layers, always, settings)])
+
+
+def for_probe(model: torch.nn.Module, layers: list[Layer], x: torch.Tensor, settings: object) -> Monitor:
+    """One batch, every statistic and the dead units on the batch itself, written nowhere (the probe writes its own
+    series, against depth)."""
+    always = Schedule(always=True)
+    return Monitor(layers, [ActivationStats(layers, always, settings), WeightStats(layers, always, settings),
+                            DeadUnits(model, layers, x, every=1, chunk=len(x))])

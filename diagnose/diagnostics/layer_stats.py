@@ -1,0 +1,136 @@
+"""Per-layer statistics on the steps that measure: each layer's output and the gradient w.r.t. it (by hooks attached
+for that step only), each weight, its gradient and its update. What is computed is the metric table's business
+(metrics.py); these instruments decide when, and hand each metric the tensors it is computed from."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from diagnose.diagnostics import stats
+from diagnose.diagnostics.layers import Layer
+from diagnose.diagnostics.metrics import Seen, computed_from
+from diagnose.diagnostics.monitor import Instrument, Readings
+from diagnose.results import RunMetrics
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which steps measure: statistics every `every` steps and at the run's `last` one (so a short run still ends
+    with per-layer numbers), histograms every `hist_every`; `always` measures every step (a divergence replay,
+    the probe) without histograms."""
+
+    every: int = 0
+    hist_every: int = 0
+    last: int = 0
+    always: bool = False
+
+    def stats(self, step: int) -> bool:
+        return self.always or (self.every > 0 and (step % self.every == 0 or step == self.last))
+
+    def histograms(self, step: int) -> bool:
+        return not self.always and self.hist_every > 0 and step % self.hist_every == 0
+
+
+def _add(readings: Readings, source: str, x: torch.Tensor, layer: Layer, settings: object) -> Seen:
+    """Every metric of the table computed from `source`, for `layer`."""
+    seen = Seen(x, layer, settings)
+    for metric in computed_from(source):
+        value = metric.compute(seen)
+        if value is not None:
+            readings.scalars[f"{metric.name}/{layer.name}"] = value
+    return seen
+
+
+class ActivationStats(Instrument):
+    """Each layer's output and the gradient w.r.t. it, on the measuring steps. Hooks live only for those steps and
+    are removed after the backward pass, so the model runs bare in between."""
+
+    def __init__(self, layers: list[Layer], schedule: Schedule, settings: object):
+        self.layers, self.schedule, self.settings = layers, schedule, settings
+        self._handles: list[RemovableHandle] = []
+
+    def before_step(self, step: int, x: torch.Tensor, y: torch.Tensor, readings: Readings) -> None:
+        measure, draw = self.schedule.stats(step), self.schedule.histograms(step)
+        if measure or draw:
+            self._handles = [layer.module.register_forward_hook(self._forward_hook(layer, readings, measure, draw))
+                             for layer in self.layers]
+
+    def _forward_hook(self, layer: Layer, readings: Readings, measure: bool, draw: bool):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if measure:
+                seen = _add(readings, "output", output, layer, self.settings)
+                readings.finite.append((layer.name, "activation", seen.mean))  # NaN/Inf exactly when an entry is
+            if draw:
+                readings.histograms[f"act/{layer.name}"] = stats.histogram_sample(output)
+            if output.requires_grad:
+                output.register_hook(self._grad_hook(layer, readings, measure, draw))
+
+        return hook
+
+    def _grad_hook(self, layer: Layer, readings: Readings, measure: bool, draw: bool):
+        def hook(grad: torch.Tensor) -> None:
+            if measure:
+                seen = _add(readings, "output_grad", grad, layer, self.settings)
+                readings.finite.append((layer.name, "gradient", seen.mean))
+            if draw:
+                readings.histograms[f"grad/{layer.name}"] = stats.histogram_sample(grad)
+
+        return hook
+
+    def after_backward(self, step: int, readings: Readings) -> None:
+        self.close()  # the gradient hooks sit on this step's tensors and went with them
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+class WeightStats(Instrument):
+    """Every conv/linear weight: its norm, its gradient, and the update the optimizer made of it."""
+
+    def __init__(self, layers: list[Layer], schedule: Schedule, settings: object):
+        self.layers = [layer for layer in layers if layer.role == "weight"]
+        self.schedule, self.settings = schedule, settings
+        self._before: list[torch.Tensor] = []
+
+    def after_backward(self, step: int, readings: Readings) -> None:
+        if self.schedule.stats(step):
+            for layer in self.layers:
+                weight = layer.module.weight
+                if weight.grad is None:
+                    continue
+                _add(readings, "weight", weight, layer, self.settings)
+                _add(readings, "weight_grad", weight.grad, layer, self.settings)
+                # the largest |entry| is NaN/Inf exactly when an entry is: unlike a sum or the norm's squares, it
+                # cannot overflow while every entry is finite
+                biggest = torch.linalg.vector_norm(weight.grad.detach(), ord=float("inf"))
+                readings.finite.append((layer.name, "weight gradient", biggest))
+            self._before = [layer.module.weight.detach().clone() for layer in self.layers]
+        if self.schedule.histograms(step):
+            for layer in self.layers:
+                weight = layer.module.weight
+                readings.histograms[f"weight/{layer.name}"] = stats.histogram_sample(weight)
+                if weight.grad is not None:
+                    readings.histograms[f"weight_grad/{layer.name}"] = stats.histogram_sample(weight.grad)
+
+    def after_step(self, step: int, readings: Readings) -> None:
+        for layer, before in zip(self.layers, self._before, strict=False):  # none: a histogram-only step
+            # Karpathy's update:data ratio; about 1e-3 is healthy, far above or below is not
+            ratio = (layer.module.weight.detach() - before).norm() / before.norm().clamp(min=1e-12)
+            readings.scalars[f"update_ratio/{layer.name}"] = ratio
+        self._before = []
+
+    def finish(self, metrics: RunMetrics) -> None:
+        # all units of a layer with identical weights get identical gradients, so they stay identical forever
+        metrics.symmetric_layers = [layer.name for layer in self.layers if _units_identical(layer.module.weight)]
+
+    def close(self) -> None:
+        self._before = []
+
+
+def _units_identical(weight: torch.Tensor) -> bool:
+    """Every output unit has the same incoming weights, and the same gradient where there is one."""
+    return stats.units_identical(weight) and (weight.grad is None or stats.units_identical(weight.grad))

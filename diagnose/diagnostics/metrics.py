@@ -1,0 +1,113 @@
+"""The per-layer metrics, each declared once: its TensorBoard tag, chart, report and probe column, whether a run mean
+is kept, and, for the metrics of a layer's output or output gradient, how it is computed. The dashboard, the
+report, the probe table and the instruments all read this table.
+
+A metric of a tensor the hooks already see is one entry here: `of` names the tensor ("output", "output_grad",
+"weight", "weight_grad"), `compute` turns a `Seen` of it into a 0-d tensor (or None where it does not apply).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from diagnose.components.activations import SATURATING
+from diagnose.diagnostics import stats
+from diagnose.diagnostics.layers import Layer
+
+
+class Seen:
+    """One tensor at one layer on a measuring step, with the statistics several metrics share computed once."""
+
+    def __init__(self, x: torch.Tensor, layer: Layer, settings: Any):
+        self.x, self.layer, self.settings = x.detach(), layer, settings
+
+    @cached_property
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return stats.mean_std(self.x)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.mean_std[0]
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.mean_std[1]
+
+    @property
+    def norm(self) -> torch.Tensor:
+        return stats.norm_from(self.mean, self.std, self.x.numel())
+
+
+@dataclass(frozen=True)
+class LayerMetric:
+    name: str  # tags are <name>/<layer>
+    title: str  # its Custom Scalars chart
+    chart: str | None  # the dashboard category the chart is in; None: not charted
+    column: str | None = None  # its column in `diagnose report`'s layer table
+    probe: str | None = None  # its column in `diagnose probe`'s table (and a probe/<name> series against depth)
+    run_mean: bool = False  # also kept as a mean over every measuring step: findings read that
+    reference: float | None = None  # a healthy value, drawn as a line on its chart
+    of: str | None = None  # what the generic instruments compute it from; None: an instrument of its own
+    compute: Callable[[Seen], torch.Tensor | None] | None = None
+
+
+def _saturation(seen: Seen) -> torch.Tensor | None:
+    if seen.layer.kind != SATURATING:
+        return None
+    return seen.layer.entry.saturated(seen.x.float(), seen.settings).float().mean()
+
+
+def _zero_fraction(seen: Seen) -> torch.Tensor:
+    return stats.zero_fraction(seen.x)
+
+
+UPDATE_RATIO_REFERENCE = 1e-3  # Karpathy's rule of thumb for the update/weight ratio
+
+LAYER_METRICS = [
+    # activations: every conv/linear, norm and activation output
+    LayerMetric("act_std", "std of each layer's output", "activations", column="act std", probe="act std",
+                of="output", compute=lambda seen: seen.std),
+    LayerMetric("act_mean", "mean of each layer's output", "activations", probe="act mean",
+                of="output", compute=lambda seen: seen.mean),
+    LayerMetric("act_zero", "fraction of exact zeros", "activations", of="output", compute=_zero_fraction),
+    LayerMetric("saturation", "saturated fraction (sigmoid/tanh)", "activations", column="saturated",
+                probe="saturated", of="output", compute=_saturation),
+    # dead units: DeadUnits, on a fixed probe batch
+    LayerMetric("dead", "dead units on the probe batch", "dead units", column="dead", probe="dead"),
+    LayerMetric("dead_permanent", "permanently dead units", "dead units"),
+    # gradients w.r.t. each output, and of the weights
+    LayerMetric("grad_norm", "L2 norm of the gradient w.r.t. each output", "gradients", column="grad norm",
+                of="output_grad", compute=lambda seen: seen.norm),
+    LayerMetric("grad_std", "std of the gradient w.r.t. each output", "gradients", probe="grad std",
+                of="output_grad", compute=lambda seen: seen.std),
+    LayerMetric("grad_mean", "mean of the gradient w.r.t. each output", None,
+                of="output_grad", compute=lambda seen: seen.mean),
+    LayerMetric("weight_grad_norm", "weight gradient norm", "gradients",
+                of="weight_grad", compute=lambda seen: torch.linalg.vector_norm(seen.x)),
+    LayerMetric("update_ratio", "update / weight ratio (reference line: 1e-3)", "gradients", column="update/weight",
+                run_mean=True, reference=UPDATE_RATIO_REFERENCE),
+    LayerMetric("sign_agreement", "sign agreement of weight gradients (1 = zig-zag)", "gradients",
+                column="sign agree", run_mean=True, of="weight_grad",
+                compute=lambda seen: stats.sign_agreement(seen.x)),
+    # weights
+    LayerMetric("weight_norm", "weight norm", "weights",
+                of="weight", compute=lambda seen: torch.linalg.vector_norm(seen.x)),
+    # normalisation: BatchNorms' batch statistics against their running ones (BatchNormStats)
+    LayerMetric("bn_shift", "BN batch mean vs running mean (in running stds)", "normalisation"),
+    LayerMetric("bn_var_ratio", "BN batch var / running var", "normalisation"),
+    LayerMetric("bin_rho", "Batch-Instance Norm rho (1 = BN, 0 = IN)", "normalisation"),
+]
+METRICS = {metric.name: metric for metric in LAYER_METRICS}
+
+
+def computed_from(source: str) -> list[LayerMetric]:
+    """The metrics the generic instruments compute from `source` ("output", "output_grad", ...)."""
+    return [metric for metric in LAYER_METRICS if metric.of == source]  # read at each call: tests extend the table
+
+
+def metric_of(tag: str) -> LayerMetric | None:
+    """The metric a `<metric>/<layer>` tag belongs to."""
+    return METRICS.get(tag.partition("/")[0])

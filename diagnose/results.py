@@ -1,0 +1,156 @@
+"""What a run leaves behind, as types: the metrics.json of a `train` or `probe` run, read and written here only.
+
+Every derived quantity (BN's train/eval gap, a metric's run mean) is defined once, on these types; findings,
+the report, the sweep summary and the tests read them, not dicts by string keys.
+"""
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+STATUSES = ("completed", "diverged", "interrupted", "failed")
+
+
+@dataclass
+class NonFinite:
+    """Where a NaN/Inf first appeared."""
+
+    step: int
+    layer: str  # a module name, or "loss" when every measured tensor was still finite
+    tensor: str  # "activation", "gradient" (w.r.t. the layer's output), "weight gradient" or "loss"
+
+    def describe(self) -> str:
+        where = "the loss" if self.layer == "loss" else f"the {self.tensor} of layer {self.layer}"
+        return f"first non-finite value at step {self.step}, in {where}"
+
+
+@dataclass
+class Evaluation:
+    """One evaluation on the validation split."""
+
+    step: int
+    epoch: float
+    val_loss: float
+    val_acc: float
+    val_acc_bn_train_mode: float | None = None  # BN normalising by each batch's statistics, as in training
+
+    @property
+    def bn_train_eval_gap(self) -> float | None:
+        """Val accuracy with BN in train mode (batch statistics) minus in eval mode (running statistics):
+        positive when the running statistics misrepresent what the layers see in training."""
+        return None if self.val_acc_bn_train_mode is None else self.val_acc_bn_train_mode - self.val_acc
+
+
+@dataclass
+class Final:
+    """The run's last numbers; a split that was not evaluated is None (and left out of metrics.json)."""
+
+    train_loss: float | None = None  # mean over the last log window
+    train_acc: float | None = None
+    val_loss: float | None = None
+    val_acc: float | None = None
+    test_loss: float | None = None  # only for a completed run
+    test_acc: float | None = None
+    loss: float | None = None  # probe: the loss of its one batch at initialisation
+
+
+@dataclass
+class LayerRecord:
+    """A measured layer's last values, by metric name (diagnostics/metrics.py declares the metrics)."""
+
+    role: str  # "weight" (conv/linear), "norm" or "act"
+    kind: str  # the registry entry's kind: relu_like, saturating, batch, ...; "weight" for conv/linear
+    values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    severity: str  # "error", "warning" or "info"
+    message: str  # what is seen, with the evidence
+    remedy: str
+    layer: str | None = None
+    step: int | None = None
+    value: float | None = None
+
+    def text(self) -> str:
+        return f"{self.message} - {self.remedy}"
+
+
+@dataclass
+class RunMetrics:
+    status: str  # one of STATUSES
+    command: str = "train"  # or "probe"
+    steps: int = 0
+    epochs: float = 0.0
+    wall_time_s: float = 0.0
+    images_per_s: float = 0.0  # training images per second of training (evaluations excluded)
+    final: Final = field(default_factory=Final)
+    history: list[Evaluation] = field(default_factory=list)  # one per evaluation
+    nonfinite: NonFinite | None = None
+    layers: dict[str, LayerRecord] = field(default_factory=dict)  # in forward order
+    dead_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # layer -> (step, dead share)
+    run_means: dict[str, float] = field(default_factory=dict)  # tag -> mean over every measuring step
+    symmetric_layers: list[str] = field(default_factory=list)  # every unit with the same weights: never breaks
+    config: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    error: str | None = None  # why a failed job failed
+
+    def value(self, metric: str, layer: str) -> float | None:
+        """The last measured `metric` of `layer`, None where it was not measured."""
+        record = self.layers.get(layer)
+        return None if record is None else record.values.get(metric)
+
+    def over_layers(self, metric: str, role: str | None = None) -> list[tuple[str, float]]:
+        """(layer, last value) of every layer (of `role`) that has `metric`, in forward order."""
+        return [(name, record.values[metric]) for name, record in self.layers.items()
+                if metric in record.values and role in (None, record.role)]
+
+    def over_run(self, metric: str) -> dict[str, float]:
+        """{layer: value} of `metric`: its mean over the run where it is kept (a single step's value is noisy, and a
+        schedule that ends at lr 0 makes the last update ratio tiny by design), else the last measurement."""
+        prefix = f"{metric}/"
+        means = {tag[len(prefix):]: v for tag, v in self.run_means.items() if tag.startswith(prefix)}
+        return means or dict(self.over_layers(metric))
+
+    @property
+    def last_evaluation(self) -> Evaluation | None:
+        return self.history[-1] if self.history else None
+
+    @property
+    def bn_train_eval_gap(self) -> float | None:
+        """BN's train/eval gap at the last evaluation (Evaluation.bn_train_eval_gap)."""
+        return None if self.last_evaluation is None else self.last_evaluation.bn_train_eval_gap
+
+    def to_json(self) -> dict[str, Any]:
+        """The metrics.json object. Values that are not finite (a diverged run's loss) stay floats: Python writes
+        them as NaN/Infinity."""
+        data = asdict(self)
+        data["final"] = {key: value for key, value in data["final"].items() if value is not None}
+        data["history"] = [{k: v for k, v in entry.items() if v is not None} for entry in data["history"]]
+        data["layers"] = {name: {"role": record["role"], "kind": record["kind"], **record["values"]}
+                          for name, record in data["layers"].items()}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunMetrics":
+        """Read a metrics.json object, also one written before a key existed (it takes its default)."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["final"] = Final(**{k: v for k, v in (data.get("final") or {}).items()
+                                   if k in Final.__dataclass_fields__})
+        values["history"] = [Evaluation(**{k: v for k, v in entry.items() if k in Evaluation.__dataclass_fields__})
+                             for entry in data.get("history") or []]
+        values["nonfinite"] = NonFinite(**data["nonfinite"]) if data.get("nonfinite") else None
+        values["layers"] = {name: _layer_record(name, entry) for name, entry in (data.get("layers") or {}).items()}
+        values["dead_history"] = {name: [tuple(point) for point in points]
+                                  for name, points in (data.get("dead_history") or {}).items()}
+        values["findings"] = [Finding(**f) for f in data.get("findings") or []]
+        return cls(**values)
+
+
+def _layer_record(name: str, entry: dict[str, Any]) -> LayerRecord:
+    entry = dict(entry)
+    # written before roles were stored: the blocks' naming (models/blocks.py) says what a layer is
+    role = entry.pop("role", "act" if name.endswith(".act") else "norm" if name.endswith(".norm") else "weight")
+    kind = entry.pop("kind", role)
+    return LayerRecord(role, kind, {k: float(v) for k, v in entry.items() if isinstance(v, int | float)})
