@@ -12,6 +12,15 @@ from omegaconf import DictConfig
 from diagnose.cli import config_dir
 from diagnose.cli.overrides import composed
 
+# Tests run side by side (pytest-xdist, one worker a core): each worker and each `diagnose` it starts gets one
+# intra-op thread, as two torch processes spinning up every core's worth of threads slow each other several-fold
+# (and tiny models are faster on one thread anyway).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 CONF = config_dir()
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 

@@ -11,7 +11,7 @@ from conftest import TINY, TINY_DATA, run_cli
 from idx_files import write_idx
 
 from diagnose.build import build_run
-from diagnose.cli.commands import command_help
+from diagnose.cli.commands import command_help, main
 from diagnose.cli.overrides import check_command_line, composed
 from diagnose.components.activations import ACTIVATIONS
 from diagnose.components.inits import INITS
@@ -20,10 +20,12 @@ from diagnose.errors import UserError
 from diagnose.probe import probe
 
 
-def test_help_lists_the_commands(tmp_path):
-    result = run_cli(["--help"], tmp_path)
-    assert result.returncode == 0
-    assert "train" in result.stdout and "usage: diagnose" in result.stdout
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    said = capsys.readouterr().out
+    assert stopped.value.code == 0 and "usage: diagnose" in said
+    assert all(f"  {command} " in said for command in ("train", "probe", "report"))
 
 
 def test_train_help_lists_config_groups_and_their_options():
@@ -55,14 +57,6 @@ def test_a_diverging_run_says_where_and_exits_nonzero(tmp_path):
     assert metrics["status"] == "diverged"
     found = metrics["nonfinite"]
     assert f"step {found['step']}" in said and found["layer"] in said and "Traceback" not in said
-
-
-def test_multirun_runs_every_job_in_a_folder_named_by_its_overrides(tmp_path):
-    tiny = [o for o in TINY if not o.startswith("batch=")]
-    result = run_cli(["train", "-m", *tiny, "norm=bn,gn", "batch=4,8"], tmp_path)
-    assert result.returncode == 0, result.stderr
-    jobs = sorted(p.parent.name for p in (tmp_path / "outputs" / "multirun").glob("*/*/*/metrics.json"))
-    assert jobs == ["batch=4,norm=bn", "batch=4,norm=gn", "batch=8,norm=bn", "batch=8,norm=gn"]
 
 
 def train_tiny(*overrides: str) -> list[str]:
@@ -145,12 +139,13 @@ def test_user_errors_get_one_clear_message(case, tmp_path):
     assert "\n" not in str(said) and len(said) < 600
 
 
-def test_a_user_error_exits_2_with_one_line_and_leaves_no_folder(tmp_path):
-    for args in (train_tiny("batch=0"), train_tiny("device=mps"), ["trian"]):  # early check, while building, command
-        result = run_cli(args, tmp_path)
-        assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr + result.stdout
-        assert not (tmp_path / "outputs").exists(), "a failed run must not leave a run folder behind"
+@pytest.mark.parametrize("args", [train_tiny("batch=0"), train_tiny("device=mps"), ["trian"]],
+                         ids=["found by the early check", "found while building", "unknown command"])
+def test_a_user_error_exits_2_with_one_line_and_leaves_no_folder(args, tmp_path):
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "outputs").exists(), "a failed run must not leave a run folder behind"
 
 
 def test_an_unwritable_output_folder_is_said_in_one_line(tmp_path):

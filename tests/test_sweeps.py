@@ -5,8 +5,11 @@ import json
 
 import pytest
 from conftest import TINY, needs_fashion, run_cli
+from filelock import FileLock
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
+
+from diagnose.cli.commands import main
 
 SWEEP_TINY = [o for o in TINY if not o.startswith("batch=")]
 
@@ -16,13 +19,19 @@ def sweep_dir_of(tmp_path):
     return sweep
 
 
-@pytest.fixture(scope="module")
-def bn_gn_sweep(tmp_path_factory):
-    """A 2x2 sweep, norm x batch, on tiny synthetic data."""
-    cwd = tmp_path_factory.mktemp("sweep")
-    result = run_cli(["train", "-m", *SWEEP_TINY, "norm=bn,gn", "batch=8,16"], cwd)
-    assert result.returncode == 0, result.stderr
-    return sweep_dir_of(cwd), result
+@pytest.fixture(scope="session")
+def bn_gn_sweep(tmp_path_factory, worker_id) -> tuple:
+    """A 2x2 sweep, norm x batch, on tiny synthetic data: (its folder, what it printed). Made once, also when the
+    tests run in several pytest-xdist workers: the first makes it in their shared folder, the others wait for it."""
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    cwd, printed = shared / "bn_gn_sweep", shared / "bn_gn_sweep.stderr"
+    with FileLock(str(shared / "bn_gn_sweep.lock")):
+        if not printed.exists():
+            cwd.mkdir()
+            result = run_cli(["train", "-m", *SWEEP_TINY, "norm=bn,gn", "batch=8,16"], cwd)
+            assert result.returncode == 0, result.stderr
+            printed.write_text(result.stderr)
+    return sweep_dir_of(cwd), printed.read_text()
 
 
 def test_every_job_runs_in_a_folder_named_by_what_varies(bn_gn_sweep):
@@ -60,14 +69,15 @@ def test_hparams_rows_are_written_into_each_job_folder(bn_gn_sweep):
 
 
 def test_summary_csv_and_the_terminal_table(bn_gn_sweep):
-    sweep, result = bn_gn_sweep
+    sweep, printed = bn_gn_sweep
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert sorted((r["norm"], r["batch"], r["status"]) for r in rows) == [
         ("bn", "16", "completed"), ("bn", "8", "completed"), ("gn", "16", "completed"), ("gn", "8", "completed")]
     assert all(0 <= float(r["val_acc"]) <= 1 for r in rows)
-    assert "bn_train_eval_gap" in result.stderr and "sweep" in result.stderr
+    assert "bn_train_eval_gap" in printed and "sweep" in printed
 
 
+@pytest.mark.slow
 def test_a_failing_job_is_recorded_and_the_others_go_on(tmp_path):
     # GN's default 8 groups do not divide 6 channels: that job fails, the BN one trains
     result = run_cli(["train", "-m", *TINY, "model.widths=[6,12]", "norm=bn,gn"], tmp_path)
@@ -81,6 +91,7 @@ def test_a_failing_job_is_recorded_and_the_others_go_on(tmp_path):
     assert rows == {"bn": "completed", "gn": "failed"}
 
 
+@pytest.mark.slow
 def test_a_diverging_job_is_recorded_and_the_others_go_on(tmp_path):
     result = run_cli(["train", "-m", *TINY, "norm=none", "optim.momentum=0.0", "steps=20", "lr=0.01,1e12"], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -91,23 +102,30 @@ def test_a_diverging_job_is_recorded_and_the_others_go_on(tmp_path):
     assert rows == {0.01: "completed", 1e12: "diverged"}
 
 
-def test_report_on_a_sweep_and_on_one_run(bn_gn_sweep, tmp_path):
+def report(args: list[str], capsys) -> str:
+    """What `diagnose report ARGS` prints (run in this process: report is plain Python, no Hydra)."""
+    main(["report", *args])
+    return capsys.readouterr().out
+
+
+def test_report_on_a_sweep_and_on_one_run(bn_gn_sweep, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
     sweep, _ = bn_gn_sweep
-    table = run_cli(["report", str(sweep)], tmp_path)
-    assert table.returncode == 0, table.stderr
-    assert "batch-size sensitivity" in table.stdout and "norm=gn" in table.stdout and "batch=16" in table.stdout
-    as_json = json.loads(run_cli(["report", str(sweep), "--json"], tmp_path).stdout)
+    table = report([str(sweep)], capsys)
+    assert "batch-size sensitivity" in table and "norm=gn" in table and "batch=16" in table
+    as_json = json.loads(report([str(sweep), "--json"], capsys))
     assert as_json["swept"] == ["norm", "batch"] and len(as_json["runs"]) == 4
-    one = run_cli(["report", str(sweep / "batch=8,norm=bn"), "--json"], tmp_path)
-    (run,) = json.loads(one.stdout)["runs"]
+    (run,) = json.loads(report([str(sweep / "batch=8,norm=bn"), "--json"], capsys))["runs"]
     assert run["status"] == "completed" and "features.0.act" in run["layers"]
-    text = run_cli(["report", str(sweep / "batch=8,norm=bn")], tmp_path).stdout
+    text = report([str(sweep / "batch=8,norm=bn")], capsys)
     assert "test_acc" in text and "features.0.conv" in text and "act std" in text
 
 
-def test_report_on_a_folder_without_runs_is_a_clear_error(tmp_path):
-    result = run_cli(["report", str(tmp_path)], tmp_path)
-    assert result.returncode == 2 and "holds no runs" in result.stderr and "Traceback" not in result.stderr
+def test_report_on_a_folder_without_runs_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["report", str(tmp_path)])
+    said = capsys.readouterr().err
+    assert stopped.value.code == 2 and "holds no runs" in " ".join(said.split()) and "Traceback" not in said
 
 
 @pytest.mark.slow
