@@ -25,23 +25,21 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 def worker(args: argparse.Namespace) -> None:
     import torch
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from diagnose.build import build_run
-    from diagnose.cli import config_dir
+    from diagnose.cli.overrides import composed
+    from diagnose.config import to_dict
     from diagnose.training.loop import train
 
     overrides = [f"diag={args.worker}", f"steps={args.steps}", f"device={args.device}", f"batch={args.batch}",
                  f"data={args.data}", "data.val_size=1000"]
     overrides += ["data.subset=10000"] if args.data != "synthetic" else ["data.train_count=11000"]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = composed("train", overrides)
     run = build_run(cfg)
     reset_peak_rss()  # measure the peak during training, not while the dataset was decompressed
     with tempfile.TemporaryDirectory() as out:
-        metrics = train(run, Path(out), OmegaConf.to_container(cfg, resolve=True))
-    result = {"steps_per_s": metrics["images_per_s"] / cfg.batch, "peak_rss_mb": peak_rss_mb(),
+        metrics = train(run, Path(out), to_dict(cfg))
+    result = {"steps_per_s": metrics.images_per_s / cfg.batch, "peak_rss_mb": peak_rss_mb(),
               "device": str(run.device)}
     if run.device.type == "cuda":
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20

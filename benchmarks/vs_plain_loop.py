@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from diagnose.build import build_run
-from diagnose.cli import config_dir
+from diagnose.cli.overrides import composed
+from diagnose.config import TrainConfig, to_dict
 from diagnose.data import to_input
 from diagnose.training.loop import train
 
@@ -41,23 +40,22 @@ STEPS_SCALE = {"cnn": 1, "mlp": 10}
 LOOPS = ["plain", "off", "default"]  # the hand-written loop, the trainer with diag=off, with diag=default
 
 
-def config(model: str, batch: int, steps: int, diag: str, args: argparse.Namespace) -> DictConfig:
+def config(model: str, batch: int, steps: int, diag: str, args: argparse.Namespace) -> TrainConfig:
     data = ["data=fashion_mnist", "data.subset=20000"] if args.data == "fashion_mnist" else \
         ["data=synthetic", "data.train_count=21000"]
     overrides = [*MODELS[model], *data, f"batch={batch}", f"steps={steps}", f"diag={diag}", f"device={args.device}",
                  "data.val_size=1000"]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return composed("train", overrides)
 
 
-def trainer_steps_per_s(cfg: DictConfig) -> float:
+def trainer_steps_per_s(cfg: TrainConfig) -> float:
     run = build_run(cfg)
     with tempfile.TemporaryDirectory() as out:
-        metrics = train(run, Path(out), OmegaConf.to_container(cfg, resolve=True))
-    return metrics["images_per_s"] / cfg.batch
+        metrics = train(run, Path(out), to_dict(cfg))
+    return metrics.images_per_s / cfg.batch
 
 
-def plain_steps_per_s(cfg: DictConfig) -> float:
+def plain_steps_per_s(cfg: TrainConfig) -> float:
     """pytorch/examples mnist/main.py's loop, on the same model, data, optimizer settings and schedule."""
     run = build_run(cfg)  # the same model and init as the trainer's
     # the optimizer as a user writes it: torch's default update (the trainer picks the fused one)
@@ -130,7 +128,7 @@ def memory_over_epochs(args: argparse.Namespace) -> None:
     run = build_run(cfg)
     reset_peak_rss()
     with tempfile.TemporaryDirectory() as out:
-        train(run, Path(out), OmegaConf.to_container(cfg, resolve=True))
+        train(run, Path(out), to_dict(cfg))
     print(f"memory, default CNN, batch 128, diag={args.memory_diag}, peak RSS per epoch: "
           + ", ".join(f"{p:.1f} MB" for p in peaks)
           + f" (epoch {len(peaks)} - epoch 1: {peaks[-1] - peaks[0]:+.1f} MB)")
