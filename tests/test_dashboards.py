@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from diagnose.build import build_run
 from diagnose.config import to_dict
+from diagnose.diagnostics.layer_stats import Schedule
 from diagnose.training.loop import train
 
 LAYERS = ["features.0.conv", "features.0.norm", "features.0.act", "features.2.conv", "features.2.act"]
@@ -54,7 +55,18 @@ def test_the_event_file_holds_every_per_layer_metric(run_dir):
 def test_full_diagnostics_measure_every_step(run_dir):
     events = EventAccumulator(str(run_dir)).Reload()
     assert [e.step for e in events.Scalars("act_std/features.0.act")] == list(range(1, 13))
-    assert [e.step for e in events.Scalars("dead/features.0.act")] == [4, 8, 12]
+    # the probe at initialisation and often enough for 10 points: every 2 steps here, below probe_every=4
+    assert [e.step for e in events.Scalars("dead/features.0.act")] == [1, 2, 4, 6, 8, 10, 12]
+
+
+@pytest.mark.parametrize(("every", "last", "measured"), [
+    (100, 78, [1, *range(4, 77, 4), 78]),  # a short run: 20 points, not one
+    (100, 5000, [1, *range(100, 5001, 100)]),  # a long one: every 100 steps
+    (0, 78, []),  # diag=off measures nothing
+])
+def test_every_run_is_measured_at_init_often_enough_for_a_curve_and_at_the_end(every, last, measured):
+    schedule = Schedule(every=every, last=last)
+    assert [step for step in range(1, last + 1) if schedule.stats(step)] == measured
 
 
 def test_saturation_is_logged_for_sigmoid_layers_only(tmp_path):

@@ -8,14 +8,18 @@ from torch import nn
 
 from diagnose.components.activations import RELU_LIKE
 from diagnose.diagnostics import stats
+from diagnose.diagnostics.layer_stats import due
 from diagnose.diagnostics.layers import Layer
 from diagnose.diagnostics.monitor import Instrument, Readings
 from diagnose.models.modes import batch_statistics
 from diagnose.results import RunMetrics
 
+PROBES = 10  # a run's dead-unit curve gets at least this many points: each costs a forward pass of the probe batch
+
 
 class DeadUnits(Instrument):
-    """Dead units of every ReLU layer on a fixed probe batch, every `every` steps and at the `last` one.
+    """Dead units of every ReLU layer on a fixed probe batch, at initialisation, every `every` steps at most (often
+    enough for PROBES points over the run) and at the `last` one; `always`: every step (the probe's one).
 
     A unit (a channel of a conv map, a neuron of an MLP) is dead when its output is <= 0 (zero for a ReLU) for
     every probe example and position: no gradient reaches it. Besides the share dead now, it tracks the share
@@ -24,16 +28,16 @@ class DeadUnits(Instrument):
 
     name = "dead_units"
 
-    def __init__(self, model: nn.Module, layers: list[Layer], probe_x: torch.Tensor, every: int, last: int = 0,
-                 since: int = 0, chunk: int = 128):
+    def __init__(self, model: nn.Module, layers: list[Layer], probe_x: torch.Tensor, every: int = 0, last: int = 0,
+                 since: int = 0, chunk: int = 128, always: bool = False):
         self.model, self.probe_x, self.chunk = model, probe_x, chunk
-        self.every, self.last, self.since = every, last, since
+        self.every, self.last, self.since, self.always = every, last, since, always
         self.layers = [layer for layer in layers if layer.kind == RELU_LIKE]
         self.always_dead: dict[str, torch.Tensor] = {}  # (units,) bool per layer, on the device
         self.history: dict[str, list[tuple[int, float]]] = {}  # layer -> (step, share dead)
 
     def after_step(self, step: int, readings: Readings) -> None:
-        if self.every and (step % self.every == 0 or step == self.last):
+        if self.always or due(step, self.every, self.last, PROBES):
             readings.scalars.update(self.measure(step))
 
     @torch.no_grad()

@@ -57,4 +57,4 @@ def for_probe(model: torch.nn.Module, layers: list[Layer], x: torch.Tensor, sett
     series, against depth)."""
     always = Schedule(always=True)
     return Monitor(layers, [ActivationStats(layers, always, settings), WeightStats(layers, always, settings),
-                            DeadUnits(model, layers, x, every=1, chunk=len(x))])
+                            DeadUnits(model, layers, x, chunk=len(x), always=True)])

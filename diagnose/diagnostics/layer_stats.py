@@ -2,6 +2,7 @@
 for that step only), each weight, its gradient and its update. What is computed is the metric table's business
 (metrics.py); these instruments decide when, and hand each metric the tensors it is computed from."""
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -14,12 +15,27 @@ from diagnose.diagnostics.metrics import Seen, computed_from
 from diagnose.diagnostics.monitor import Instrument, Readings
 from diagnose.results import RunMetrics
 
+# Whatever a run's length, its per-layer curves get at least this many points and its histograms this many
+# snapshots; `every` and `hist_every` only bound how often a long run measures.
+CURVE_POINTS = 20
+SNAPSHOTS = 4
+
+
+def stride(every: int, last: int, points: int) -> int:
+    """Steps between measurements: `every` at most, and close enough for `points` of them over `last` steps."""
+    return min(every, max(1, math.ceil(last / points))) if every > 0 else 0
+
+
+def due(step: int, every: int, last: int, points: int) -> bool:
+    """Measured at initialisation (step 1), every stride steps, and at the run's `last` step; never with every=0."""
+    gap = stride(every, last, points)
+    return gap > 0 and (step == 1 or step == last or step % gap == 0)
+
 
 @dataclass(frozen=True)
 class Schedule:
-    """Which steps measure: statistics every `every` steps and at the run's `last` one (so a short run still ends
-    with per-layer numbers), histograms every `hist_every`; `always` measures every step (a divergence replay,
-    the probe) without histograms."""
+    """Which steps measure: statistics and histograms by `due`; `always` measures every step (a divergence
+    replay, the probe) without histograms."""
 
     every: int = 0
     hist_every: int = 0
@@ -27,10 +43,10 @@ class Schedule:
     always: bool = False
 
     def stats(self, step: int) -> bool:
-        return self.always or (self.every > 0 and (step % self.every == 0 or step == self.last))
+        return self.always or due(step, self.every, self.last, CURVE_POINTS)
 
     def histograms(self, step: int) -> bool:
-        return not self.always and self.hist_every > 0 and step % self.hist_every == 0
+        return not self.always and due(step, self.hist_every, self.last, SNAPSHOTS)
 
 
 def _add(readings: Readings, source: str, x: torch.Tensor, layer: Layer, settings: object) -> Seen:
