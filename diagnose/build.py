@@ -84,13 +84,15 @@ def build_loss(options: Options, n_classes: int) -> nn.Module:
 
 def dry_run(model: nn.Module, loss_fn: nn.Module, data: DeviceData, config: TrainConfig) -> None:
     """One forward pass and loss on a training-sized batch, before anything is trained or written: shapes that
-    do not fit (a norm over a 1x1 map, BatchNorm over one example) and bad loss options fail here, with a
-    message, rather than as a traceback at step 1. BN's running statistics are left as they were."""
+    do not fit (a norm over a 1x1 map, BatchNorm over one example) fail here, with a message, rather than as a
+    traceback at step 1. BN's running statistics are left as they were."""
     x = to_input(data.train_x[:config.batch], data.mean, data.std, center=config.data.center)
     with torch.no_grad(), batch_statistics(model):
         try:
             loss_fn(model(x).float(), data.train_y[:config.batch])
-        except (RuntimeError, ValueError, IndexError) as err:
+        except ValueError as err:  # what torch's norms raise for too few values; anything else is a bug
+            if "Expected more than 1" not in str(err):
+                raise
             raise UserError(f"This combination cannot train: {str(err).splitlines()[0]} (model={config.model.name}, "
                             f"norm={config.norm.name}, act={config.act.name}, loss={config.loss.name}, "
                             f"batch={config.batch}). "

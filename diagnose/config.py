@@ -198,9 +198,7 @@ class ProbeConfig(Flatness, ModelConfig):
         checks.whole("seed", self.seed, minimum=0)
 
 
-DIAG_PRESETS = ("default", "full", "off")
-
-# group -> option name -> the schema of that option's config
+# group -> option name -> the schema of that option's config: the groups whose options are registry entries
 SCHEMAS: dict[str, dict[str, type]] = {
     "act": {name: entry.options for name, entry in ACTIVATIONS.items()},
     "init": {name: entry.options for name, entry in INITS.items()},
@@ -212,14 +210,15 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "schedule": {name: entry.options for name, entry in SCHEDULES.items()},
     "clip": {name: entry.options for name, entry in CLIPS.items()},
     "data": {**dict.fromkeys(SOURCES, DataConfig), "synthetic": SyntheticConfig},
-    "diag": dict.fromkeys(DIAG_PRESETS, DiagConfig),
-    "findings": {"default": Thresholds},
 }
+# group -> the one schema of all its options: the groups whose options are presets (conf/<group>/*.yaml)
+PRESETS: dict[str, type] = {"diag": DiagConfig, "findings": Thresholds}
+GROUPS = (*SCHEMAS, *PRESETS)
 COMMANDS: dict[str, type] = {"train": TrainConfig, "probe": ProbeConfig}
 
 
 def schema(group: str, name: str) -> type:
-    return lookup(SCHEMAS[group], name, group)
+    return PRESETS[group] if group in PRESETS else lookup(SCHEMAS[group], name, group)
 
 
 def from_dict(plain: dict[str, Any] | DictConfig, command: type = TrainConfig) -> Any:
@@ -233,9 +232,9 @@ def from_dict(plain: dict[str, Any] | DictConfig, command: type = TrainConfig) -
 
 def _from_dict(plain: dict[str, Any] | DictConfig, command: type) -> Any:
     groups = {}
-    for group, options in SCHEMAS.items():
-        if group in plain and hasattr(command, group):  # findings saved before the schema had no name: its one option
-            name = plain[group].get("name", next(iter(options)))
+    for group in GROUPS:
+        if group in plain and hasattr(command, group):  # findings saved before the schema had no name
+            name = plain[group].get("name", "default")
             groups[group] = schema(group, name)(name=name)
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(command(**groups)), plain))
 

@@ -28,7 +28,7 @@ def run_table(run: RunRecord) -> Table:
     for key, value in asdict(m.final).items():
         if value is not None:
             table.add_row(key, f"{value:.4f}")
-    if m.status != "failed":
+    if m.command == "train" and m.status != "failed":
         table.add_row("steps", str(m.steps))
         table.add_row("wall_time_s", f"{m.wall_time_s:.1f}")
         table.add_row("images_per_s", f"{m.images_per_s:,.0f}")

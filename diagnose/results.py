@@ -7,8 +7,6 @@ the report, the sweep summary and the tests read them, not dicts by string keys.
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-STATUSES = ("completed", "diverged", "interrupted", "failed")
-
 
 @dataclass
 class NonFinite:
@@ -78,7 +76,7 @@ class Finding:
 
 @dataclass
 class RunMetrics:
-    status: str  # one of STATUSES
+    status: str  # completed, diverged, interrupted; failed: a sweep job that could not start (see `error`)
     command: str = "train"  # or "probe"
     steps: int = 0
     epochs: float = 0.0
@@ -135,7 +133,7 @@ class RunMetrics:
     def from_json(cls, data: dict[str, Any]) -> "RunMetrics":
         """Read a metrics.json object, also one written before a key existed (it takes its default)."""
         known = {f.name for f in fields(cls)}
-        values = {key: value for key, value in data.items() if key in known}
+        values = {"status": "unknown", **{key: value for key, value in data.items() if key in known}}
         values["final"] = Final(**{k: v for k, v in (data.get("final") or {}).items()
                                    if k in Final.__dataclass_fields__})
         values["history"] = [Evaluation(**{k: v for k, v in entry.items() if k in Evaluation.__dataclass_fields__})

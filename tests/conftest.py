@@ -64,3 +64,9 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None =
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "diagnose", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: workers that start on them finish together with the others, instead of one worker
+    starting a 30 s test when the rest is done."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

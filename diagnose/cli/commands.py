@@ -90,5 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         fail(str(err))
         sys.exit(USER_ERROR_EXIT)
+    # -m first: Hydra's argparse wants the overrides side by side, and users put -m anywhere
+    rest = [a for a in rest if a in ("-m", "--multirun")] + [a for a in rest if a not in ("-m", "--multirun")]
     sys.argv = [f"diagnose-{command}", *name_jobs_by_swept_keys(rest)]  # Hydra reads sys.argv; argv[0] names the job
     hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")(SUBCOMMANDS[command][0])()

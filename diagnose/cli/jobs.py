@@ -67,7 +67,7 @@ def train_job(cfg: DictConfig) -> float | None:
             config = OmegaConf.to_object(cfg)  # checked against the schema, ranges included
             metrics = train(build_run(config), out_dir, to_dict(config))
         else:
-            checkpoint, run_dir = _resumable(cfg)
+            checkpoint, run_dir = resumable(cfg, list(HydraConfig.get().overrides.task))
             metrics = train(build_run(from_dict(checkpoint["config"])), run_dir, checkpoint["config"],
                             resume=checkpoint)
             _remove_run_dir(out_dir)  # the folder Hydra made for this command: the run goes on in its own
@@ -84,15 +84,15 @@ def probe_job(cfg: DictConfig) -> None:
     _run_task(cfg, lambda cfg, out_dir: probe(OmegaConf.to_object(cfg), out_dir))
 
 
-def _resumable(cfg: DictConfig) -> tuple[dict, Path]:
-    """The checkpoint to resume and its folder, once it is known that this command line does not ask for a
+def resumable(cfg: DictConfig, command_line: list[str]) -> tuple[dict, Path]:
+    """The checkpoint to resume and its folder, once it is known that the command line's overrides do not ask for a
     different run than the checkpoint's: resuming continues a run exactly as it was configured."""
     from diagnose.training.outputs import load_checkpoint
 
     run_dir = Path(cfg.resume)
     checkpoint = load_checkpoint(run_dir)
     saved = OmegaConf.create(checkpoint["config"])
-    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    overrides = OverridesParser.create().parse_overrides(command_line)
     different = []
     for override in overrides:
         key = override.key_or_group

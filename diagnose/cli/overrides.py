@@ -12,10 +12,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigAttributeError, ValidationError
+from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException, ValidationError
 
 from diagnose.cli import config_dir
-from diagnose.config import COMMANDS, SCHEMAS
+from diagnose.config import COMMANDS, GROUPS
 from diagnose.errors import UserError
 
 # A sweep is checked value by value (each swept value with the others' first), at most this many compositions
@@ -38,13 +38,13 @@ def _parsed(args: list[str]) -> list[Override] | None:
 
 def groups_and_options(command: str) -> dict[str, list[str]]:
     """The component groups of `diagnose <command>`, each with its options (the yaml files of conf/<group>)."""
-    chosen = {field.name for field in fields(COMMANDS[command])} & set(SCHEMAS)
+    chosen = {field.name for field in fields(COMMANDS[command])} & set(GROUPS)
     return {group: sorted(p.stem for p in (config_dir() / group).glob("*.yaml")) for group in sorted(chosen)}
 
 
 def settings_of(command: str) -> list[str]:
     """The top-level keys of `diagnose <command>` that are values, not component groups."""
-    return [field.name for field in fields(COMMANDS[command]) if field.name not in SCHEMAS]
+    return [field.name for field in fields(COMMANDS[command]) if field.name not in GROUPS]
 
 
 def check_command_line(command: str, args: list[str]) -> None:
@@ -64,7 +64,12 @@ def _check_names(command: str, overrides: list[Override]) -> None:
     groups, settings = groups_and_options(command), settings_of(command)
     for override in overrides:
         key = override.key_or_group
-        if override.is_add() or override.is_force_add() or override.is_delete() or key.startswith("hydra"):
+        if key.startswith("hydra"):
+            continue
+        if override.is_add() or override.is_force_add():  # the schema holds every key: one added would be ignored
+            raise UserError(f"{override.input_line}: diagnose has no setting '{key}' to add; every setting exists "
+                            f"already (set one with key=value). `diagnose {command} --help` shows them all.")
+        if override.is_delete():
             continue
         if key in groups:
             for value in _values(override) or []:
@@ -109,8 +114,9 @@ def composed(command: str, overrides: list[str]) -> Any:
         return OmegaConf.to_object(cfg)
     except HydraException as err:
         raise UserError(_one_line(err, command)) from None
-    except (ValidationError, ConfigAttributeError) as err:  # to_object: a key that `+key=` added
-        raise UserError(f"{err.full_key} is not a setting of `diagnose {command}`.") from None
+    except OmegaConfBaseException as err:  # resolving the values: an interpolation that cannot be
+        first = str(err).splitlines()[0]
+        raise UserError(f"{err.full_key}: {first}" if getattr(err, "full_key", None) else first) from None
 
 
 def _one_line(err: HydraException, command: str) -> str:
@@ -120,7 +126,7 @@ def _one_line(err: HydraException, command: str) -> str:
         if not key:
             return f"'{group}' is not a setting of `diagnose {command}`."
         known = [f.name for f in fields(cause.object_type) if f.name != "name"] if cause.object_type else []
-        option = f"{group}={cause.parent_node.get('name')}" if group in SCHEMAS else group
+        option = f"{group}={cause.parent_node.get('name')}" if group in GROUPS else group
         return (f"{cause.full_key} is not a setting of {option}.{_did_you_mean(cause.key, known)} "
                 f"Its settings: {', '.join(known) or 'none'}.")
     if isinstance(cause, ValidationError):

@@ -3,13 +3,16 @@ extends its schema node, `/schema/<group>/<option>`, so Hydra checks it and ever
 
 from hydra.core.config_store import ConfigStore
 
-from diagnose.config import COMMANDS, SCHEMAS
+from diagnose.cli import config_dir
+from diagnose.config import COMMANDS, PRESETS, SCHEMAS
 
 
 def register() -> None:
     store = ConfigStore.instance()
     for command, schema in COMMANDS.items():
         store.store(group="schema", name=command, node=schema)
-    for group, options in SCHEMAS.items():
+    presets = {group: {path.stem: schema for path in (config_dir() / group).glob("*.yaml")}
+               for group, schema in PRESETS.items()}
+    for group, options in {**SCHEMAS, **presets}.items():
         for name, schema in options.items():
             store.store(group=f"schema/{group}", name=name, node=schema(name=name))

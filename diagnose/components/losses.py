@@ -40,6 +40,8 @@ class FocalOptions(Options):
 
     def __post_init__(self) -> None:
         checks.at_least("loss.gamma", self.gamma, 0)
+        for weight in self.alpha if isinstance(self.alpha, list) else [] if self.alpha is None else [self.alpha]:
+            checks.at_least("loss.alpha (null, one number, or one weight per class)", weight, 0)
 
 
 @dataclass

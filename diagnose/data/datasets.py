@@ -132,7 +132,7 @@ def split(raw: RawData, *, val_size: int, subset: int | None, device: torch.devi
     """Hold out `val_size` training examples, optionally keep `subset` of the rest, move all to `device`."""
     n = len(raw.train_x)
     if val_size >= n:
-        raise UserError(f"data.val_size={val_size} must be at least 0 and below the {n} training examples.")
+        raise UserError(f"data.val_size={val_size} must be below the {n} training examples.")
     if subset is not None and subset > n - val_size:
         raise UserError(
             f"data.subset={subset} must be between 1 and the {n - val_size} training examples left after "

@@ -26,8 +26,6 @@ class DeadUnits(Instrument):
     dead at every probe since step `since`: permanently dead units, as opposed to ones that flicker back to life.
     """
 
-    name = "dead_units"
-
     def __init__(self, model: nn.Module, layers: list[Layer], probe_x: torch.Tensor, every: int = 0, last: int = 0,
                  since: int = 0, chunk: int = 128, always: bool = False):
         self.model, self.probe_x, self.chunk = model, probe_x, chunk
@@ -68,6 +66,8 @@ class DeadUnits(Instrument):
         return result
 
     def read_back(self, step: int, values: dict[str, float]) -> None:
+        if self.always:  # a probe's one measurement has no history: its units are dead at initialisation
+            return
         for tag, value in values.items():
             if tag.startswith("dead/"):
                 self.history.setdefault(tag[len("dead/"):], []).append((step, value))

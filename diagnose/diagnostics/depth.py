@@ -9,10 +9,21 @@ from diagnose.results import Evaluation
 
 
 class DepthFigure(Instrument):
-    """At each evaluation, the last measured values of every layer against its depth, as an image in TensorBoard."""
+    """At each evaluation, the last measured values of every layer against its depth, as an image in TensorBoard
+    (written directly: a figure is not a scalar of the step's readings)."""
 
-    def __init__(self, writer: Any, layer_names: list[str], latest: Mapping[str, float]):
-        self.writer, self.layer_names, self.latest = writer, layer_names, latest
+    def __init__(self, writer: Any, layer_names: list[str]):
+        self.writer, self.layer_names = writer, layer_names
+        self.latest: dict[str, float] = {}
+
+    def read_back(self, step: int, values: dict[str, float]) -> None:
+        self.latest.update(values)
+
+    def state(self) -> dict[str, Any]:
+        return {"latest": dict(self.latest)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.latest = dict(state.get("latest", {}))
 
     def on_evaluation(self, evaluation: Evaluation, readings: Readings) -> None:
         if self.latest:

@@ -41,9 +41,8 @@ def for_training(run: Run, writer: object) -> Monitor:
     elif diag.probe_every:
         console.print("[yellow]data.val_size=0: no held-out examples for the dead-unit probe, so dead ReLUs are not "
                       "measured (and there is no validation).")
-    monitor = Monitor(layers, instruments, writer)
-    instruments.append(DepthFigure(writer, [layer.name for layer in layers], monitor.latest))
-    return monitor
+    instruments.append(DepthFigure(writer, [layer.name for layer in layers]))
+    return Monitor(layers, instruments, writer)
 
 
 def for_replay(layers: list[Layer], settings: object) -> Monitor:
@@ -56,5 +55,6 @@ def for_probe(model: torch.nn.Module, layers: list[Layer], x: torch.Tensor, sett
     """One batch, every statistic and the dead units on the batch itself, written nowhere (the probe writes its own
     series, against depth)."""
     always = Schedule(always=True)
-    return Monitor(layers, [ActivationStats(layers, always, settings), WeightStats(layers, always, settings),
+    return Monitor(layers, [ActivationStats(layers, always, settings), BatchNormStats(layers, always),
+                            WeightStats(layers, always, settings),
                             DeadUnits(model, layers, x, chunk=len(x), always=True)])

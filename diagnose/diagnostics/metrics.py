@@ -100,7 +100,6 @@ LAYER_METRICS = [
     LayerMetric("bn_var_ratio", "BN batch var / running var", "normalisation"),
     LayerMetric("bin_rho", "Batch-Instance Norm rho (1 = BN, 0 = IN)", "normalisation"),
 ]
-METRICS = {metric.name: metric for metric in LAYER_METRICS}
 
 
 def computed_from(source: str) -> list[LayerMetric]:
@@ -110,4 +109,5 @@ def computed_from(source: str) -> list[LayerMetric]:
 
 def metric_of(tag: str) -> LayerMetric | None:
     """The metric a `<metric>/<layer>` tag belongs to."""
-    return METRICS.get(tag.partition("/")[0])
+    name = tag.partition("/")[0]
+    return next((metric for metric in LAYER_METRICS if metric.name == name), None)

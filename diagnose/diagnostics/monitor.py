@@ -2,7 +2,7 @@
 Monitor calls each of its instruments there.
 
 An instrument is a class with the moments it needs (see `Instrument`); adding one is a new class in the list
-`monitor_for_training` builds, never an edit to the loop. Instruments put what they measure, as 0-d device
+`instruments.for_training` builds, never an edit to the loop. Instruments put what they measure, as 0-d device
 tensors, into the step's `Readings`; the Monitor reads them all back with one host transfer per measuring step,
 writes them as one TensorBoard event, keeps the last value of every tag (metrics.json's per-layer records and the
 findings read those) and the run means the metric table asks for.
@@ -17,7 +17,7 @@ import torch
 from diagnose.diagnostics import stats
 from diagnose.diagnostics.layers import Layer
 from diagnose.diagnostics.metrics import metric_of
-from diagnose.diagnostics.writing import write_histogram, write_scalars
+from diagnose.diagnostics.writing import to_host, write_histogram, write_scalars
 from diagnose.results import Evaluation, LayerRecord, NonFinite, RunMetrics
 
 
@@ -38,7 +38,10 @@ class Instrument:
     """One measurement attached to a run from outside. Every moment does nothing unless a subclass says otherwise;
     `readings` is the step's shared buffer."""
 
-    name = "instrument"  # the key of its state in a checkpoint
+    @property
+    def name(self) -> str:
+        """The key of its state in a checkpoint."""
+        return type(self).__name__
 
     def before_step(self, step: int, x: torch.Tensor, y: torch.Tensor, readings: Readings) -> None:
         """Before the forward pass of `step` (counted from 1) on the batch (x, y)."""
@@ -73,6 +76,8 @@ class Monitor:
 
     def __init__(self, layers: list[Layer], instruments: list[Instrument], writer: Any = None):
         self.layers, self.instruments, self.writer = layers, instruments, writer  # writer None: keep, write nothing
+        names = [instrument.name for instrument in instruments]
+        assert len(set(names)) == len(names), f"two instruments would share a checkpoint key: {names}"
         self.readings = Readings()
         self.latest: dict[str, float] = {}  # tag -> the last value written
         self._sums: dict[str, tuple[float, int]] = {}  # tag -> (sum, count) of the metrics that keep a run mean
@@ -100,12 +105,10 @@ class Monitor:
         readings, self.readings = self.readings, Readings()
         if not readings:
             return None
-        # the one host transfer of the step's scalars (a second one for histograms, on the steps that draw them)
-        tensors = [v for v in readings.scalars.values() if isinstance(v, torch.Tensor)]
-        tensors += [flag for _, _, flag in readings.finite]
-        host = iter(torch.stack(tensors).tolist() if tensors else [])
-        measured = {tag: next(host) if isinstance(v, torch.Tensor) else float(v) for tag, v in readings.scalars.items()}
-        flags = list(host)
+        # the one host transfer of the step's scalars and checks (a second one for histograms, on the steps that
+        # draw them)
+        *host, = to_host([*readings.scalars.values(), *(flag for _, _, flag in readings.finite)])
+        measured, flags = dict(zip(readings.scalars, host, strict=False)), host[len(readings.scalars):]
         if self.writer is not None:
             write_scalars(self.writer, measured | self._references(measured), step)
             if readings.histograms:
@@ -147,8 +150,7 @@ class Monitor:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self._sums = {tag: tuple(pair) for tag, pair in state.get("sums", {}).items()}
-        self.latest.clear()  # in place: instruments (the depth figure) hold it
-        self.latest.update(state.get("latest", {}))
+        self.latest = dict(state.get("latest", {}))
         for instrument in self.instruments:
             instrument.load_state(state.get(instrument.name, state))  # a checkpoint from before: flat
 

@@ -6,17 +6,19 @@ import torch
 from tensorboard.compat.proto.summary_pb2 import Summary
 
 
-def write_scalars(writer: Any, values: dict[str, float | torch.Tensor], step: int) -> dict[str, float]:
-    """All `values` at `step` as one event with many values (TensorBoard reads it as one point per tag):
-    one host transfer for the tensors, and one event instead of one per tag, which costs ~50 us each."""
-    if not values:
-        return {}
-    tensors = [v for v in values.values() if isinstance(v, torch.Tensor)]
+def to_host(values: list[float | torch.Tensor]) -> list[float]:
+    """0-d device tensors and floats as floats, with one host transfer for all the tensors."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
     host = iter(torch.stack(tensors).tolist()) if tensors else iter(())
-    floats = {tag: next(host) if isinstance(v, torch.Tensor) else float(v) for tag, v in values.items()}
-    summary = Summary(value=[Summary.Value(tag=tag, simple_value=v) for tag, v in floats.items()])
-    writer.file_writer.add_summary(summary, step)
-    return floats
+    return [next(host) if isinstance(v, torch.Tensor) else float(v) for v in values]
+
+
+def write_scalars(writer: Any, values: dict[str, float], step: int) -> None:
+    """All `values` at `step` as one event with many values (TensorBoard reads it as one point per tag): one event
+    instead of one per tag, which costs ~50 us each."""
+    if values:
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=v) for tag, v in values.items()])
+        writer.file_writer.add_summary(summary, step)
 
 
 def write_histogram(writer: Any, tag: str, hist: torch.Tensor, step: int) -> None:

@@ -43,8 +43,12 @@ class Record:
 
     @classmethod
     def of(cls, checkpoint: dict[str, Any] | None) -> "Record":
-        known = {f.name for f in fields(cls)}  # a checkpoint from before may hold keys that moved elsewhere
-        return cls(**{k: v for k, v in (checkpoint or {}).get("record", {}).items() if k in known})
+        saved = dict((checkpoint or {}).get("record", {}))
+        if "dead_history" in saved:  # a checkpoint from before the instruments kept their own state
+            saved["diagnostics"] = {**saved.get("diagnostics", {}),
+                                    "DeadUnits": {**saved.get("diagnostics", {}), "history": saved.pop("dead_history")}}
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
 
 
 def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any] | None = None) -> RunMetrics:
@@ -64,7 +68,8 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
 
     def checkpoint(step: int) -> None:
         """Save the state after `step` steps with everything the record needs to go on exactly."""
-        record.__dict__.update(window.state(), diagnostics=monitor.state())
+        record.window_losses, record.window_correct = window.state()
+        record.diagnostics = monitor.state()
         save_checkpoint(out_dir, {**capture(run, generator, step), "config": config, "record": asdict(record)})
 
     run.model.train()

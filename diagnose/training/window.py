@@ -2,7 +2,6 @@
 
 import math
 import time
-from typing import Any
 
 import torch
 
@@ -39,9 +38,10 @@ class LogWindow:
         """Leave `seconds` (an evaluation) out of the window's training time."""
         self.started += seconds
 
-    def state(self) -> dict[str, Any]:
-        """The steps so far, for a checkpoint (a host sync: checkpoints are rare)."""
-        return {"window_losses": self.losses[:self.steps].tolist(), "window_correct": int(self.correct.item())}
+    def state(self) -> tuple[list[float], int]:
+        """The losses and the number correct of the steps so far, for a checkpoint (a host sync: checkpoints are
+        rare)."""
+        return self.losses[:self.steps].tolist(), int(self.correct.item())
 
 
 def first_nonfinite(losses: list[float], first_step: int) -> int | None:
