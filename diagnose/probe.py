@@ -10,7 +10,7 @@ from diagnose.build import build_loss, build_model, load_data, pick_device
 from diagnose.components.activations import ACTIVATIONS
 from diagnose.components.norms import NORMS
 from diagnose.config import ProbeConfig, to_dict
-from diagnose.console import console
+from diagnose.console import console, say
 from diagnose.data import to_input
 from diagnose.diagnostics import metrics as metric_table
 from diagnose.diagnostics.instruments import for_probe
@@ -65,7 +65,9 @@ def probe(config: ProbeConfig, out_dir: Path) -> RunMetrics:
             if metric.name in record.values:
                 writer.add_scalar(f"probe/{metric.name}", record.values[metric.name], depth)
     console.print(probe_table(acts))
-    return end_run(out_dir, metrics, config.findings, writer)
+    end_run(out_dir, metrics, config.findings, writer)
+    say(f"Probe folder: {out_dir} (metrics.json, TensorBoard events: tensorboard --logdir {out_dir})")
+    return metrics
 
 
 def probe_table(acts: list[tuple[str, LayerRecord]]) -> Table:

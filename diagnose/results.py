@@ -71,7 +71,7 @@ class Finding:
     value: float | None = None
 
     def text(self) -> str:
-        return f"{self.message} - {self.remedy}"
+        return f"{self.message} - {self.remedy}" if self.remedy else self.message
 
 
 @dataclass

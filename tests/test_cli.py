@@ -47,6 +47,14 @@ def test_train_writes_events_metrics_and_checkpoint(tmp_path):
     assert (run_dir / "checkpoint.pt").stat().st_size > 0
     assert (run_dir / ".hydra" / "config.yaml").exists()
     assert "test" in result.stderr and "accuracy" in result.stderr  # the summary table
+    # piped, as in a cluster job: a plain line per log window and per evaluation, nothing wrapped, all in train.log
+    lines = result.stderr.splitlines()
+    assert [line.split("  ")[0] for line in lines if line.startswith("step ")] == [
+        "step 2/4 epoch 0.04", "step 4/4 epoch 0.08", "step 4/4 epoch 0.08"]  # 48 steps an epoch at batch 4
+    assert any(line.endswith(f"Run folder: {run_dir}") for line in lines)  # one line, however long the path
+    assert not [line for line in lines if line.startswith("train ")]  # no progress bar drawn into a file
+    log = (run_dir / "train.log").read_text()
+    assert "step 4/4 epoch 0.08  val loss" in log and f"Run folder: {run_dir}" in log
 
 
 def test_a_diverging_run_says_where_and_exits_nonzero(tmp_path):

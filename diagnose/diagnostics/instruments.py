@@ -6,7 +6,7 @@ landscape) comes before the hooks attach, and one that runs it after the step (d
 import torch
 
 from diagnose.build import Run
-from diagnose.console import console
+from diagnose.console import say
 from diagnose.diagnostics.batchnorm import BatchNormStats
 from diagnose.diagnostics.dead_units import DeadUnits
 from diagnose.diagnostics.depth import DepthFigure
@@ -39,8 +39,8 @@ def for_training(run: Run, writer: object) -> Monitor:
         instruments.append(DeadUnits(model, layers, probe_x, diag.probe_every, last=run.total_steps,
                                      since=diag.dead_since, chunk=max(run.batch, 128)))
     elif diag.probe_every:
-        console.print("[yellow]data.val_size=0: no held-out examples for the dead-unit probe, so dead ReLUs are not "
-                      "measured (and there is no validation).")
+        say("data.val_size=0: no held-out examples for the dead-unit probe, so dead ReLUs are not measured (and "
+            "there is no validation).", "yellow")
     instruments.append(DepthFigure(writer, [layer.name for layer in layers]))
     return Monitor(layers, instruments, writer)
 

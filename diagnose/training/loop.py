@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from diagnose.build import Run
-from diagnose.console import console, progress_bar, stats_text
+from diagnose.console import RunProgress, say
 from diagnose.diagnostics.dashboard import custom_scalars_layout
 from diagnose.diagnostics.instruments import for_training
 from diagnose.diagnostics.monitor import Monitor
@@ -73,14 +73,12 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
         save_checkpoint(out_dir, {**capture(run, generator, step), "config": config, "record": asdict(record)})
 
     run.model.train()
-    progress = progress_bar()
-    task = progress.add_task("train", total=run.total_steps, completed=start, stats="")
-    with progress, StopRequests() as stop:
+    with RunProgress(run.total_steps, start, run.steps_per_epoch) as progress, StopRequests() as stop:
         try:
             for step, idx in zip(range(start + 1, run.total_steps + 1), batch_indices(run, start), strict=False):
                 if stop.requested:
                     status = "interrupted"
-                    console.print(f"[yellow]{stop.requested}: stopping after {done} steps, saving everything.")
+                    say(f"{stop.requested}: stopping after {done} steps, saving everything.", "yellow")
                     break
                 x, y = training_batch(run, idx, generator)
                 monitor.before_step(step, x, y)
@@ -89,31 +87,32 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
                 window.add(loss, correct)
                 done = step
                 blew_up = watch.check(loss, step) is not None
+                progress.step(step)
 
                 if window.full or step == run.total_steps or nonfinite or blew_up:
                     losses, correct_total, seconds = window.read()  # the only host sync of the hot loop
                     nonfinite = last_good.first_nonfinite(losses, step, nonfinite, partial(train_step, run))
                     if nonfinite:
                         status = "diverged"
-                        console.print(f"[red]Diverged: {nonfinite.describe()}. Stopping; lower the lr, clip "
-                                      f"gradients or add normalisation.")
+                        say(f"Diverged: {nonfinite.describe()}. Stopping.", "red")
                         break
                     log_window(run, writer, record, losses, correct_total, seconds, step)
-                    progress.update(task, completed=step, stats=stats_text(record.train_loss, record.train_acc,
-                                                                            len(losses) * run.batch / seconds))
+                    progress.window(step, record.train_loss, record.train_acc, len(losses) * run.batch / seconds)
                     last_good.update(step)
 
                 if step % run.steps_per_epoch == 0 or step == run.total_steps:
                     evaluation_started = time.perf_counter()
                     if len(run.data.val_y):
-                        record.history.append(asdict(evaluate_epoch(run, monitor, writer, step)))
+                        evaluation = evaluate_epoch(run, monitor, writer, step)
+                        progress.evaluation(step, evaluation.val_loss, evaluation.val_acc)
+                        record.history.append(asdict(evaluation))
                     if step < run.total_steps:
                         checkpoint(step)  # a process killed outright can still resume from the last epoch
                     window.pause(time.perf_counter() - evaluation_started)  # evaluation time is not training time
         except KeyboardInterrupt:  # a second Ctrl-C, in the middle of a step: the last checkpoint stays
             status, between_steps = "interrupted", False
-            console.print(f"[yellow]Interrupted in the middle of step {done + 1}; metrics are saved, and the "
-                          f"last checkpoint is from an epoch end.")
+            say(f"Interrupted in the middle of step {done + 1}; metrics are saved, and the last checkpoint is from "
+                f"an epoch end.", "yellow")
         finally:
             monitor.close()
 
