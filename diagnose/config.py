@@ -115,9 +115,10 @@ class Thresholds(Options):
     sign_agreement: float = 0.4  # first-layer weight-gradient sign agreement, mean over the run: non-centred inputs
     bn_gap: float = 0.05  # val accuracy difference between BN's train mode and eval mode
     bn_batch_drop: float = 0.1  # in a sweep: BN val accuracy at the smallest batch this far below the largest
+    chance_margin: float = 0.05  # a final accuracy at most this far above chance (1 / classes): did not learn
 
     def __post_init__(self) -> None:
-        for key in ("dead", "saturation", "sign_agreement", "bn_gap", "bn_batch_drop"):
+        for key in ("dead", "saturation", "sign_agreement", "bn_gap", "bn_batch_drop", "chance_margin"):
             checks.between(f"findings.{key}", getattr(self, key), 0, 1)
         for key in ("depth_ratio", "update_ratio_low", "update_ratio_high"):
             checks.positive(f"findings.{key}", getattr(self, key))

@@ -1,7 +1,9 @@
 """Rules that turn statistics into plain-language findings: what is wrong, the evidence, the remedy.
 
 Every rule reads what a run stores (RunMetrics: metrics.json, or a sweep's runs): nothing but the stored numbers.
-Remedies follow the run's components, as their registry entries describe them.
+A rule speaks once for all the layers it concerns, with the range it saw; a remedy never names a setting the run
+already uses; findings come ordered by severity (error: the run failed or cannot learn; warning; info), and a run
+with none says which checks it passed.
 """
 
 import math
@@ -10,73 +12,182 @@ from dataclasses import asdict
 from statistics import median
 from typing import Any
 
-from diagnose.components.activations import ACTIVATIONS, Activation
 from diagnose.config import Thresholds
 from diagnose.results import Finding, RunMetrics
+
+SEVERITIES = ("error", "warning", "info")
 
 
 def _times(ratio: float) -> str:
     return f"{ratio:.0e}x" if ratio >= 1000 else f"{ratio:.0f}x"
 
 
-def _activation(m: RunMetrics) -> Activation:
+def _activation(m: RunMetrics) -> Any:
     """The registry entry of the run's activation (relu's for a run that does not say)."""
+    from diagnose.components.activations import ACTIVATIONS  # torch: only where a remedy needs it
+
     return ACTIVATIONS.get(m.config.get("act", {}).get("name"), ACTIVATIONS["relu"])
 
 
+def _uses(m: RunMetrics, key: str, wanted: str | Callable[[Any], bool]) -> bool:
+    """Does the run's config already have `key` (a group's option name, or a dotted setting) as `wanted`?"""
+    node: Any = m.config
+    for part in key.split("."):
+        node = node.get(part, {}) if isinstance(node, dict) else None
+    value = node.get("name") if isinstance(node, dict) else node
+    return wanted(value) if callable(wanted) else value == wanted
+
+
+def _advice(m: RunMetrics, *remedies: tuple[str, str | None, str | Callable[[Any], bool] | None]) -> str:
+    """The remedies, in order, leaving out any that asks for what the run already has: each is (text, the key it
+    sets or None, the value it asks for)."""
+    kept = [text for text, key, wanted in remedies if key is None or not _uses(m, key, wanted)]
+    if len(kept) > 2:
+        return ", ".join(kept[:-1]) + f", or {kept[-1]}"
+    return " or ".join(kept)
+
+
+def _span(values: list[float]) -> str:
+    """'89-95%', or '61%' when they round alike."""
+    low, high = f"{min(values) * 100:.0f}", f"{max(values) * 100:.0f}"
+    return f"{low}%" if low == high else f"{low}-{high}%"
+
+
+def _layers(names: list[str], of: int, kind: str) -> str:
+    """'3 of 3 ReLU layers (features.0.act, features.2.act, features.4.act)', the list cut short when long."""
+    shown = ", ".join(names) if len(names) <= 4 else f"{names[0]}, {names[1]}, ..., {names[-1]}"
+    return f"{len(names)} of {of} {kind} layers ({shown})"
+
+
+def divergence(m: RunMetrics, t: Thresholds) -> list[Finding]:
+    found = m.nonfinite
+    if found is None:
+        return []
+    init = _activation(m).init
+    if m.command == "probe" or found.step == 1:  # no update has happened yet: the initial weights overflow
+        what = "the signal overflows to NaN/Inf at initialisation" if m.command == "probe" else \
+            "training diverged at its first step, before any update"
+        return [Finding("divergence", "error", f"{what}: the {found.describe()}",
+                        "the initial weights are too large for the depth: "
+                        + _advice(m, (f"use {init}", "init", init), ("add normalisation", "norm", _any_norm),
+                                  ("use a smaller init.std", None, None)), found.layer, found.step)]
+    return [Finding("divergence", "error", f"training diverged: the {found.describe()}",
+                    _advice(m, ("lower the learning rate", None, None), ("clip gradients (clip=norm)", "clip", "norm"),
+                            ("add normalisation", "norm", _any_norm)), found.layer, found.step)]
+
+
+def _any_norm(name: Any) -> bool:
+    return name not in (None, "none")
+
+
+def symmetry(m: RunMetrics, t: Thresholds) -> list[Finding]:
+    if not m.symmetric_layers:
+        return []
+    names = m.symmetric_layers
+    weights = len([r for r in m.layers.values() if r.role == "weight"]) or len(names)
+    return [Finding("zero_init_symmetry", "error", f"all units have identical weights and get identical gradients in "
+                    f"{_layers(names, weights, 'weight')} - the symmetry never breaks, each layer acts as one unit",
+                    "use a random init (kaiming_normal, xavier_normal), not zeros", names[0])]
+
+
+def did_not_learn(m: RunMetrics, t: Thresholds) -> list[Finding]:
+    """A completed run that ends at chance accuracy (the other findings usually say why)."""
+    split, acc = ("val", m.final.val_acc) if m.final.val_acc is not None else ("test", m.final.test_acc)
+    if m.command != "train" or m.status != "completed" or acc is None or not m.classes:
+        return []
+    chance = 1 / m.classes
+    if acc > chance + t.chance_margin:
+        return []
+    return [Finding("did_not_learn", "error", f"the network did not learn: {split} accuracy {acc:.3f} is chance for "
+                    f"{m.classes} classes ({chance:.3f}) after {m.steps} steps",
+                    "see the other findings; a learning rate far off, a zero init or saturated units are the usual "
+                    "causes", None, m.steps, acc)]
+
+
 def dead_relus(m: RunMetrics, t: Thresholds) -> list[Finding]:
-    found = []
+    relus = [(name, v) for name, r in m.layers.items() if r.role == "act" and (v := r.values.get("dead")) is not None]
+    dead = [(name, v) for name, v in relus if v >= t.dead]
+    if not dead:
+        return []
+    starts = [s for name, _ in dead if (s := next((step for step, share in m.dead_history.get(name, [])
+                                                   if share >= t.dead), None)) is not None]
+    when = f", from step {min(starts)}" if starts else ""
     act = _activation(m)
-    for name, dead in m.over_layers("dead"):
-        if dead < t.dead:
-            continue
-        since = next((step for step, fraction in m.dead_history.get(name, []) if fraction >= t.dead), None)
-        when = f" from step {since}" if since is not None else ""
-        found.append(Finding("dead_relu", "warning", f"layer {name}: {dead:.0%} dead ReLU units{when}",
-                             f"lower the learning rate, use {act.instead}, or {act.init} init", name, since, dead))
-    return found
+    return [Finding("dead_relu", "warning", f"{_span([v for _, v in dead])} dead ReLU units in "
+                    f"{_layers([n for n, _ in dead], len(relus), 'ReLU')}{when}: no gradient reaches them",
+                    _advice(m, ("lower the learning rate", None, None), (f"use {act.instead}", "act", act.instead),
+                            (f"{act.init} init", "init", act.init)),
+                    dead[0][0], min(starts) if starts else None, max(v for _, v in dead))]
 
 
 def saturation(m: RunMetrics, t: Thresholds) -> list[Finding]:
+    layers = [(name, v) for name, v in m.over_layers("saturation")]
+    flat = [(name, v) for name, v in layers if v >= t.saturation]
+    if not flat:
+        return []
     act = _activation(m)
-    return [Finding("saturation", "warning", f"layer {name}: {value:.0%} of outputs saturated, where the "
-                    f"gradient through them is nearly zero",
-                    f"use smaller initial weights ({act.init}), a non-saturating activation ({act.instead}), or "
-                    f"normalisation", name, m.steps, value)
-            for name, value in m.over_layers("saturation") if value >= t.saturation]
+    kind = m.config.get("act", {}).get("name", "saturating")
+    return [Finding("saturation", "warning", f"{_span([v for _, v in flat])} of outputs saturated in "
+                    f"{_layers([n for n, _ in flat], len(layers), kind)}, where the gradient through them is nearly "
+                    f"zero", _advice(m, (f"use smaller initial weights ({act.init})", "init", act.init),
+                                     (f"a non-saturating activation ({act.instead})", "act", act.instead),
+                                     ("normalisation", "norm", _any_norm)),
+                    flat[0][0], m.steps, max(v for _, v in flat))]
 
 
 def signal_over_depth(m: RunMetrics, t: Thresholds) -> list[Finding]:
     found = []
     init = _activation(m).init
+    fix = _advice(m, (f"use {init}", "init", init), ("add normalisation", "norm", _any_norm),
+                  ("change init.std", None, None))
     stds = m.over_layers("act_std", role="act")
-    if len(stds) >= 2 and stds[0][1] > 0:
+    overflow = next((name for name, v in stds if not math.isfinite(v)), None)
+    if overflow is not None:
+        found.append(Finding("exploding_activations", "warning", f"activation std grows beyond float32's range "
+                             f"(inf/nan) by {overflow} - exploding signal",
+                             f"the init scale is too large for the depth: {fix}", overflow, m.steps, math.inf))
+    elif len(stds) >= 2 and stds[0][1] > 0:
         ratio = max(stds[-1][1] / stds[0][1], 1e-300)  # a signal that vanished to exactly 0 is still "vanishing"
         span = f"over {len(stds)} layers ({stds[0][0]} to {stds[-1][0]})"
         if ratio < 1 / t.depth_ratio:
             found.append(Finding("vanishing_activations", "warning",
                                  f"activation std falls {_times(1 / ratio)} {span} - vanishing signal",
-                                 f"the init std is too small for the depth: use {init}, or add normalisation",
-                                 stds[-1][0], m.steps, ratio))
+                                 f"the init scale is too small for the depth: {fix}", stds[-1][0], m.steps, ratio))
         elif ratio > t.depth_ratio:
             found.append(Finding("exploding_activations", "warning",
                                  f"activation std grows {_times(ratio)} {span} - exploding signal",
-                                 f"the init std is too large for the depth: use {init}, or add normalisation",
-                                 stds[-1][0], m.steps, ratio))
-    grads = m.over_layers("grad_norm", role="act")
+                                 f"the init scale is too large for the depth: {fix}", stds[-1][0], m.steps, ratio))
+    grads = [(name, v) for name, v in m.over_layers("grad_norm", role="act") if math.isfinite(v)]
     if len(grads) >= 2 and grads[-1][1] > 0:
         ratio = max(grads[0][1] / grads[-1][1], 1e-300)  # first layer's gradient relative to the last one's
         span = f"from {grads[-1][0]} back to {grads[0][0]}"
         if ratio < 1 / t.depth_ratio:
             found.append(Finding("vanishing_gradients", "warning",
-                                 f"gradient norm falls {_times(1 / ratio)} {span} - early layers hardly learn",
-                                 f"use a non-saturating activation, {init} init, normalisation or residual paths",
-                                 grads[0][0], m.steps, ratio))
+                                 f"the gradient w.r.t. the layers' outputs falls {_times(1 / ratio)} {span}"
+                                 f"{_updates_by_depth(m)}",
+                                 _advice(m, ("use a non-saturating activation", "act", _not_saturating),
+                                         (f"{init} init", "init", init), ("normalisation", "norm", _any_norm),
+                                         ("residual paths", None, None)), grads[0][0], m.steps, ratio))
         elif ratio > t.depth_ratio:
-            found.append(Finding("exploding_gradients", "warning", f"gradient norm grows {_times(ratio)} {span}",
-                                 "lower the init scale or the learning rate, clip gradients (clip=norm)",
-                                 grads[0][0], m.steps, ratio))
+            found.append(Finding("exploding_gradients", "warning",
+                                 f"the gradient w.r.t. the layers' outputs grows {_times(ratio)} {span}"
+                                 f"{_updates_by_depth(m)}",
+                                 _advice(m, ("lower the init scale or the learning rate", None, None),
+                                         ("clip gradients (clip=norm)", "clip", "norm")), grads[0][0], m.steps, ratio))
     return found
+
+
+def _not_saturating(name: Any) -> bool:
+    return name not in ("sigmoid", "tanh")
+
+
+def _updates_by_depth(m: RunMetrics) -> str:
+    """What the weights saw of it: the first and last layers' update/weight ratios, where they were measured."""
+    ratios = [(name, v) for name, v in m.over_run("update_ratio").items() if v > 0]
+    if len(ratios) < 2:
+        return ""
+    (first, low), (last, high) = ratios[0], ratios[-1]
+    return f"; per step the updates are {low:.0e} of {first}'s weights and {high:.0e} of {last}'s"
 
 
 def update_ratio(m: RunMetrics, t: Thresholds) -> list[Finding]:
@@ -84,46 +195,30 @@ def update_ratio(m: RunMetrics, t: Thresholds) -> list[Finding]:
     if not ratios:
         return []
     typical = median(ratios)
+    where = "(median over layers and over the steps where the lr was at least 10% of its start; healthy is ~1e-3)"
     if typical > t.update_ratio_high:
-        return [Finding("update_ratio_high", "warning", f"updates are {typical:.1e} of the weights per step "
-                        f"(median over layers; healthy is about 1e-3)", "lower the learning rate",
-                        None, m.steps, typical)]
+        return [Finding("update_ratio_high", "warning", f"updates are {typical:.1e} of the weights per step {where}",
+                        "lower the learning rate", None, m.steps, typical)]
     if typical < t.update_ratio_low:
         return [Finding("update_ratio_low", "warning", f"updates are only {typical:.1e} of the weights per step "
-                        f"(median over layers; healthy is about 1e-3)", "raise the learning rate",
-                        None, m.steps, typical)]
+                        f"{where}", "raise the learning rate", None, m.steps, typical)]
     return []
 
 
-def divergence(m: RunMetrics, t: Thresholds) -> list[Finding]:
-    if m.nonfinite is None:
-        return []
-    found = m.nonfinite
-    return [Finding("divergence", "error", f"training diverged: the {found.describe()}",
-                    "lower the learning rate, clip gradients (clip=norm), or add normalisation",
-                    found.layer, found.step)]
-
-
 def non_centred_inputs(m: RunMetrics, t: Thresholds) -> list[Finding]:
+    """The zig-zag of inputs that all share a sign, seen in the first fully connected layer, which reads the inputs
+    themselves: it can only come from them when they are not centred (a high lr makes centred runs' signs agree
+    at times too, which is not this)."""
     # fully connected layers only: a conv kernel's few weights see neighbouring pixels, which move together
     # whatever the inputs' mean, so their signs agree anyway
     weights = [(name, v) for name, v in m.over_run("sign_agreement").items() if name.endswith(".linear")]
-    if not weights or weights[0][1] < t.sign_agreement:
+    if not weights or weights[0][1] < t.sign_agreement or _uses(m, "data.center", True):
         return []
     name, value = weights[0]
-    centred = m.config.get("data", {}).get("center", True)
-    cause = "the inputs are not zero-centred (data.center=false)" if not centred else "the layer's inputs share a sign"
-    return [Finding("non_centred_inputs", "warning", f"layer {name}: weight gradients agree in sign ({value:.2f} "
-                    f"on average; balanced is near 0) - {cause}, so updates zig-zag",
-                    "centre the inputs (data.center=true) or use a zero-centred activation before this layer",
-                    name, m.steps, value)]
-
-
-def symmetry(m: RunMetrics, t: Thresholds) -> list[Finding]:
-    return [Finding("zero_init_symmetry", "error", f"layer {name}: all units have identical weights and get "
-                    f"identical gradients - the symmetry never breaks, the layer acts as one unit",
-                    "use a random init (kaiming_normal, xavier_normal), not zeros", name)
-            for name in m.symmetric_layers]
+    return [Finding("non_centred_inputs", "warning", f"layer {name}: weight gradients agree in sign ({value:.2f} on "
+                    f"average over the run; balanced is near 0) - the inputs are not zero-centred (data.center=false), "
+                    f"so each unit's weights all move the same way and updates zig-zag",
+                    "centre the inputs (data.center=true)", name, m.steps, value)]
 
 
 def bn_train_eval_gap(m: RunMetrics, t: Thresholds) -> list[Finding]:
@@ -138,35 +233,46 @@ def bn_train_eval_gap(m: RunMetrics, t: Thresholds) -> list[Finding]:
 
 
 RUN_RULES: list[Callable[[RunMetrics, Thresholds], list[Finding]]] = [
-    divergence, symmetry, dead_relus, saturation, signal_over_depth, update_ratio, non_centred_inputs,
+    divergence, symmetry, did_not_learn, dead_relus, saturation, signal_over_depth, update_ratio, non_centred_inputs,
     bn_train_eval_gap,
 ]
 
 
 def run_findings(metrics: RunMetrics, thresholds: Thresholds) -> list[Finding]:
-    return [finding for rule in RUN_RULES for finding in rule(metrics, thresholds)]
+    """Every rule's findings, errors first; on a run none of them fires, one info entry naming the checks."""
+    found = [finding for rule in RUN_RULES for finding in rule(metrics, thresholds)]
+    if not found:
+        checks = ", ".join(rule.__name__.replace("_", " ") for rule in RUN_RULES)
+        found = [Finding("no_findings", "info", f"no findings: these checks passed - {checks}", "")]
+    return sorted(found, key=lambda f: SEVERITIES.index(f.severity))
 
 
 def bn_small_batch(runs: list[Any], thresholds: Thresholds) -> list[Finding]:
-    """In a sweep over batch sizes: BN runs whose val accuracy at the smallest batch is far below the largest."""
-    groups: dict[str, dict[int, float]] = {}
+    """In a sweep over batch sizes: BN runs whose val accuracy at the smallest batch is far below the largest, set
+    against a batch-independent norm's runs over the same batches where the sweep has them."""
+    by_norm: dict[tuple[str, str], dict[int, float]] = {}
     for run in runs:
-        config = run.metrics.config
-        acc = run.metrics.final.val_acc
-        if config.get("norm", {}).get("name") != "bn" or acc is None or run.status != "completed":
+        config, acc = run.metrics.config, run.metrics.final.val_acc
+        if acc is None or run.status != "completed" or "batch" not in config:
             continue
-        others = ",".join(f"{k}={v}" for k, v in sorted(run.overrides.items()) if k != "batch")
-        groups.setdefault(others, {})[config["batch"]] = acc
+        others = ",".join(f"{k}={v}" for k, v in sorted(run.overrides.items()) if k not in ("batch", "norm"))
+        by_norm.setdefault((config.get("norm", {}).get("name"), others), {})[config["batch"]] = acc
     found = []
-    for others, by_batch in groups.items():
-        if len(by_batch) < 2:
+    for (norm, others), by_batch in by_norm.items():
+        if norm != "bn" or len(by_batch) < 2:
             continue
         small, large = min(by_batch), max(by_batch)
         drop = by_batch[large] - by_batch[small]
-        if drop >= thresholds.bn_batch_drop and not math.isnan(drop):
-            found.append(Finding("bn_small_batch", "warning", f"BN at batch {small}: val accuracy {drop * 100:.0f} "
-                                 f"points below batch {large} ({others})",
-                                 "use norm=gn (or ln), which does not depend on the batch", None, None, drop))
+        if math.isnan(drop) or drop < thresholds.bn_batch_drop:
+            continue
+        controls = [f"{name.upper()} drops {(accs[large] - accs[small]) * 100:.0f}"
+                    for (name, rest), accs in sorted(by_norm.items(), key=lambda item: str(item[0]))
+                    if name in ("gn", "ln") and rest == others and small in accs and large in accs]
+        control = f", while {' and '.join(controls)} over the same batches" if controls else ""
+        context = f" ({others})" if others else ""
+        found.append(Finding("bn_small_batch", "warning", f"BN at batch {small}: val accuracy {drop * 100:.0f} "
+                             f"points below batch {large}{control}{context}",
+                             "use norm=gn (or ln), which does not depend on the batch", None, None, drop))
     return found
 
 

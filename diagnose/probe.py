@@ -55,7 +55,7 @@ def probe(config: ProbeConfig, out_dir: Path) -> RunMetrics:
     monitor.after_backward(1)
     nonfinite = monitor.after_step(1)
     metrics = RunMetrics(status="completed", command="probe", nonfinite=nonfinite, final=Final(loss=loss.item()),
-                         config=to_dict(config))
+                         classes=classes, config=to_dict(config))
     monitor.finish(metrics)
 
     acts = [(name, record) for name, record in metrics.layers.items() if record.role == "act"]

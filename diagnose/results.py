@@ -82,6 +82,8 @@ class RunMetrics:
     epochs: float = 0.0
     wall_time_s: float = 0.0
     images_per_s: float = 0.0  # training images per second of training (evaluations excluded)
+    lr: float | None = None  # the learning rate it trained at: `lr` scaled for the batch size (optim.lr_scaling)
+    classes: int | None = None  # of the data: chance accuracy is 1 / classes
     final: Final = field(default_factory=Final)
     history: list[Evaluation] = field(default_factory=list)  # one per evaluation
     nonfinite: NonFinite | None = None

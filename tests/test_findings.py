@@ -46,6 +46,8 @@ CASES = {  # rule -> (metrics that fire it, metrics that do not)
     "non_centred_inputs": ({**layers(features_0_linear={"sign_agreement": 0.9}), "config": {"data": {"center": False}}},
                            layers(features_0_linear={"sign_agreement": 0.1})),
     "zero_init_symmetry": ({"symmetric_layers": ["features.0.linear"]}, {"symmetric_layers": []}),
+    "did_not_learn": ({"command": "train", "classes": 10, "final": {"val_acc": 0.11}, "steps": 100},
+                      {"command": "train", "classes": 10, "final": {"val_acc": 0.8}, "steps": 100}),
     "bn_train_eval_gap": ({"history": [{"step": 10, "epoch": 1, "val_loss": 1, "val_acc": 0.6,
                                         "val_acc_bn_train_mode": 0.8}]},
                           {"history": [{"step": 10, "epoch": 1, "val_loss": 1, "val_acc": 0.8,
@@ -72,14 +74,16 @@ def test_every_rule_is_covered():
 
 def test_dead_relu_says_since_when_and_divergence_names_the_layer():
     (dead,) = [f for f in run_findings(metrics(CASES["dead_relu"][0]), T) if f.rule == "dead_relu"]
-    assert dead.message == "layer features.0.act: 61% dead ReLU units from step 200" and dead.step == 200
+    assert dead.message == ("61% dead ReLU units in 1 of 1 ReLU layers (features.0.act), from step 200: no gradient "
+                            "reaches them") and dead.step == 200
     (div,) = run_findings(metrics(CASES["divergence"][0]), T)
     assert "step 7" in div.message and "features.2.conv" in div.message and div.severity == "error"
 
 
 def test_thresholds_come_from_config():
     assert compose_config(["findings.saturation=0.95"]).findings == Thresholds(name="default", saturation=0.95)
-    assert not [f for f in run_findings(metrics(CASES["saturation"][0]), Thresholds(saturation=0.95))]
+    assert [f.rule for f in run_findings(metrics(CASES["saturation"][0]), Thresholds(saturation=0.95))] == [
+        "no_findings"]
 
 
 def test_a_run_prints_stores_logs_and_reports_its_findings(tmp_path, capsys, monkeypatch):
@@ -115,3 +119,71 @@ def test_a_signal_that_vanishes_to_exactly_zero_is_still_a_finding():
     case = layers(features_0_act={"act_std": 1.0, "grad_norm": 0.0}, features_9_act={"act_std": 0.0,
                                                                                       "grad_norm": 1.0})
     assert {"vanishing_activations", "vanishing_gradients"} <= {f.rule for f in run_findings(metrics(case), T)}
+
+
+def config(**groups: str) -> dict:
+    """A metrics.json config naming the chosen options (`data_center=True` sets data.center)."""
+    out: dict = {}
+    for key, value in groups.items():
+        if key == "data_center":
+            out["data"] = {"center": value}
+        else:
+            out[key] = {"name": value}
+    return out
+
+
+def remedies(case: dict, rule: str) -> str:
+    (finding,) = [f for f in run_findings(metrics(case), T) if f.rule == rule]
+    return finding.remedy
+
+
+def test_no_remedy_names_the_setting_already_in_use():
+    dead = CASES["dead_relu"][0]
+    assert "kaiming_normal" in remedies(dead, "dead_relu")
+    assert "kaiming_normal" not in remedies({**dead, "config": config(act="relu", init="kaiming_normal")}, "dead_relu")
+    flat = CASES["saturation"][0]
+    assert "xavier_normal" in remedies({**flat, "config": config(act="sigmoid")}, "saturation")
+    in_use = remedies({**flat, "config": config(act="sigmoid", init="xavier_normal", norm="bn")}, "saturation")
+    assert "xavier_normal" not in in_use and "normalisation" not in in_use and "relu" in in_use
+    divergence = {**CASES["divergence"][0], "config": config(clip="norm", norm="gn")}
+    assert remedies(divergence, "divergence") == "lower the learning rate"
+    # centred inputs are never told to centre the inputs, however much the signs agree (a high lr does that)
+    zigzag = CASES["non_centred_inputs"][0]
+    assert not [f for f in run_findings(metrics({**zigzag, "config": config(data_center=True)}), T)
+                if f.rule == "non_centred_inputs"]
+
+
+def test_a_rule_speaks_once_for_all_its_layers_with_the_range():
+    case = layers(**{f"features_{i}_act": {"saturation": 0.89 + i / 300} for i in range(20)})
+    (finding,) = [f for f in run_findings(metrics({**case, "config": config(act="sigmoid")}), T)]
+    assert finding.message.startswith("89-95% of outputs saturated in 20 of 20 sigmoid layers (features.0.act, "
+                                      "features.1.act, ..., features.19.act)")
+
+
+def test_findings_come_errors_first_and_a_healthy_run_says_what_passed():
+    case = {**CASES["saturation"][0], **CASES["did_not_learn"][0]}
+    assert [f.severity for f in run_findings(metrics(case), T)] == ["error", "warning"]
+    (healthy,) = run_findings(metrics(CASES["saturation"][1]), T)
+    assert healthy.rule == "no_findings" and healthy.severity == "info"
+    assert "dead relus" in healthy.message and "saturation" in healthy.message
+
+
+def test_a_nan_before_any_update_points_at_the_init_not_the_learning_rate():
+    at_step_1 = {"nonfinite": {"step": 1, "layer": "features.5.linear", "tensor": "activation"}}
+    for case in (at_step_1, {**at_step_1, "command": "probe"}):
+        (finding,) = run_findings(metrics(case), T)
+        assert "learning rate" not in finding.remedy and "init" in finding.remedy
+    (probe,) = run_findings(metrics({**at_step_1, "command": "probe"}), T)
+    assert probe.message.startswith("the signal overflows to NaN/Inf at initialisation")
+
+
+def test_a_signal_that_overflows_to_inf_is_exploding():
+    case = layers(features_0_act={"act_std": 1.0}, features_5_act={"act_std": float("inf")})
+    assert "exploding_activations" in {f.rule for f in run_findings(metrics(case), T)}
+
+
+def test_small_batch_bn_is_set_against_the_sweeps_groupnorm_runs():
+    runs = [bn_run(2, 0.60), bn_run(32, 0.83), bn_run(2, 0.80, "gn"), bn_run(32, 0.81, "gn")]
+    (finding,) = bn_small_batch(runs, T)
+    assert "BN at batch 2: val accuracy 23 points below batch 32, while GN drops 1 over the same batches" in \
+        finding.message

@@ -14,7 +14,7 @@ from diagnose.config import TrainConfig, from_dict, to_dict
 from diagnose.diagnostics import metrics as metric_table
 from diagnose.diagnostics.dashboard import custom_scalars_layout
 from diagnose.diagnostics.metrics import LayerMetric
-from diagnose.diagnostics.monitor import Instrument
+from diagnose.diagnostics.monitor import Instrument, Monitor
 from diagnose.report import layer_table
 from diagnose.results import RunMetrics
 from diagnose.sweep.runs import RunRecord
@@ -142,3 +142,27 @@ def test_a_saved_config_reads_back_as_the_same_typed_config():
     again = from_dict(json.loads(json.dumps(to_dict(config))))
     assert isinstance(again, TrainConfig) and again == config
     assert type(again.norm) is type(config.norm) and again.act.slope == 0.2
+
+
+class Silent:
+    """A writer that keeps nothing."""
+
+    file_writer = property(lambda self: self)
+
+    def add_summary(self, summary, step):
+        pass
+
+
+def test_run_means_leave_out_the_steps_where_the_schedule_has_taken_the_lr_to_zero():
+    class Ratio(Instrument):
+        def after_step(self, step, readings):
+            readings.scalars["update_ratio/features.0.conv"] = float(step)
+
+    step = {"now": 0}
+    monitor = Monitor([], [Ratio()], Silent(), learning=lambda: step["now"] <= 2)  # lr below 10% from step 3
+    for step["now"] in range(1, 5):
+        monitor.after_step(step["now"])
+    metrics = RunMetrics(status="completed")
+    monitor.finish(metrics)
+    assert metrics.run_means == {"update_ratio/features.0.conv": 1.5}  # steps 1 and 2 only
+    assert monitor.latest["update_ratio/features.0.conv"] == 4.0  # the chart still gets every measurement

@@ -42,7 +42,7 @@ def for_training(run: Run, writer: object) -> Monitor:
         say("data.val_size=0: no held-out examples for the dead-unit probe, so dead ReLUs are not measured (and "
             "there is no validation).", "yellow")
     instruments.append(DepthFigure(writer, [layer.name for layer in layers]))
-    return Monitor(layers, instruments, writer)
+    return Monitor(layers, instruments, writer, learning=lambda: run.optimizer.param_groups[0]["lr"] >= 0.1 * run.lr)
 
 
 def for_replay(layers: list[Layer], settings: object) -> Monitor:
@@ -56,5 +56,5 @@ def for_probe(model: torch.nn.Module, layers: list[Layer], x: torch.Tensor, sett
     series, against depth)."""
     always = Schedule(always=True)
     return Monitor(layers, [ActivationStats(layers, always, settings), BatchNormStats(layers, always),
-                            WeightStats(layers, always, settings),
+                            WeightStats(layers, always, settings, updates=False),
                             DeadUnits(model, layers, x, chunk=len(x), always=True)])

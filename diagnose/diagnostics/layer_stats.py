@@ -105,11 +105,12 @@ class ActivationStats(Instrument):
 
 
 class WeightStats(Instrument):
-    """Every conv/linear weight: its norm, its gradient, and the update the optimizer made of it."""
+    """Every conv/linear weight: its norm, its gradient, and the update the optimizer made of it (`updates`: there
+    is an optimizer step to measure; the probe has none)."""
 
-    def __init__(self, layers: list[Layer], schedule: Schedule, settings: object):
+    def __init__(self, layers: list[Layer], schedule: Schedule, settings: object, updates: bool = True):
         self.layers = [layer for layer in layers if layer.role == "weight"]
-        self.schedule, self.settings = schedule, settings
+        self.schedule, self.settings, self.updates = schedule, settings, updates
         self._before: list[torch.Tensor] = []
 
     def after_backward(self, step: int, readings: Readings) -> None:
@@ -124,7 +125,8 @@ class WeightStats(Instrument):
                 # cannot overflow while every entry is finite
                 biggest = torch.linalg.vector_norm(weight.grad.detach(), ord=float("inf"))
                 readings.finite.append((layer.name, "weight gradient", biggest))
-            self._before = [layer.module.weight.detach().clone() for layer in self.layers]
+            if self.updates:
+                self._before = [layer.module.weight.detach().clone() for layer in self.layers]
         if self.schedule.histograms(step):
             for layer in self.layers:
                 weight = layer.module.weight

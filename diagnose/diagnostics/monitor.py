@@ -9,6 +9,7 @@ findings read those) and the run means the metric table asks for.
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,8 +75,11 @@ class Instrument:
 class Monitor:
     """Calls its instruments, in their order, at each moment, and writes what they read."""
 
-    def __init__(self, layers: list[Layer], instruments: list[Instrument], writer: Any = None):
+    def __init__(self, layers: list[Layer], instruments: list[Instrument], writer: Any = None,
+                 learning: Callable[[], bool] | None = None):
         self.layers, self.instruments, self.writer = layers, instruments, writer  # writer None: keep, write nothing
+        # run means describe the run while it learns: at lr ~ 0 (a schedule's end) an update ratio is ~0 by design
+        self.learning = learning or (lambda: True)
         names = [instrument.name for instrument in instruments]
         assert len(set(names)) == len(names), f"two instruments would share a checkpoint key: {names}"
         self.readings = Readings()
@@ -115,7 +119,7 @@ class Monitor:
                 rows = stats.histograms(list(readings.histograms.values())).cpu()
                 for tag, row in zip(readings.histograms, rows, strict=True):
                     write_histogram(self.writer, tag, row, step)
-            for tag, value in measured.items():
+            for tag, value in measured.items() if self.learning() else ():
                 if (metric := metric_of(tag)) is not None and metric.run_mean:
                     total, count = self._sums.get(tag, (0.0, 0))
                     self._sums[tag] = (total + value, count + 1)

@@ -26,11 +26,17 @@ class RunRecord:
 
 
 def _parse_value(text: str) -> Any:
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return value if isinstance(value, int | float | str | bool) else text
+    """A command-line value as the user meant it: numbers as numbers, true/false as booleans, anything else as
+    typed (YAML would read `off` and `no` as false: `diag=off` must stay off)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def read_overrides(run_dir: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from diagnose.config import Thresholds
+from diagnose.console import console as shared_console
 from diagnose.console import print_findings
 from diagnose.findings import Finding, as_dicts, bn_small_batch
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
@@ -21,7 +22,18 @@ METRICS = {
     "test_acc": lambda r: r.final("test_acc"),
     "train_loss": lambda r: r.final("train_loss"),
     "bn_train_eval_gap": lambda r: r.metrics.bn_train_eval_gap,
+    "loss_at_init": lambda r: r.final("loss"),  # diagnose probe
 }
+
+
+def measured(runs: list[RunRecord]) -> list[str]:
+    """The METRICS some run of the sweep has: a probe sweep has no accuracies, a train sweep no loss at init."""
+    return [name for name, read in METRICS.items() if any(read(run) is not None for run in runs)]
+
+
+def _lr(run: RunRecord) -> str:
+    """The learning rate the run trained at (lr scaled for its batch size)."""
+    return "" if run.metrics.lr is None else f"{run.metrics.lr:.4g}"
 SUMMARY_CSV = "summary.csv"
 FINDINGS_JSON = "findings.json"
 SENSITIVITY_DIR = "sensitivity"
@@ -59,6 +71,8 @@ def write_hparams(runs: list[RunRecord], keys: list[str]) -> None:
     for run in runs:
         params = {k: run.overrides[k] for k in keys if k in run.overrides}
         params["status"] = run.status
+        if run.metrics.lr is not None:
+            params["lr_effective"] = run.metrics.lr  # what it trained at: lr scaled for the batch size
         metrics = {f"hparam/{m}": read(run) for m, read in METRICS.items() if read(run) is not None}
         experiment, start, end = hparams(params, metrics, {**discrete, "status": ["completed", "diverged",
                                                                                    "interrupted", "failed"]})
@@ -70,24 +84,27 @@ def write_hparams(runs: list[RunRecord], keys: list[str]) -> None:
 
 
 def write_csv(path: Path, runs: list[RunRecord], keys: list[str]) -> None:
+    shown = measured(runs)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["job", "status", *keys, *METRICS])
+        writer.writerow(["job", "status", *keys, "lr_effective", *shown])
         for run in runs:
-            values = [read(run) for read in METRICS.values()]
-            writer.writerow([run.path.name, run.status, *(run.overrides.get(k) for k in keys),
+            values = [METRICS[name](run) for name in shown]
+            writer.writerow([run.path.name, run.status, *(run.overrides.get(k) for k in keys), _lr(run),
                              *("" if v is None else f"{v:.6g}" for v in values)])
 
 
 def sweep_table(runs: list[RunRecord], keys: list[str], title: str) -> Table:
+    shown = measured(runs)
+    with_lr = any(run.metrics.lr is not None for run in runs)
     table = Table(title=title, header_style="bold")
-    for column in ("status", *keys, *METRICS):
-        table.add_column(column, justify="right" if column in METRICS else "left")
+    for column in ("status", *keys, *(["lr_effective"] if with_lr else []), *shown):
+        table.add_column(column, justify="right" if column in (*shown, "lr_effective") else "left")
     ordered = sorted(runs, key=lambda r: tuple(str(r.overrides.get(k)).zfill(12) for k in keys))
     for run in ordered:
-        values = [read(run) for read in METRICS.values()]
+        values = [METRICS[name](run) for name in shown]
         style = None if run.status == "completed" else "red"
-        table.add_row(run.status, *(str(run.overrides.get(k, "")) for k in keys),
+        table.add_row(run.status, *(str(run.overrides.get(k, "")) for k in keys), *([_lr(run)] if with_lr else []),
                       *("-" if v is None else f"{v:.4f}" for v in values), style=style)
     return table
 
@@ -109,7 +126,7 @@ def summarise_sweep(sweep_dir: Path, console: Console | None = None) -> list[Run
     write_hparams(runs, keys)
     findings = sweep_findings(runs)
     (sweep_dir / FINDINGS_JSON).write_text(json.dumps(as_dicts(findings), indent=2))
-    console = console or Console(stderr=True)
+    console = console or shared_console
     console.print(sweep_table(runs, keys, f"sweep {sweep_dir}"))
     print_findings(findings, console)
     return runs

@@ -139,7 +139,7 @@ def run_metrics(run: Run, record: Record, status: str, done: int, nonfinite: Non
         final.val_loss, final.val_acc = history[-1].val_loss, history[-1].val_acc
     return RunMetrics(status=status, steps=done, epochs=done / run.steps_per_epoch, final=final, history=history,
                       images_per_s=done * run.batch / record.train_time if record.train_time else 0.0,
-                      nonfinite=nonfinite, config=config)
+                      lr=run.lr, classes=run.data.n_classes, nonfinite=nonfinite, config=config)
 
 
 def evaluate_test(run: Run, writer: SummaryWriter, final: Final, step: int) -> None:
