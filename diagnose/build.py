@@ -23,6 +23,7 @@ from diagnose.components.optim import (
 )
 from diagnose.config import DiagConfig, ModelConfig, SplitConfig, SyntheticConfig, Thresholds, TrainConfig
 from diagnose.data import DeviceData, make_synthetic, read_dataset, split, to_input
+from diagnose.diagnostics.layer_stats import CURVE_POINTS, stride
 from diagnose.errors import UserError
 from diagnose.models import MODELS
 from diagnose.models.init import init_weights
@@ -170,7 +171,7 @@ def build_run(config: TrainConfig) -> Run:
         augment=config.data.augment,
         autocast_dtype=torch.bfloat16 if config.precision == "bf16" else None,
         seed=config.seed,
-        log_every=config.log_every,
+        log_every=stride(config.log_every, total_steps, CURVE_POINTS),  # a short run's loss curve has points too
         act=act,
         norm=norm,
         diag=config.diag,

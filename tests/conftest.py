@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from diagnose.cli import config_dir
 from diagnose.cli.overrides import composed
@@ -70,3 +72,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slow tests first: workers that start on them finish together with the others, instead of one worker
     starting a 30 s test when the rest is done."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+DEPTH_LABEL = re.compile(r"^([^/]+)/\d+ ")
+
+
+def plain(tag: str) -> str:
+    """A TensorBoard tag with its layer's depth label taken off: 'act_std/03 features.2.act' -> 'act_std/features.2.act'
+    (diagnostics/layers.py: depth_labels)."""
+    return DEPTH_LABEL.sub(r"\1/", tag)
+
+
+def events_of(run_dir: Path) -> EventAccumulator:
+    return EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0}).Reload()
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series of a run, by plain tag: [(step, value)]."""
+    events = events_of(run_dir)
+    return {plain(tag): [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def tags(run_dir: Path) -> dict[str, set[str]]:
+    """A run's tags by kind (scalars, histograms, images, tensors), plain."""
+    return {kind: {plain(tag) for tag in names} for kind, names in events_of(run_dir).Tags().items()
+            if isinstance(names, list)}

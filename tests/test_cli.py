@@ -49,8 +49,9 @@ def test_train_writes_events_metrics_and_checkpoint(tmp_path):
     assert "test" in result.stderr and "accuracy" in result.stderr  # the summary table
     # piped, as in a cluster job: a plain line per log window and per evaluation, nothing wrapped, all in train.log
     lines = result.stderr.splitlines()
-    assert [line.split("  ")[0] for line in lines if line.startswith("step ")] == [
-        "step 2/4 epoch 0.04", "step 4/4 epoch 0.08", "step 4/4 epoch 0.08"]  # 48 steps an epoch at batch 4
+    assert [line.split("  ")[0] for line in lines if line.startswith("step ")] == [  # 48 steps an epoch at batch 4
+        "step 1/4 epoch 0.02", "step 2/4 epoch 0.04", "step 3/4 epoch 0.06", "step 4/4 epoch 0.08",
+        "step 4/4 epoch 0.08"]
     assert any(line.endswith(f"Run folder: {run_dir}") for line in lines)  # one line, however long the path
     assert not [line for line in lines if line.startswith("train ")]  # no progress bar drawn into a file
     log = (run_dir / "train.log").read_text()

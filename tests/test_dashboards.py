@@ -9,12 +9,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import TINY, compose_config
+from conftest import FASHION, TINY, TINY_DATA, compose_config, needs_fashion, scalars, tags
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from diagnose.build import build_run
 from diagnose.config import to_dict
+from diagnose.diagnostics.dashboard import custom_scalars_layout
 from diagnose.diagnostics.layer_stats import Schedule
+from diagnose.diagnostics.layers import depth_labels, measured_layers
 from diagnose.training.loop import train
 
 LAYERS = ["features.0.conv", "features.0.norm", "features.0.act", "features.2.conv", "features.2.act"]
@@ -31,32 +33,53 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_the_event_file_holds_every_per_layer_metric(run_dir):
-    tags = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0}).Reload().Tags()
-    scalars = set(tags["scalars"])
+    found = tags(run_dir)
+    series = found["scalars"]
     for layer in LAYERS:
-        assert {f"act_mean/{layer}", f"act_std/{layer}", f"act_zero/{layer}", f"grad_norm/{layer}",
-                f"grad_std/{layer}"} <= scalars, layer
+        assert {f"act_std/{layer}", f"grad_norm/{layer}", f"grad_norm_log10/{layer}", f"grad_std/{layer}"} <= series
+    assert {"act_mean/features.0.act", "act_zero/features.0.act"} <= series
+    assert "act_zero/features.0.conv" not in series  # exact zeros tell something only of a ReLU's output
     for layer in ("features.0.conv", "features.2.conv", "head.fc"):
         assert {f"weight_norm/{layer}", f"weight_grad_norm/{layer}", f"update_ratio/{layer}",
-                f"sign_agreement/{layer}"} <= scalars
+                f"update_ratio_log10/{layer}", f"sign_agreement/{layer}"} <= series
     assert {"dead/features.0.act", "dead_permanent/features.2.act", "bn_shift/features.0.norm",
             "bn_var_ratio/features.2.norm", "bn/val_acc_train_mode", "bn/val_acc_eval_mode",
-            "reference/update_ratio"} <= scalars
-    events = EventAccumulator(str(run_dir)).Reload()
+            "reference/update_ratio", "reference/update_ratio_log10"} <= series
+    values = scalars(run_dir)
     for tag in ("landscape/loss_range", "landscape/grad_change_range", "landscape/beta"):
-        assert [e.step for e in events.Scalars(tag)] == [6, 12], tag  # every diag.landscape_every steps
-    histograms = set(tags["histograms"])
+        assert [step for step, _ in values[tag]] == [6, 12], tag  # every diag.landscape_every steps
+    assert values["reference/update_ratio_log10"][0][1] == pytest.approx(-3)
     assert {"act/features.0.act", "grad/features.0.conv", "weight/features.2.conv",
-            "weight_grad/head.fc"} <= histograms
-    assert "depth/act_std_and_grad_norm" in tags["images"]
-    assert "custom_scalars__config__" in tags["tensors"]
+            "weight_grad/head.fc"} <= found["histograms"]
+    assert "depth/act_std_and_grad_norm" in found["images"]
+    assert "custom_scalars__config__" in found["tensors"]
+
+
+def test_tags_carry_the_layers_depth_so_charts_read_in_forward_order(run_dir):
+    raw = EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]
+    assert "act_std/01 features.0.conv" in raw and "act_std/03 head.fc" in raw  # the third conv/linear layer
+    assert "act_std/02 features.2.act" in raw
+    deep = [f"features.{i}.act" for i in range(12)]
+    labels = depth_labels(measured_layers(mlp(12), *entries()))
+    assert sorted(labels[name] for name in deep) == [labels[name] for name in deep]  # 10 after 9, not after 1
+
+
+def mlp(depth: int):
+    return build_run(compose_config(TINY_DATA + ["model=mlp", f"model.depth={depth}", "model.width=8"])).model
+
+
+def entries():
+    from diagnose.components.activations import ACTIVATIONS
+    from diagnose.components.norms import NORMS
+
+    return ACTIVATIONS["relu"], NORMS["bn"]
 
 
 def test_full_diagnostics_measure_every_step(run_dir):
-    events = EventAccumulator(str(run_dir)).Reload()
-    assert [e.step for e in events.Scalars("act_std/features.0.act")] == list(range(1, 13))
+    values = scalars(run_dir)
+    assert [step for step, _ in values["act_std/features.0.act"]] == list(range(1, 13))
     # the probe at initialisation and often enough for 10 points: every 2 steps here, below probe_every=4
-    assert [e.step for e in events.Scalars("dead/features.0.act")] == [1, 2, 4, 6, 8, 10, 12]
+    assert [step for step, _ in values["dead/features.0.act"]] == [1, 2, 4, 6, 8, 10, 12]
 
 
 @pytest.mark.parametrize(("every", "last", "measured"), [
@@ -69,12 +92,33 @@ def test_every_run_is_measured_at_init_often_enough_for_a_curve_and_at_the_end(e
     assert [step for step in range(1, last + 1) if schedule.stats(step)] == measured
 
 
+def test_the_layout_has_only_charts_this_model_fills_each_of_one_kind_of_layer():
+    def titles(*overrides: str) -> dict[str, dict]:
+        run = build_run(compose_config(TINY + list(overrides)))
+        layout = custom_scalars_layout(measured_layers(run.model, run.act, run.norm))
+        return {title: chart for charts in layout.values() for title, chart in charts.items()}
+
+    relu_bn = titles("act=relu", "norm=bn")
+    assert list(custom_scalars_layout([]))[0] == "training"  # loss and accuracy first
+    assert {"dead ReLU units on the probe batch", "BN batch var / running var"} <= set(relu_bn)
+    assert not [t for t in relu_bn if "saturated" in t or "rho" in t]
+    sigmoid = titles("act=sigmoid", "norm=none")
+    assert "saturated fraction" in sigmoid
+    assert not [t for t in sigmoid if "dead" in t or "BN" in t or "exact zeros" in t]
+    assert "Batch-Instance Norm rho (1 = BN, 0 = IN)" in titles("norm=bin")
+    # one kind of layer a chart, the logits on their own, and what spans decades as log10 with its reference line
+    assert relu_bn["std of the output: activations"][1] == [r"^act_std/(01\ features\.0\.act|02\ features\.2\.act)$"]
+    assert "head" not in relu_bn["std of the output: conv/linear layers"][1][0]
+    update_ratio = relu_bn["log10 update / weight ratio per step (line: 1e-3, healthy)"]
+    assert update_ratio[1][1] == "^reference/update_ratio_log10$"
+
+
 def test_saturation_is_logged_for_sigmoid_layers_only(tmp_path):
     cfg = compose_config(TINY + ["act=sigmoid", "diag.every=2"])
     train(build_run(cfg), tmp_path, {})
-    scalars = EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"]
-    assert "saturation/features.0.act" in scalars and "saturation/features.0.conv" not in scalars
-    assert not any(tag.startswith("dead/") for tag in scalars)  # a sigmoid cannot be "dead"
+    series = tags(tmp_path)["scalars"]
+    assert "saturation/features.0.act" in series and "saturation/features.0.conv" not in series
+    assert not any(tag.startswith("dead/") for tag in series)  # a sigmoid cannot be "dead"
 
 
 def get_json(url: str, timeout: float = 60) -> object:
@@ -88,28 +132,61 @@ def get_json(url: str, timeout: float = 60) -> object:
         time.sleep(0.5)
 
 
+def serve(logdir: Path) -> tuple[subprocess.Popen, str]:
+    """A real TensorBoard on a free port of 127.0.0.1, and its base URL."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", "0",
+         "--reload_interval", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in server.stdout:  # "TensorBoard 2.x at http://127.0.0.1:PORT/ (Press CTRL+C to quit)"
+        match = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+        if match:
+            return server, match.group(1)
+    server.kill()
+    raise AssertionError("tensorboard did not start")
+
+
+@pytest.mark.slow
+def test_a_lecture_tour_run_fills_every_chart_of_its_layout_with_curves(tmp_path):
+    """A README tour command of under 100 steps, read through TensorBoard's own HTTP API: every chart of the run's
+    layout has data, and each per-layer line at least 10 points."""
+    needs_fashion()
+    cfg = compose_config(["model=mlp", "act=sigmoid", "init=normal", "init.std=1.0", "norm=none",
+                          "data=fashion_mnist", f"data.root={FASHION.parent / 'none'}", "data.download=false",
+                          "data.subset=10000", "epochs=1", "device=cpu"])
+    run = build_run(cfg)
+    assert run.total_steps < 100
+    train(run, tmp_path, to_dict(cfg))
+    server, base = serve(tmp_path)
+    try:
+        layout = get_json(f"{base}/data/plugin/custom_scalars/layout")
+        available = get_json(f"{base}/data/plugin/scalars/tags")["."]
+        for category in layout["category"]:
+            for chart in category["chart"]:
+                patterns = [re.compile(p) for p in chart["multiline"]["tag"]]
+                lines = [tag for tag in available if any(p.search(tag) for p in patterns)]
+                assert lines, chart["title"]
+                for tag in lines:
+                    points = get_json(f"{base}/data/plugin/scalars/scalars?run=.&tag={urllib.request.quote(tag)}")
+                    per_layer = re.match(r"^[^/]+/\d+ ", tag)
+                    assert len(points) >= (10 if per_layer else 1), (chart["title"], tag, len(points))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 @pytest.mark.slow
 def test_a_real_tensorboard_serves_the_dashboards(run_dir):
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir), "--host", "127.0.0.1", "--port", "0",
-         "--reload_interval", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server, base = serve(run_dir)
     try:
-        base = None
-        for line in server.stdout:  # "TensorBoard 2.x at http://127.0.0.1:PORT/ (Press CTRL+C to quit)"
-            match = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
-            if match:
-                base = match.group(1)
-                break
-        assert base, "tensorboard did not start"
         assert get_json(f"{base}/data/runs") == ["."]
-        scalars = get_json(f"{base}/data/plugin/scalars/tags")["."]
-        assert {"act_std/features.0.act", "grad_norm/features.2.conv", "dead/features.0.act"} <= set(scalars)
+        series = get_json(f"{base}/data/plugin/scalars/tags")["."]
+        assert {"act_std/01 features.0.act", "grad_norm/02 features.2.conv", "dead/01 features.0.act"} <= set(series)
         layout = get_json(f"{base}/data/plugin/custom_scalars/layout")
-        charts = {chart["title"]: chart["multiline"]["tag"] for category in layout["category"]
-                  for chart in category["chart"]}
-        assert charts["std of each layer's output"] == [r"act_std/.*"]
+        assert layout["category"][0]["title"] == "training"
+        charts = {chart["title"] for category in layout["category"] for chart in category["chart"]}
+        assert "std of the output: activations" in charts
         histograms = get_json(f"{base}/data/plugin/histograms/tags")["."]
-        assert {"act/features.0.act", "weight_grad/features.0.conv"} <= set(histograms)
+        assert {"act/01 features.0.act", "weight_grad/01 features.0.conv"} <= set(histograms)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -118,15 +195,14 @@ def test_a_real_tensorboard_serves_the_dashboards(run_dir):
 def test_histograms_alone_without_statistics(tmp_path):
     cfg = compose_config(TINY + ["diag.every=0", "diag.hist_every=2", "diag.probe_every=0"])
     train(build_run(cfg), tmp_path, {})
-    tags = EventAccumulator(str(tmp_path)).Reload().Tags()
-    assert "act/features.0.act" in tags["histograms"]
-    assert not any(t.startswith("act_std/") for t in tags["scalars"])
+    found = tags(tmp_path)
+    assert "act/features.0.act" in found["histograms"]
+    assert not any(t.startswith("act_std/") for t in found["scalars"])
 
 
 def test_batch_instance_norm_logs_its_learned_mix(tmp_path):
     cfg = compose_config(TINY + ["norm=bin", "diag.every=2"])
     train(build_run(cfg), tmp_path, {})
-    events = EventAccumulator(str(tmp_path)).Reload()
-    values = [e.value for e in events.Scalars("bin_rho/features.0.norm")]
-    assert values and all(0.0 <= v <= 1.0 for v in values)
-    assert "bn_shift/features.0.norm" in events.Tags()["scalars"]  # BIN keeps BN's running statistics too
+    values = scalars(tmp_path)
+    assert values["bin_rho/features.0.norm"] and all(0.0 <= v <= 1.0 for _, v in values["bin_rho/features.0.norm"])
+    assert "bn_shift/features.0.norm" in values  # BIN keeps BN's running statistics too

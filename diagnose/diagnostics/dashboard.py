@@ -1,24 +1,46 @@
-"""TensorBoard's Custom Scalars layout: one multi-line chart per per-layer metric, with every layer's series."""
+"""TensorBoard's Custom Scalars layout, built from the model: only charts this model can fill, each comparing like
+with like (one role of layer: conv/linear layers, norms or activations; the logits apart), its lines in forward
+order, the quantities that span decades as log10, and the run's loss and accuracy first."""
 
+import re
 from typing import Any
 
+from diagnose.components.norms import BATCH
 from diagnose.diagnostics import metrics as metric_table
+from diagnose.diagnostics.layers import Layer, depth_labels
+from diagnose.diagnostics.metrics import ROLES
 
-# Charts of run-level series, by category, drawn after the category's per-layer charts: (title, tag regex)
-RUN_CHARTS = {
-    "normalisation": [("val accuracy: BN in train vs eval mode", r"bn/val_acc_.*")],
-    "training": [("loss", r"(train|val|test)/loss"), ("accuracy", r"(train|val|test)/acc")],
-}
+Layout = dict[str, dict[str, list[Any]]]
 
 
-def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
+def custom_scalars_layout(layers: list[Layer]) -> Layout:
     """For SummaryWriter.add_custom_scalars, which may be called only once per writer."""
-    layout: dict[str, dict[str, list[Any]]] = {}
+    labels = depth_labels(layers)
+    weights = [layer for layer in layers if layer.role == "weight"]
+    head = weights[-1] if weights else None  # its output is the logits: a scale of its own
+    layout: Layout = {"training": {"loss": _chart(r"^(train|val|test)/loss$"),
+                                   "accuracy": _chart(r"^(train|val|test)/acc$"),
+                                   "learning rate": _chart(r"^train/lr$")}}
+    if head is not None:
+        logits = re.escape(labels[head.name])
+        layout["activations"] = {f"logits ({head.name}'s output): std and mean":
+                                 _chart(f"^act_std/{logits}$", f"^act_mean/{logits}$")}
     for metric in metric_table.LAYER_METRICS:
-        if metric.chart is not None:
-            regex = f"{metric.name}/.*" + (f"|reference/{metric.name}" if metric.reference else "")
-            layout.setdefault(metric.chart, {})[metric.title] = ["Multiline", [regex]]
-    for category, charts in RUN_CHARTS.items():
-        for title, regex in charts:
-            layout.setdefault(category, {})[title] = ["Multiline", [regex]]
+        for role in metric.roles if metric.chart else ():
+            members = [layer for layer in layers if layer.role == role and metric.applies(layer)
+                       and not (layer is head and metric.of == "output")]
+            if not members:
+                continue
+            series = f"{metric.name}_log10" if metric.log10 else metric.name
+            title = metric.title + (f": {ROLES[role]}" if len(metric.roles) > 1 else "")
+            title = f"log10 {title}" if metric.log10 else title
+            names = "|".join(re.escape(labels[layer.name]) for layer in members)
+            tags = [f"^{series}/({names})$"] + ([f"^reference/{series}$"] if metric.reference else [])
+            layout.setdefault(metric.chart, {})[title] = _chart(*tags)
+    if any(layer.kind == BATCH for layer in layers):
+        layout.setdefault("normalisation", {})["val accuracy: BN in train vs eval mode"] = _chart(r"^bn/val_acc_")
     return layout
+
+
+def _chart(*tags: str) -> list[Any]:
+    return ["Multiline", list(tags)]

@@ -50,9 +50,11 @@ class Schedule:
 
 
 def _add(readings: Readings, source: str, x: torch.Tensor, layer: Layer, settings: object) -> Seen:
-    """Every metric of the table computed from `source`, for `layer`."""
+    """Every metric of the table computed from `source` that means something for `layer`."""
     seen = Seen(x, layer, settings)
     for metric in computed_from(source):
+        if not metric.applies(layer):
+            continue
         value = metric.compute(seen)
         if value is not None:
             readings.scalars[f"{metric.name}/{layer.name}"] = value

@@ -29,3 +29,17 @@ def measured_layers(model: nn.Module, act: Activation, norm: Norm) -> list[Layer
         elif name.endswith(".act"):
             layers.append(Layer(name, module, "act", act.kind, act))
     return layers
+
+
+def depth_labels(layers: list[Layer]) -> dict[str, str]:
+    """Each layer's name in TensorBoard: its place among the layers of its role, zero-padded, then its module name
+    ('03 features.4.act'). TensorBoard sorts a chart's lines, legend and tooltip as strings: so they read in forward
+    order (features.10 would come before features.2)."""
+    counts = {role: sum(layer.role == role for layer in layers) for role in {layer.role for layer in layers}}
+    seen: dict[str, int] = {}
+    labels = {}
+    for layer in layers:
+        seen[layer.role] = seen.get(layer.role, 0) + 1
+        width = max(2, len(str(counts[layer.role])))
+        labels[layer.name] = f"{seen[layer.role]:0{width}d} {layer.name}"
+    return labels

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from diagnose.components.activations import SATURATING
+from diagnose.components.activations import RELU_LIKE, SATURATING
+from diagnose.components.norms import BATCH
 from diagnose.diagnostics import stats
 from diagnose.diagnostics.layers import Layer
 
@@ -41,22 +42,34 @@ class Seen:
         return stats.norm_from(self.mean, self.std, self.x.numel())
 
 
+ROLES = {"weight": "conv/linear layers", "norm": "norm layers", "act": "activations"}
+
+
+def _every_layer(layer: Layer) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class LayerMetric:
-    name: str  # tags are <name>/<layer>
-    title: str  # its Custom Scalars chart
-    chart: str | None  # the dashboard category the chart is in; None: not charted
+    name: str  # tags are <name>/<depth label of the layer>
+    title: str  # its Custom Scalars charts, one per layer role it is charted for
+    chart: str | None  # the dashboard category its charts are in; None: not charted
+    roles: tuple[str, ...] = ("weight", "norm", "act")  # the layers it is charted for, a chart per role
+    applies: Callable[[Layer], bool] = _every_layer  # the layers it means something for
+    log10: bool = False  # it spans decades: charted as log10 (a <name>_log10/ series beside it)
     column: str | None = None  # its column in `diagnose report`'s layer table
     probe: str | None = None  # its column in `diagnose probe`'s table (and a probe/<name> series against depth)
-    run_mean: bool = False  # also kept as a mean over every measuring step: findings read that
+    run_mean: bool = False  # also kept as a mean over the measuring steps while the run learns: findings read that
     reference: float | None = None  # a healthy value, drawn as a line on its chart
     of: str | None = None  # what the generic instruments compute it from; None: an instrument of its own
-    compute: Callable[[Seen], torch.Tensor | None] | None = None
+    compute: Callable[[Seen], torch.Tensor] | None = None  # called only for the layers it `applies` to
 
 
-def _saturation(seen: Seen) -> torch.Tensor | None:
-    if seen.layer.kind != SATURATING:
-        return None
+def _saturating(layer: Layer) -> bool:
+    return layer.kind == SATURATING
+
+
+def _saturation(seen: Seen) -> torch.Tensor:
     return seen.layer.entry.saturated(seen.x.float(), seen.settings).float().mean()
 
 
@@ -65,40 +78,47 @@ def _zero_fraction(seen: Seen) -> torch.Tensor:
 
 
 UPDATE_RATIO_REFERENCE = 1e-3  # Karpathy's rule of thumb for the update/weight ratio
+ACT, NORM, WEIGHT = ("act",), ("norm",), ("weight",)
 
 LAYER_METRICS = [
     # activations: every conv/linear, norm and activation output
-    LayerMetric("act_std", "std of each layer's output", "activations", column="act std", probe="act std",
+    LayerMetric("act_std", "std of the output", "activations", column="act std", probe="act std",
                 of="output", compute=lambda seen: seen.std),
-    LayerMetric("act_mean", "mean of each layer's output", "activations", probe="act mean",
+    LayerMetric("act_mean", "mean of the output", "activations", roles=ACT, probe="act mean",
                 of="output", compute=lambda seen: seen.mean),
-    LayerMetric("act_zero", "fraction of exact zeros", "activations", of="output", compute=_zero_fraction),
-    LayerMetric("saturation", "saturated fraction (sigmoid/tanh)", "activations", column="saturated",
-                probe="saturated", of="output", compute=_saturation),
+    LayerMetric("act_zero", "fraction of exact zeros", "activations", roles=ACT,
+                applies=lambda layer: layer.kind == RELU_LIKE, of="output", compute=_zero_fraction),
+    LayerMetric("saturation", "saturated fraction", "activations", roles=ACT, applies=_saturating,
+                column="saturated", probe="saturated", of="output", compute=_saturation),
     # dead units: DeadUnits, on a fixed probe batch
-    LayerMetric("dead", "dead units on the probe batch", "dead units", column="dead", probe="dead"),
-    LayerMetric("dead_permanent", "permanently dead units", "dead units"),
+    LayerMetric("dead", "dead ReLU units on the probe batch", "dead units", roles=ACT,
+                applies=lambda layer: layer.kind == RELU_LIKE, column="dead", probe="dead"),
+    LayerMetric("dead_permanent", "ReLU units dead at every probe", "dead units", roles=ACT,
+                applies=lambda layer: layer.kind == RELU_LIKE),
     # gradients w.r.t. each output, and of the weights
-    LayerMetric("grad_norm", "L2 norm of the gradient w.r.t. each output", "gradients", column="grad norm",
-                of="output_grad", compute=lambda seen: seen.norm),
-    LayerMetric("grad_std", "std of the gradient w.r.t. each output", "gradients", probe="grad std",
+    LayerMetric("grad_norm", "L2 norm of the gradient w.r.t. the output", "gradients", roles=("act", "weight"),
+                log10=True, column="grad norm", of="output_grad", compute=lambda seen: seen.norm),
+    LayerMetric("grad_std", "std of the gradient w.r.t. the output", None, probe="grad std",
                 of="output_grad", compute=lambda seen: seen.std),
-    LayerMetric("grad_mean", "mean of the gradient w.r.t. each output", None,
+    LayerMetric("grad_mean", "mean of the gradient w.r.t. the output", None,
                 of="output_grad", compute=lambda seen: seen.mean),
-    LayerMetric("weight_grad_norm", "weight gradient norm", "gradients",
+    LayerMetric("weight_grad_norm", "weight gradient norm", "gradients", roles=WEIGHT, log10=True,
                 of="weight_grad", compute=lambda seen: torch.linalg.vector_norm(seen.x)),
-    LayerMetric("update_ratio", "update / weight ratio (reference line: 1e-3)", "gradients", column="update/weight",
-                run_mean=True, reference=UPDATE_RATIO_REFERENCE),
-    LayerMetric("sign_agreement", "sign agreement of weight gradients (1 = zig-zag)", "gradients",
+    LayerMetric("update_ratio", "update / weight ratio per step (line: 1e-3, healthy)", "gradients", roles=WEIGHT,
+                log10=True, column="update/weight", run_mean=True, reference=UPDATE_RATIO_REFERENCE),
+    LayerMetric("sign_agreement", "sign agreement of weight gradients (1 = zig-zag)", "gradients", roles=WEIGHT,
                 column="sign agree", run_mean=True, of="weight_grad",
                 compute=lambda seen: stats.sign_agreement(seen.x)),
     # weights
-    LayerMetric("weight_norm", "weight norm", "weights",
+    LayerMetric("weight_norm", "weight norm", "weights", roles=WEIGHT,
                 of="weight", compute=lambda seen: torch.linalg.vector_norm(seen.x)),
     # normalisation: BatchNorms' batch statistics against their running ones (BatchNormStats)
-    LayerMetric("bn_shift", "BN batch mean vs running mean (in running stds)", "normalisation"),
-    LayerMetric("bn_var_ratio", "BN batch var / running var", "normalisation"),
-    LayerMetric("bin_rho", "Batch-Instance Norm rho (1 = BN, 0 = IN)", "normalisation"),
+    LayerMetric("bn_shift", "BN batch mean vs running mean (in running stds)", "normalisation", roles=NORM,
+                applies=lambda layer: layer.kind == BATCH),
+    LayerMetric("bn_var_ratio", "BN batch var / running var", "normalisation", roles=NORM,
+                applies=lambda layer: layer.kind == BATCH),
+    LayerMetric("bin_rho", "Batch-Instance Norm rho (1 = BN, 0 = IN)", "normalisation", roles=NORM,
+                applies=lambda layer: hasattr(layer.module, "rho")),
 ]
 
 

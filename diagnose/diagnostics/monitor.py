@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from diagnose.diagnostics import stats
-from diagnose.diagnostics.layers import Layer
+from diagnose.diagnostics.layers import Layer, depth_labels
 from diagnose.diagnostics.metrics import metric_of
 from diagnose.diagnostics.writing import to_host, write_histogram, write_scalars
 from diagnose.results import Evaluation, LayerRecord, NonFinite, RunMetrics
@@ -78,6 +78,7 @@ class Monitor:
     def __init__(self, layers: list[Layer], instruments: list[Instrument], writer: Any = None,
                  learning: Callable[[], bool] | None = None):
         self.layers, self.instruments, self.writer = layers, instruments, writer  # writer None: keep, write nothing
+        self.labels = depth_labels(layers)
         # run means describe the run while it learns: at lr ~ 0 (a schedule's end) an update ratio is ~0 by design
         self.learning = learning or (lambda: True)
         names = [instrument.name for instrument in instruments]
@@ -114,11 +115,11 @@ class Monitor:
         *host, = to_host([*readings.scalars.values(), *(flag for _, _, flag in readings.finite)])
         measured, flags = dict(zip(readings.scalars, host, strict=False)), host[len(readings.scalars):]
         if self.writer is not None:
-            write_scalars(self.writer, measured | self._references(measured), step)
+            write_scalars(self.writer, self._shown(measured), step)
             if readings.histograms:
                 rows = stats.histograms(list(readings.histograms.values())).cpu()
                 for tag, row in zip(readings.histograms, rows, strict=True):
-                    write_histogram(self.writer, tag, row, step)
+                    write_histogram(self.writer, self._label(tag), row, step)
             for tag, value in measured.items() if self.learning() else ():
                 if (metric := metric_of(tag)) is not None and metric.run_mean:
                     total, count = self._sums.get(tag, (0.0, 0))
@@ -130,11 +131,26 @@ class Monitor:
                     if not math.isfinite(value)), None)
         return NonFinite(step, *bad) if bad else None
 
-    @staticmethod
-    def _references(measured: dict[str, float]) -> dict[str, float]:
-        """The healthy value of each metric that has one, drawn as a line on its chart."""
-        metrics = {metric for tag in measured if (metric := metric_of(tag)) is not None and metric.reference}
-        return {f"reference/{metric.name}": metric.reference for metric in metrics}
+    def _label(self, tag: str) -> str:
+        """`metric/layer` as TensorBoard shows it: the layer by its depth label (layers.depth_labels)."""
+        kind, _, name = tag.partition("/")
+        return f"{kind}/{self.labels[name]}" if name in self.labels else tag
+
+    def _shown(self, measured: dict[str, float]) -> dict[str, float]:
+        """The values as TensorBoard gets them: by depth label, the metrics that span decades also as log10, and
+        the healthy value of each metric that has one, drawn as a line on its chart."""
+        shown = {self._label(tag): value for tag, value in measured.items()}
+        for tag, value in measured.items():
+            metric = metric_of(tag)
+            if metric is None:
+                continue
+            if metric.log10 and math.isfinite(value) and value > 0:
+                shown[self._label(f"{metric.name}_log10/{tag.partition('/')[2]}")] = math.log10(value)
+            if metric.reference:
+                shown[f"reference/{metric.name}"] = metric.reference
+                if metric.log10:
+                    shown[f"reference/{metric.name}_log10"] = math.log10(metric.reference)
+        return shown
 
     def finish(self, metrics: RunMetrics) -> None:
         """The run's per-layer records, run means, and what each instrument adds."""

@@ -15,6 +15,7 @@ from diagnose.build import Run
 from diagnose.console import RunProgress, say
 from diagnose.diagnostics.dashboard import custom_scalars_layout
 from diagnose.diagnostics.instruments import for_training
+from diagnose.diagnostics.layers import Layer, measured_layers
 from diagnose.diagnostics.monitor import Monitor
 from diagnose.ending import end_run
 from diagnose.results import Evaluation, Final, NonFinite, RunMetrics
@@ -58,7 +59,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
     generator = torch.Generator(device=run.device).manual_seed(run.seed)  # augmentation
     start = restore(run, generator, resume) if resume else 0
     record = Record.of(resume)
-    writer = open_writer(out_dir, config, resume_step=start if resume else None)
+    writer = open_writer(out_dir, config, start if resume else None, measured_layers(run.model, run.act, run.norm))
     monitor = for_training(run, writer)
     monitor.load_state(record.diagnostics)
     window = LogWindow(run.log_every, run.device, record.window_losses, record.window_correct)
@@ -148,14 +149,14 @@ def evaluate_test(run: Run, writer: SummaryWriter, final: Final, step: int) -> N
     writer.add_scalar("test/acc", final.test_acc, step)
 
 
-def open_writer(out_dir: Path, config: dict[str, Any], resume_step: int | None) -> SummaryWriter:
-    """The run's TensorBoard writer; a new run's starts with its config and dashboard layout."""
+def open_writer(out_dir: Path, config: dict[str, Any], resume_step: int | None, layers: list[Layer]) -> SummaryWriter:
+    """The run's TensorBoard writer; a new run's starts with its config and the dashboard layout of its layers."""
     # purge_step: TensorBoard drops what an interrupted process logged after its last checkpoint
     writer = SummaryWriter(log_dir=str(out_dir), purge_step=None if resume_step is None else resume_step + 1)
     if resume_step is None:
         config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
         writer.add_text("config", "    " + config_yaml.replace("\n", "\n    "))  # indented: shown verbatim
-        writer.add_custom_scalars(custom_scalars_layout())
+        writer.add_custom_scalars(custom_scalars_layout(layers))
     return writer
 
 
