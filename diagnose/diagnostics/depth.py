@@ -1,33 +1,42 @@
 """Activation std and output-gradient norm against depth, drawn as a figure at each evaluation."""
 
 import gc
+import math
 from collections.abc import Mapping
 from typing import Any
 
+from diagnose.diagnostics.layers import Layer
+from diagnose.diagnostics.metrics import ROLES
 from diagnose.diagnostics.monitor import Instrument, Readings
 from diagnose.results import Evaluation
 
+PANELS = (("act_std", "std of the output"), ("grad_norm", "norm of the gradient w.r.t. the output"))
+COLOURS = {"weight": "tab:blue", "norm": "tab:green", "act": "tab:red"}
+
 
 class DepthFigure(Instrument):
-    """At each evaluation, the last measured values of every layer against its depth, as an image in TensorBoard
-    (written directly: a figure is not a scalar of the step's readings)."""
+    """At each evaluation, every layer's last measured values against its depth, one line per kind of layer, over
+    the values at initialisation: an image in TensorBoard (written directly: a figure is not a step's scalar)."""
 
-    def __init__(self, writer: Any, layer_names: list[str]):
-        self.writer, self.layer_names = writer, layer_names
+    def __init__(self, writer: Any, layers: list[Layer], run_name: str):
+        self.writer, self.layers, self.run_name = writer, layers, run_name
         self.latest: dict[str, float] = {}
+        self.first: dict[str, float] = {}  # the first measurement: initialisation
 
     def read_back(self, step: int, values: dict[str, float]) -> None:
+        if not self.first and any(tag.startswith("act_std/") for tag in values):
+            self.first = dict(values)
         self.latest.update(values)
 
     def state(self) -> dict[str, Any]:
-        return {"latest": dict(self.latest)}
+        return {"latest": dict(self.latest), "first": dict(self.first)}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.latest = dict(state.get("latest", {}))
+        self.latest, self.first = dict(state.get("latest", {})), dict(state.get("first", {}))
 
     def on_evaluation(self, evaluation: Evaluation, readings: Readings) -> None:
         if self.latest:
-            figure = depth_figure(self.latest, self.layer_names, evaluation.step)
+            figure = depth_figure(self.layers, self.latest, self.first, f"{self.run_name}, step {evaluation.step}")
             self.writer.add_figure("depth/act_std_and_grad_norm", figure, evaluation.step)
             # A figure and its canvas reference each other, and the cycle holds the rendered image: only the
             # cyclic collector frees it, which a tensor-heavy loop seldom triggers (measured: ~4 MB more RSS per
@@ -35,23 +44,35 @@ class DepthFigure(Instrument):
             gc.collect()
 
 
-def depth_figure(latest: Mapping[str, float], layer_names: list[str], step: int) -> Any:
-    """Activation std and output-gradient norm against layer depth (log scale): vanishing or exploding
-    signals show as a slope, a healthy network as a flat line."""
+def depth_figure(layers: list[Layer], latest: Mapping[str, float], first: Mapping[str, float], title: str) -> Any:
+    """Two panels, activation std and output-gradient norm against depth (log scale), a line per kind of layer,
+    solid now and dashed at initialisation: vanishing or exploding signals slope, healthy ones stay flat."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    # a bare Figure, not pyplot: nothing global keeps it (or its caches) alive once TensorBoard has it
-    fig = Figure(figsize=(10, 3.5))
+    # a bare Figure, not pyplot: nothing global keeps it (or its caches) alive once TensorBoard has it; large
+    # type, so the thumbnail TensorBoard shows is legible
+    fig = Figure(figsize=(11, 4.2), dpi=90)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
-    for ax, prefix, title in ((axes[0], "act_std/", "activation std"), (axes[1], "grad_norm/", "gradient norm")):
-        names = [name for name in layer_names if prefix + name in latest]  # forward order
-        values = [latest[prefix + name] for name in names]
-        ax.plot(range(len(values)), values, marker="o")
+    for ax, (metric, what) in zip(axes, PANELS, strict=True):
+        for role, colour in COLOURS.items():
+            members = [layer.name for layer in layers if layer.role == role]
+            for values, style, when in ((latest, "-", "now"), (first, "--", "at init")):
+                points = [(depth, values[f"{metric}/{name}"]) for depth, name in enumerate(members, start=1)
+                          if f"{metric}/{name}" in values and math.isfinite(values[f"{metric}/{name}"])
+                          and values[f"{metric}/{name}"] > 0]
+                if points and (values is latest or first is not latest):
+                    ax.plot(*zip(*points, strict=True), style, color=colour, marker="o" if style == "-" else None,
+                            markersize=4, label=f"{ROLES[role]} ({when})")
         ax.set_yscale("log")
-        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-        ax.set_xlabel("layer (forward order)")
-        ax.set_title(f"{title} at step {step}")
-    fig.tight_layout()
+        ax.set_xlabel("depth (layer of its kind, input to output)", fontsize=11)
+        ax.set_title(what, fontsize=13)
+        ax.tick_params(labelsize=10)
+        ax.grid(alpha=0.3)
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="lower center", ncol=3, fontsize=10, frameon=False)
+    fig.suptitle(title, fontsize=14)
+    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
     return fig

@@ -3,6 +3,8 @@ list is the order the Monitor calls them in: an instrument that runs the model i
 landscape) comes before the hooks attach, and one that runs it after the step (dead units) after they are gone."""
 
 
+from pathlib import Path
+
 import torch
 
 from diagnose.build import Run
@@ -41,7 +43,7 @@ def for_training(run: Run, writer: object) -> Monitor:
     elif diag.probe_every:
         say("data.val_size=0: no held-out examples for the dead-unit probe, so dead ReLUs are not measured (and "
             "there is no validation).", "yellow")
-    instruments.append(DepthFigure(writer, [layer.name for layer in layers]))
+    instruments.append(DepthFigure(writer, layers, run_name=Path(writer.log_dir).name))
     return Monitor(layers, instruments, writer, learning=lambda: run.optimizer.param_groups[0]["lr"] >= 0.1 * run.lr)
 
 
