@@ -25,13 +25,13 @@ from diagnose.results import Finding, RunMetrics
 
 # Off a terminal rich would wrap at 80 columns: paths, findings and table headers are wider than that.
 console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
-log = logging.getLogger("diagnose")
+logger = logging.getLogger("diagnose")
 
 
 def say(message: str, style: str = "") -> None:
     """One line to the terminal (in `style` on a terminal) and to the run's log."""
     console.print(f"[{style}]{escape(message)}[/]" if style else escape(message), highlight=False)
-    log.info(message)
+    logger.info(message)
 
 
 class RunProgress:
@@ -67,13 +67,13 @@ class RunProgress:
         self.bar.update(self.task, completed=step, epoch=self._epoch(step), stats=stats)
         line = f"step {step}/{self.total} {self._epoch(step)}  {stats}"
         console.print(line, highlight=False) if not self.live else None
-        log.info(line)
+        logger.info(line)
 
     def evaluation(self, step: int, val_loss: float, val_acc: float) -> None:
         self.val = f"  val acc {val_acc:.3f}"
         line = f"step {step}/{self.total} {self._epoch(step)}  val loss {val_loss:.4f}  val acc {val_acc:.4f}"
         console.print(line, highlight=False) if not self.live else None
-        log.info(line)
+        logger.info(line)
 
 
 def print_summary(metrics: RunMetrics, out_dir: str) -> None:
@@ -85,7 +85,7 @@ def print_summary(metrics: RunMetrics, out_dir: str) -> None:
         loss, acc = getattr(metrics.final, f"{split}_loss"), getattr(metrics.final, f"{split}_acc")
         if loss is not None:
             table.add_row(split, f"{loss:.4f}", f"{acc:.4f}")
-            log.info(f"{split}: loss {loss:.4f}  accuracy {acc:.4f}")
+            logger.info(f"{split}: loss {loss:.4f}  accuracy {acc:.4f}")
     console.print(table)
     say(f"{metrics.steps} steps in {metrics.wall_time_s:.1f} s, {metrics.images_per_s:,.0f} images/s. "
         f"Run folder: {out_dir}")
@@ -94,10 +94,11 @@ def print_summary(metrics: RunMetrics, out_dir: str) -> None:
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def print_findings(findings: list[Finding], to: Console = console) -> None:
-    """Each finding as one line: severity, what is seen with its evidence, and the remedy."""
+def print_findings(findings: list[Finding], to: Console = console, log: bool = True) -> None:
+    """Each finding as one line: severity, what is seen with its evidence, and the remedy (also to the run's log)."""
     for f in findings:
         remedy = f" [dim]- {escape(f.remedy)}[/]" if f.remedy else ""
         to.print(f"[{SEVERITY_STYLE.get(f.severity, '')}]{f.severity}[/]: {escape(f.message)}{remedy}",
                  highlight=False)
-        log.info(f"{f.severity}: {f.text()}")
+        if log:
+            logger.info(f"{f.severity}: {f.text()}")

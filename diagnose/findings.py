@@ -247,16 +247,19 @@ def run_findings(metrics: RunMetrics, thresholds: Thresholds) -> list[Finding]:
     return sorted(found, key=lambda f: SEVERITIES.index(f.severity))
 
 
-def bn_small_batch(runs: list[Any], thresholds: Thresholds) -> list[Finding]:
-    """In a sweep over batch sizes: BN runs whose val accuracy at the smallest batch is far below the largest, set
-    against a batch-independent norm's runs over the same batches where the sweep has them."""
-    by_norm: dict[tuple[str, str], dict[int, float]] = {}
+def bn_small_batch(runs: list[Any], thresholds: Thresholds, swept: list[str] | None = None) -> list[Finding]:
+    """In a sweep over batch sizes: BN runs whose val accuracy (mean over seeds) at the smallest batch is far below
+    the largest, set against a batch-independent norm's runs over the same batches where the sweep has them. One
+    finding per combination of the other `swept` keys (all the runs' overrides when not given)."""
+    accs: dict[tuple[str, str], dict[int, list[float]]] = {}
     for run in runs:
         config, acc = run.metrics.config, run.metrics.final.val_acc
         if acc is None or run.status != "completed" or "batch" not in config:
             continue
-        others = ",".join(f"{k}={v}" for k, v in sorted(run.overrides.items()) if k not in ("batch", "norm"))
-        by_norm.setdefault((config.get("norm", {}).get("name"), others), {})[config["batch"]] = acc
+        keys = sorted(run.overrides if swept is None else swept)
+        others = ",".join(f"{k}={run.overrides.get(k)}" for k in keys if k not in ("batch", "norm", "seed"))
+        accs.setdefault((config.get("norm", {}).get("name"), others), {}).setdefault(config["batch"], []).append(acc)
+    by_norm = {key: {batch: sum(v) / len(v) for batch, v in by_batch.items()} for key, by_batch in accs.items()}
     found = []
     for (norm, others), by_batch in by_norm.items():
         if norm != "bn" or len(by_batch) < 2:
@@ -265,15 +268,20 @@ def bn_small_batch(runs: list[Any], thresholds: Thresholds) -> list[Finding]:
         drop = by_batch[large] - by_batch[small]
         if math.isnan(drop) or drop < thresholds.bn_batch_drop:
             continue
-        controls = [f"{name.upper()} drops {(accs[large] - accs[small]) * 100:.0f}"
-                    for (name, rest), accs in sorted(by_norm.items(), key=lambda item: str(item[0]))
-                    if name in ("gn", "ln") and rest == others and small in accs and large in accs]
+        controls = [_change(name.upper(), (acc[large] - acc[small]) * 100)
+                    for (name, rest), acc in sorted(by_norm.items(), key=lambda item: str(item[0]))
+                    if name in ("gn", "ln") and rest == others and small in acc and large in acc]
         control = f", while {' and '.join(controls)} over the same batches" if controls else ""
         context = f" ({others})" if others else ""
         found.append(Finding("bn_small_batch", "warning", f"BN at batch {small}: val accuracy {drop * 100:.0f} "
                              f"points below batch {large}{control}{context}",
                              "use norm=gn (or ln), which does not depend on the batch", None, None, drop))
     return found
+
+
+def _change(norm: str, drop: float) -> str:
+    return f"{norm} drops {drop:.0f}" if drop >= 0.5 else f"{norm} gains {-drop:.0f}" if drop <= -0.5 else \
+        f"{norm} stays within a point"
 
 
 def as_dicts(findings: list[Finding]) -> list[dict[str, Any]]:

@@ -14,7 +14,8 @@ from diagnose.diagnostics import metrics as metric_table
 from diagnose.diagnostics.metrics import LayerMetric
 from diagnose.findings import as_dicts
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
-from diagnose.sweep.summary import METRICS, series_name, sweep_findings, sweep_table
+from diagnose.sweep.sensitivity import series_name
+from diagnose.sweep.summary import METRICS, sweep_findings, sweep_table
 
 
 def columns() -> list[LayerMetric]:
@@ -103,4 +104,4 @@ def main(argv: list[str]) -> None:
             console.print(sensitivity_table(runs, keys))
         findings = [replace(f, message=f"{r.path.name}: {f.message}") for r in runs for f in r.metrics.findings]
         findings += sweep_findings(runs)
-    print_findings(findings, console)
+    print_findings(findings, console, log=False)

@@ -40,6 +40,7 @@ def test_train_writes_events_metrics_and_checkpoint(tmp_path):
     result = run_cli(["train", *TINY, "norm=gn", "batch=4"], tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/metrics.json")]
+    assert re.fullmatch(r"\d\d-\d\d-\d\d_batch=16,batch=4,data.size=8,.*", run_dir.name)  # named by its overrides
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed"
     assert metrics["config"]["norm"] == {"name": "gn", "groups": 8} and metrics["config"]["batch"] == 4

@@ -44,8 +44,11 @@ def test_every_job_runs_in_a_folder_named_by_what_varies(bn_gn_sweep):
 @pytest.mark.slow  # the sweep they read takes ~7 s
 def test_sensitivity_curves_have_batch_size_on_the_x_axis_and_one_series_per_norm(bn_gn_sweep):
     sweep, _ = bn_gn_sweep
-    series = sorted(p.name for p in (sweep / "sensitivity").iterdir())
+    series = sorted(p.name for p in (sweep / "sensitivity").iterdir() if p.is_dir())
     assert series == ["norm=bn", "norm=gn"]
+    assert (sweep / "sensitivity.png").stat().st_size > 10_000  # the figure on a log2 batch axis
+    figure = EventAccumulator(str(sweep / "sensitivity")).Reload()
+    assert "sensitivity/figure" in figure.Tags()["images"] and "custom_scalars__config__" in figure.Tags()["tensors"]
     for name in series:
         events = EventAccumulator(str(sweep / "sensitivity" / name)).Reload()
         for metric in ("val_acc", "test_acc", "train_loss"):

@@ -10,10 +10,22 @@ def config_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 
+def run_name(overrides: str) -> str:
+    """The suffix of a single run's folder: its overrides (`_act=sigmoid,norm=none`), so TensorBoard's run list
+    says which run is which; folder-safe and short enough for a file name."""
+    if not overrides:
+        return ""
+    name = overrides.replace("/", "_")
+    return "_" + (name if len(name) <= 120 else name[:117] + "...")
+
+
 def _hand_the_schema_to_hydra() -> None:
+    from omegaconf import OmegaConf
+
     from diagnose.cli.schema import register
 
     register()
+    OmegaConf.register_new_resolver("diagnose_run_name", run_name, replace=True)
 
 
 _hand_the_schema_to_hydra()  # the yaml files extend the schema's nodes: they must exist before any composition

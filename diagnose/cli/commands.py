@@ -55,6 +55,20 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+PATH_KEYS = ("resume=",)
+
+
+def quote_path(arg: str) -> str:
+    """`resume=<run folder>` quoted for Hydra, whose grammar takes the `=` and `,` of folder names such as
+    `20-51-40_act=sigmoid,norm=none` (and a sweep job's `batch=4,norm=gn`) for syntax."""
+    if not arg.startswith(PATH_KEYS):
+        return arg
+    key, _, value = arg.partition("=")
+    if value[:1] in ("'", '"') or value in ("", "null"):
+        return arg
+    return f"{key}='{value.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
+
+
 def command_help(command: str, overrides: list[str]) -> str:
     """What `diagnose <command> --help` prints: examples, the groups and their options, the config it would run."""
     lines = [f"diagnose {command}: {SUBCOMMANDS[command][1]}", "", "Examples:"]
@@ -76,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         sys.exit(0 if argv else USER_ERROR_EXIT)
-    command, rest = argv[0], argv[1:]
+    command, rest = argv[0], [quote_path(arg) for arg in argv[1:]]
     try:
         if command in PLAIN_COMMANDS:
             return PLAIN_COMMANDS[command][0](rest)

@@ -2,7 +2,6 @@
 
 import csv
 import json
-from collections import defaultdict
 from pathlib import Path
 
 from rich.console import Console
@@ -15,6 +14,7 @@ from diagnose.console import console as shared_console
 from diagnose.console import print_findings
 from diagnose.findings import Finding, as_dicts, bn_small_batch
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
+from diagnose.sweep.sensitivity import write_sensitivity
 
 # name -> how to read it from a run; the sensitivity curves and the HParams metrics
 METRICS = {
@@ -36,29 +36,6 @@ def _lr(run: RunRecord) -> str:
     return "" if run.metrics.lr is None else f"{run.metrics.lr:.4g}"
 SUMMARY_CSV = "summary.csv"
 FINDINGS_JSON = "findings.json"
-SENSITIVITY_DIR = "sensitivity"
-
-
-def series_name(run: RunRecord, keys: list[str]) -> str:
-    """`norm=gn` for the keys other than batch; one series per combination of them."""
-    return ",".join(f"{k}={run.overrides.get(k)}" for k in keys) or "all"
-
-
-def write_sensitivity(sweep_dir: Path, runs: list[RunRecord], keys: list[str]) -> None:
-    """TensorBoard scalars sensitivity/<metric> with the batch size as the step, one run (line) per
-    combination of the other swept keys, so BN and GN are two lines on one chart."""
-    others = [k for k in keys if k != "batch"]
-    by_series: dict[str, list[RunRecord]] = defaultdict(list)
-    for run in runs:
-        if run.status == "completed" and isinstance(run.overrides.get("batch"), int):
-            by_series[series_name(run, others)].append(run)
-    for series, members in by_series.items():
-        with SummaryWriter(str(sweep_dir / SENSITIVITY_DIR / series)) as writer:
-            for run in sorted(members, key=lambda r: r.overrides["batch"]):
-                for metric, read in METRICS.items():
-                    value = read(run)
-                    if value is not None:
-                        writer.add_scalar(f"sensitivity/{metric}", value, run.overrides["batch"])
 
 
 def write_hparams(runs: list[RunRecord], keys: list[str]) -> None:
@@ -113,7 +90,7 @@ def sweep_findings(runs: list[RunRecord]) -> list[Finding]:
     """Findings that only a sweep can show, with the thresholds the jobs ran with."""
     configured = next((r.metrics.config["findings"] for r in runs if "findings" in r.metrics.config), {})
     known = {k: v for k, v in configured.items() if k in Thresholds.__dataclass_fields__}
-    return bn_small_batch(runs, Thresholds(**known))
+    return bn_small_batch(runs, Thresholds(**known), swept_keys(runs))
 
 
 def summarise_sweep(sweep_dir: Path, console: Console | None = None) -> list[RunRecord]:
@@ -122,11 +99,11 @@ def summarise_sweep(sweep_dir: Path, console: Console | None = None) -> list[Run
     keys = swept_keys(runs)
     write_csv(sweep_dir / SUMMARY_CSV, runs, keys)
     if "batch" in keys:
-        write_sensitivity(sweep_dir, runs, keys)
+        write_sensitivity(sweep_dir, runs, keys, {name: METRICS[name] for name in measured(runs)})
     write_hparams(runs, keys)
     findings = sweep_findings(runs)
     (sweep_dir / FINDINGS_JSON).write_text(json.dumps(as_dicts(findings), indent=2))
     console = console or shared_console
     console.print(sweep_table(runs, keys, f"sweep {sweep_dir}"))
-    print_findings(findings, console)
+    print_findings(findings, console, log=False)  # the launching process: Hydra's console logger would repeat them
     return runs
