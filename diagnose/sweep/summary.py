@@ -38,10 +38,15 @@ SUMMARY_CSV = "summary.csv"
 FINDINGS_JSON = "findings.json"
 
 
+def _order(value: object) -> tuple:
+    """Numbers by value, then the rest by text: batch 4 before 16."""
+    return (0, value, "") if isinstance(value, int | float) and not isinstance(value, bool) else (1, 0, str(value))
+
+
 def write_hparams(runs: list[RunRecord], keys: list[str]) -> None:
     """One HParams row per job, written into the job's own folder: SummaryWriter.add_hparams would open a
     new timestamped sub-run for every call (pytorch #32651)."""
-    domains = {k: sorted({r.overrides[k] for r in runs if k in r.overrides}, key=str) for k in keys}
+    domains = {k: sorted({r.overrides[k] for r in runs if k in r.overrides}, key=_order) for k in keys}
     # a discrete domain must hold one type (hparams refuses [0.1, 1]); mixed ones are left continuous
     discrete = {k: v for k, v in domains.items() if len({type(x) for x in v}) == 1
                 and (isinstance(v[0], str | bool) or len(v) < 10)}
