@@ -51,7 +51,8 @@ def write_sensitivity(sweep_dir: Path, runs: list[RunRecord], keys: list[str],
     with SummaryWriter(str(sweep_dir / SENSITIVITY_DIR)) as writer:
         writer.add_custom_scalars({"batch-size sensitivity (x: batch size)": {
             f"final {name} against batch size": ["Multiline", [f"^sensitivity/{name}$"]] for name in by_metric}})
-        figure = sensitivity_figure(by_metric, f"{sweep_dir.parent.name}/{sweep_dir.name}")
+        folder = sweep_dir.resolve()
+        figure = sensitivity_figure(by_metric, f"{folder.parent.name}/{folder.name}")
         figure.savefig(sweep_dir / FIGURE)
         writer.add_figure("sensitivity/figure", figure)
 
