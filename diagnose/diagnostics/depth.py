@@ -16,11 +16,12 @@ COLOURS = {"weight": "tab:blue", "norm": "tab:green", "act": "tab:red"}
 
 class DepthFigure(Instrument):
     """Every layer's last measured values against its depth, one line per kind of layer, over the values at
-    initialisation: an image in TensorBoard (written directly: a figure is not a step's scalar). Drawn at
-    initialisation, at the first measurement past the middle of the run (`last` steps) and at each evaluation."""
+    initialisation: an image in TensorBoard (written directly: a figure is not a step's scalar). Drawn at each
+    evaluation, and at the first measurement from step `middle` on where the evaluations leave the middle of the
+    run without one (a run of one epoch); every figure shows initialisation dashed. (A draw costs ~0.15 s.)"""
 
-    def __init__(self, writer: Any, layers: list[Layer], run_name: str, last: int):
-        self.writer, self.layers, self.run_name, self.last = writer, layers, run_name, last
+    def __init__(self, writer: Any, layers: list[Layer], run_name: str, middle: int | None):
+        self.writer, self.layers, self.run_name, self.middle = writer, layers, run_name, middle
         self.latest: dict[str, float] = {}
         self.first: dict[str, float] = {}  # the first measurement: initialisation
         self.middle_drawn = False
@@ -31,8 +32,7 @@ class DepthFigure(Instrument):
         self.latest.update(values)
         if not self.first:
             self.first = dict(values)
-            self.draw(step)
-        elif not self.middle_drawn and 2 * step >= self.last and step < self.last:
+        elif self.middle and not self.middle_drawn and step >= self.middle:
             self.middle_drawn = True
             self.draw(step)
 

@@ -43,7 +43,9 @@ def for_training(run: Run, writer: object) -> Monitor:
     elif diag.probe_every:
         say("data.val_size=0: no held-out examples for the dead-unit probe, so dead ReLUs are not measured (and "
             "there is no validation).", "yellow")
-    instruments.append(DepthFigure(writer, layers, run_name=Path(writer.log_dir).name, last=run.total_steps))
+    one_evaluation = run.steps_per_epoch >= run.total_steps  # at the end: a snapshot in the middle too
+    instruments.append(DepthFigure(writer, layers, run_name=Path(writer.log_dir).name,
+                                   middle=run.total_steps // 2 if one_evaluation and run.total_steps > 2 else None))
     return Monitor(layers, instruments, writer, learning=lambda: run.optimizer.param_groups[0]["lr"] >= 0.1 * run.lr)
 
 
