@@ -2,6 +2,7 @@
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -43,15 +44,29 @@ def _order(value: object) -> tuple:
     return (0, value, "") if isinstance(value, int | float) and not isinstance(value, bool) else (1, 0, str(value))
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _as_text(values: list[int]) -> Callable[[int], str]:
+    """Whole numbers as text padded to one width: HParams shows every number as a double to 5 digits (batch 16
+    as 16.000), and sorts text as text; padded with spaces, which the page does not show, 4 sorts before 16."""
+    width = max(len(str(v)) for v in values)
+    return lambda value: f"{value:>{width}}"
+
+
 def write_hparams(runs: list[RunRecord], keys: list[str]) -> None:
     """One HParams row per job, written into the job's own folder: SummaryWriter.add_hparams would open a
     new timestamped sub-run for every call (pytorch #32651)."""
     domains = {k: sorted({r.overrides[k] for r in runs if k in r.overrides}, key=_order) for k in keys}
+    whole = {k: _as_text(v) for k, v in domains.items() if all(_is_int(x) for x in v)}
+    domains.update({k: [text(x) for x in v] for k, v in domains.items() if (text := whole.get(k))})
     # a discrete domain must hold one type (hparams refuses [0.1, 1]); mixed ones are left continuous
     discrete = {k: v for k, v in domains.items() if len({type(x) for x in v}) == 1
                 and (isinstance(v[0], str | bool) or len(v) < 10)}
     for run in runs:
-        params = {k: run.overrides[k] for k in keys if k in run.overrides}
+        params = {k: whole[k](run.overrides[k]) if k in whole else run.overrides[k]
+                  for k in keys if k in run.overrides}
         params["status"] = run.status
         if run.metrics.lr is not None:
             params["lr_effective"] = run.metrics.lr  # what it trained at: lr scaled for the batch size
