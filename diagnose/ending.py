@@ -1,7 +1,6 @@
 """How every command ends a run: the findings judged from its metrics, printed, shown in TensorBoard's Text tab and
 stored with the metrics in metrics.json."""
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +11,13 @@ from diagnose.results import RunMetrics
 from diagnose.training.outputs import write_metrics
 
 
-def end_run(out_dir: Path, metrics: RunMetrics, thresholds: Thresholds, writer: Any,
-            save: Callable[[], None] | None = None) -> RunMetrics:
-    """Judge, print, log and store `metrics`. metrics.json is written last, after `save` (a checkpoint): its presence
-    says the folder is complete."""
+def end_run(out_dir: Path, metrics: RunMetrics, thresholds: Thresholds, writer: Any) -> RunMetrics:
+    """Judge, print, log and store `metrics`. metrics.json is written last: its presence says the folder is
+    complete."""
     metrics.findings = run_findings(metrics, thresholds)
     if metrics.findings:
         writer.add_text("findings", as_markdown(metrics.findings), metrics.steps)
         print_findings(metrics.findings)
     writer.close()
-    if save is not None:
-        save()
     write_metrics(out_dir, metrics)
     return metrics

@@ -4,6 +4,7 @@ Every derived quantity (BN's train/eval gap, a metric's run mean) is defined onc
 the report, the sweep summary and the tests read them, not dicts by string keys.
 """
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -93,7 +94,8 @@ class RunMetrics:
     symmetric_layers: list[str] = field(default_factory=list)  # every unit with the same weights: never breaks
     config: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
-    error: str | None = None  # why a failed job failed
+    error: str | None = None  # why a failed run failed
+    error_kind: str | None = None  # "user": a mistake the message says how to fix; "internal": a bug
 
     def value(self, metric: str, layer: str) -> float | None:
         """The last measured `metric` of `layer`, None where it was not measured."""
@@ -122,18 +124,22 @@ class RunMetrics:
         return None if self.last_evaluation is None else self.last_evaluation.bn_train_eval_gap
 
     def to_json(self) -> dict[str, Any]:
-        """The metrics.json object. Values that are not finite (a diverged run's loss) stay floats: Python writes
-        them as NaN/Infinity."""
+        """The metrics.json object, strict JSON: a value that is not finite (a diverged run's loss) is null, and
+        `non_finite` maps its JSON Pointer (RFC 6901, e.g. "/final/train_loss") to "nan", "inf" or "-inf"."""
         data = asdict(self)
         data["final"] = {key: value for key, value in data["final"].items() if value is not None}
         data["history"] = [{k: v for k, v in entry.items() if v is not None} for entry in data["history"]]
         data["layers"] = {name: {"role": record["role"], "kind": record["kind"], **record["values"]}
                           for name, record in data["layers"].items()}
+        non_finite: dict[str, str] = {}
+        data = _finite(data, "", non_finite)
+        data["non_finite"] = non_finite
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunMetrics":
         """Read a metrics.json object, also one written before a key existed (it takes its default)."""
+        data = _restore(data)
         known = {f.name for f in fields(cls)}
         values = {"status": "unknown", **{key: value for key, value in data.items() if key in known}}
         values["final"] = Final(**{k: v for k, v in (data.get("final") or {}).items()
@@ -146,6 +152,36 @@ class RunMetrics:
                                   for name, points in (data.get("dead_history") or {}).items()}
         values["findings"] = [Finding(**f) for f in data.get("findings") or []]
         return cls(**values)
+
+
+def _finite(value: Any, pointer: str, found: dict[str, str]) -> Any:
+    """`value` with every non-finite float replaced by None, noting each in `found` by its JSON Pointer."""
+    if isinstance(value, float) and not math.isfinite(value):
+        found[pointer] = "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{pointer}/{_escape(str(k))}", found) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v, f"{pointer}/{i}", found) for i, v in enumerate(value)]
+    return value
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _restore(data: dict[str, Any]) -> dict[str, Any]:
+    """A metrics.json object with the non-finite values its `non_finite` lists put back."""
+    for pointer, text in (data.get("non_finite") or {}).items():
+        *parents, last = [part.replace("~1", "/").replace("~0", "~") for part in pointer.split("/")[1:]]
+        node: Any = data
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.get(part, {})
+        if isinstance(node, list):
+            node[int(last)] = float(text)
+        elif isinstance(node, dict):
+            node[last] = float(text)
+    return data
 
 
 def _layer_record(name: str, entry: dict[str, Any]) -> LayerRecord:

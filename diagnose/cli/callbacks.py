@@ -6,8 +6,9 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from diagnose.cli.exits import USER_ERROR_EXIT, fail
+from diagnose.cli.exits import EXIT_CODES, INTERNAL_ERROR_EXIT, USER_ERROR_EXIT, fail
 from diagnose.errors import UserError
+from diagnose.results import RunMetrics
 
 
 class DiagnoseCallbacks(Callback):
@@ -24,9 +25,30 @@ class DiagnoseCallbacks(Callback):
         from diagnose.sweep.summary import summarise_sweep
 
         try:
-            summarise_sweep(Path(config.hydra.sweep.dir))
+            runs = summarise_sweep(Path(config.hydra.sweep.dir))
         except UserError as err:  # e.g. every job failed before writing anything
             fail(f"no sweep summary: {err}")
+            SWEEP.update(code=USER_ERROR_EXIT, message="")
+            return
+        SWEEP.update(zip(("code", "message"), sweep_outcome([run.metrics for run in runs]), strict=True))
+
+
+# What the sweep that just ended in this process comes to: its exit code and the line that says why
+SWEEP: dict[str, object] = {"code": 0, "message": ""}
+
+
+def sweep_outcome(jobs: list[RunMetrics]) -> tuple[int, str]:
+    """The exit code of a sweep (its worst job: an internal error, then a user error, then a divergence) and the
+    line that counts them; (0, "") when every job completed."""
+    internal = sum(m.status == "failed" and m.error_kind != "user" for m in jobs)
+    user = sum(m.status == "failed" and m.error_kind == "user" for m in jobs)
+    diverged = sum(m.status == "diverged" for m in jobs)
+    if not internal + user + diverged:
+        return 0, ""
+    counts = [f"{n} {what}" for n, what in ((internal, "failed on an internal error"),
+                                            (user, "failed on a user error"), (diverged, "diverged")) if n]
+    code = INTERNAL_ERROR_EXIT if internal else USER_ERROR_EXIT if user else EXIT_CODES["diverged"]
+    return code, f"{' and '.join(counts)} of the sweep's {len(jobs)} jobs (see its table above and summary.csv)."
 
 
 def _check_writable(folder: str, key: str) -> None:

@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from diagnose.cli import config_dir
+from diagnose.cli.callbacks import SWEEP
 from diagnose.cli.exits import USER_ERROR_EXIT, fail
 from diagnose.cli.jobs import probe_job, train_job
 from diagnose.cli.overrides import check_command_line, composed, groups_and_options, name_jobs_by_swept_keys
@@ -108,3 +109,6 @@ def main(argv: list[str] | None = None) -> None:
     rest = [a for a in rest if a in ("-m", "--multirun")] + [a for a in rest if a not in ("-m", "--multirun")]
     sys.argv = [f"diagnose-{command}", *name_jobs_by_swept_keys(rest)]  # Hydra reads sys.argv; argv[0] names the job
     hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")(SUBCOMMANDS[command][0])()
+    if SWEEP["code"]:  # a sweep goes on past a failed or diverged job; its exit code says it had them
+        fail(str(SWEEP["message"]))
+        sys.exit(SWEEP["code"])

@@ -12,7 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from diagnose.cli.exits import EXIT_CODES, USER_ERROR_EXIT, fail
+from diagnose.cli.exits import EXIT_CODES, INTERNAL_ERROR_EXIT, USER_ERROR_EXIT, fail
 from diagnose.errors import UserError
 from diagnose.results import RunMetrics
 
@@ -21,39 +21,48 @@ def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], RunMetrics]) -
     """Run `work(cfg, out_dir)` as one Hydra job, with the error handling a user expects of it."""
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        try:
-            metrics = work(cfg, out_dir)
-        except UserError as err:
-            fail(str(err))
-            _remove_run_dir(out_dir)  # nothing was made: leave no half-made run behind
-            sys.exit(USER_ERROR_EXIT)
-        except KeyboardInterrupt:  # Ctrl-C outside the training steps, which handle it themselves
-            fail("interrupted.")
-            _remove_run_dir(out_dir)
-            sys.exit(EXIT_CODES["interrupted"])
-        if metrics.status != "completed":
-            sys.exit(EXIT_CODES[metrics.status])
-        return metrics.final.val_acc
-
-    # In a sweep one job's failure must not stop the others (Hydra aborts the sweep on an exception): the
-    # job's folder records why it failed, and the sweep summary lists it.
-    _share_cores(hydra_cfg)
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    if sweep:
+        _share_cores(hydra_cfg)
     try:
         metrics = work(cfg, out_dir)
-    except Exception as err:  # noqa: BLE001 - any failure is recorded, whatever its kind
-        message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
-        fail(f"job {out_dir.name} failed: {message}")
-        if not isinstance(err, UserError):
-            logging.getLogger(__name__).exception("job %s failed", out_dir.name)  # the traceback, in the job log
-        from diagnose.training.outputs import write_metrics
-
-        config = OmegaConf.to_container(cfg, resolve=True)
-        write_metrics(out_dir, RunMetrics(status="failed", error=message, config=config))
-        return None
-    if metrics.status == "interrupted":  # Ctrl-C or SIGTERM stops the whole sweep, not just this job
+    except KeyboardInterrupt:  # before training began (training handles its own): nothing to keep
+        fail("interrupted before training began.")
+        _remove_run_dir(out_dir)
         sys.exit(EXIT_CODES["interrupted"])
+    except Exception as err:  # noqa: BLE001 - a user's mistake or a bug: each is recorded and said
+        # in a sweep one job's failure must not stop the others (Hydra aborts a sweep on an exception): the
+        # job's folder records why it failed, and the sweep summary lists it
+        code = _failed(err, cfg, out_dir, sweep)
+        if sweep:
+            return None
+        sys.exit(code)
+    if metrics.status == "interrupted" or (not sweep and metrics.status != "completed"):
+        sys.exit(EXIT_CODES[metrics.status])  # an interruption stops the whole sweep, not just this job
     return metrics.final.val_acc
+
+
+def _failed(err: Exception, cfg: DictConfig, out_dir: Path, sweep: bool) -> int:
+    """Say why a run failed, in one paragraph, record it in its metrics.json; the exit code."""
+    from diagnose.training.outputs import METRICS_FILE, write_metrics
+
+    job = f"job {out_dir.name} failed: " if sweep else ""
+    if isinstance(err, UserError):
+        fail(f"{job}{err}")
+        kind, message, code = "user", str(err), USER_ERROR_EXIT
+        if not sweep:
+            _remove_run_dir(out_dir)  # nothing was made: leave no half-made run behind
+            return code
+    else:
+        logging.getLogger("diagnose").exception("internal error")  # the traceback, into the run's train.log
+        kind, message, code = "internal", f"{type(err).__name__}: {err}", INTERNAL_ERROR_EXIT
+        fail(f"{job}internal error, a bug in diagnose rather than in the command line: {message}. The traceback is "
+             f"in {out_dir / 'train.log'}; a checkpoint in that folder, if the run got one, is kept "
+             f"(resume={out_dir} goes on from it). Please report it with that log.")
+    if not (out_dir / METRICS_FILE).exists() or sweep:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        write_metrics(out_dir, RunMetrics(status="failed", error=message, error_kind=kind, config=config))
+    return code
 
 
 def train_job(cfg: DictConfig) -> float | None:
@@ -62,16 +71,18 @@ def train_job(cfg: DictConfig) -> float | None:
         from diagnose.config import from_dict, to_dict
         from diagnose.console import print_summary
         from diagnose.training.loop import train
+        from diagnose.training.stop import StopRequests
 
-        if cfg.resume is None:
-            config = OmegaConf.to_object(cfg)  # checked against the schema, ranges included
-            metrics = train(build_run(config), out_dir, to_dict(config))
-        else:
-            checkpoint, run_dir = resumable(cfg, list(HydraConfig.get().overrides.task))
-            metrics = train(build_run(from_dict(checkpoint["config"])), run_dir, checkpoint["config"],
-                            resume=checkpoint)
-            _remove_run_dir(out_dir)  # the folder Hydra made for this command: the run goes on in its own
-            out_dir = run_dir
+        with StopRequests() as stop:  # from before the data loads: a signal at any moment stops cleanly
+            if cfg.resume is None:
+                config = OmegaConf.to_object(cfg)  # checked against the schema, ranges included
+                metrics = train(build_run(config), out_dir, to_dict(config), stop=stop)
+            else:
+                checkpoint, run_dir = resumable(cfg, list(HydraConfig.get().overrides.task))
+                metrics = train(build_run(from_dict(checkpoint["config"])), run_dir, checkpoint["config"],
+                                resume=checkpoint, stop=stop)
+                _remove_run_dir(out_dir)  # the folder Hydra made for this command: the run goes on in its own
+                out_dir = run_dir
         print_summary(metrics, str(out_dir))
         return metrics
 

@@ -82,11 +82,17 @@ def _find(names: list[str], folders: list[Path]) -> Path | None:
     return None
 
 
+def _runs_now(name: str) -> str:
+    """The data options that need no download on this machine."""
+    installed = [n for n in SOURCES if n != name and any((SYSTEM_DIR / s).is_dir() for s in (n, n.replace("_", "-")))]
+    return ", or ".join(["data=synthetic", *(f"data={n} (installed in {SYSTEM_DIR})" for n in installed)])
+
+
 def _download(file: str, source: Source, target: Path, allowed: bool, mirror: str | None) -> Path:
     where = (
         f"Put the files {', '.join(source.md5)} into the folder {target} (get them from {source.homepage}), "
         f"or set data.root / the environment variable DIAGNOSE_DATA to a folder that has a "
-        f"'{target.name}' folder holding them."
+        f"'{target.name}' folder holding them. To train right away without files: {_runs_now(target.name)}."
     )
     if not allowed:
         raise UserError(f"{file} was not found and downloading is switched off. {where}")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from diagnose.errors import UserError
+from diagnose.files import umask_permissions
 
 _CHUNK = 1 << 16
 # Some mirrors refuse urllib's default agent (yann.lecun.com answers 403 to "Python-urllib").
@@ -26,6 +27,7 @@ class _Failed(Exception):
 def download(urls: list[str], dest: Path, md5: str, *, timeout: float = 30.0) -> Path:
     """Fetch `dest` from the first of `urls` that delivers it with the right md5; return `dest`."""
     dest = Path(dest)
+    made = [folder for folder in (dest.parent, *dest.parent.parents) if not folder.exists()]  # deepest first
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -39,6 +41,9 @@ def download(urls: list[str], dest: Path, md5: str, *, timeout: float = 30.0) ->
         except (_Failed, OSError) as e:  # OSError: the folder is not writable (or the network failed oddly)
             failures.append(f"{url}: {e}")
     tried = "; ".join(failures) or "no URLs given"
+    for folder in made:  # made for this download, and it got nothing: leave no empty folder behind
+        if folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()
     raise UserError(f"Could not download {dest.name} into {dest.parent}. Tried {tried}.")
 
 
@@ -51,6 +56,7 @@ def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
             digest = _stream(url, out, timeout, dest.name)
         if digest != md5:
             raise _Failed(f"checksum mismatch (md5 {digest}, expected {md5})")
+        umask_permissions(tmp)
         os.replace(tmp, dest)
     finally:
         # After a successful replace tmp no longer exists; otherwise this removes the partial file,

@@ -1,7 +1,7 @@
 """The training loop: one function that reads top to bottom."""
 
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -22,7 +22,7 @@ from diagnose.results import Evaluation, Final, NonFinite, RunMetrics
 from diagnose.training.batches import batch_indices, training_batch
 from diagnose.training.divergence import LastGood
 from diagnose.training.evaluate import evaluate
-from diagnose.training.outputs import save_checkpoint
+from diagnose.training.outputs import save_checkpoint, write_metrics
 from diagnose.training.state import capture, restore
 from diagnose.training.stop import StopRequests
 from diagnose.training.watch import NonFiniteLoss
@@ -52,10 +52,15 @@ class Record:
         return cls(**{k: v for k, v in saved.items() if k in known})
 
 
-def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any] | None = None) -> RunMetrics:
+def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any] | None = None,
+          stop: StopRequests | None = None) -> RunMetrics:
     """Train `run`, writing TensorBoard events, metrics.json and a checkpoint into `out_dir`; with `resume`
     (a checkpoint), go on from where it stopped, in the same folder. The metrics' `status` is completed,
-    diverged (a NaN/Inf appeared) or interrupted (Ctrl-C, SIGTERM)."""
+    diverged (a NaN/Inf appeared) or interrupted (Ctrl-C, SIGTERM, caught by `stop`, which the caller may have
+    installed before building the run)."""
+    if stop is None:
+        with StopRequests() as stop:
+            return train(run, out_dir, config, resume, stop)
     generator = torch.Generator(device=run.device).manual_seed(run.seed)  # augmentation
     start = restore(run, generator, resume) if resume else 0
     record = Record.of(resume)
@@ -74,7 +79,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
         save_checkpoint(out_dir, {**capture(run, generator, step), "config": config, "record": asdict(record)})
 
     run.model.train()
-    with RunProgress(run.total_steps, start, run.steps_per_epoch) as progress, StopRequests() as stop:
+    with RunProgress(run.total_steps, start, run.steps_per_epoch) as progress:
         try:
             for step, idx in zip(range(start + 1, run.total_steps + 1), batch_indices(run, start), strict=False):
                 if stop.requested:
@@ -117,18 +122,43 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
         finally:
             monitor.close()
 
-    metrics = run_metrics(run, record, status, done, nonfinite, config)
-    if status == "completed":
-        evaluate_test(run, writer, metrics.final, done)
     saved_step = done
     if nonfinite is not None:
-        writer.add_text("diverged", nonfinite.describe(), nonfinite.step)
         restored = last_good.restore()  # the checkpoint keeps the last finite weights, not the ones that blew up
         saved_step = done if restored is None else restored
-    monitor.finish(metrics)
-    metrics.wall_time_s = time.perf_counter() - started
-    save = (lambda: checkpoint(saved_step)) if between_steps else None  # a step cut in half is not saved
-    return end_run(out_dir, metrics, run.findings, writer, save)
+    if between_steps:  # a step cut in half is not saved
+        checkpoint(saved_step)  # the trained state first: whatever happens after, resume= goes on from here
+    metrics = run_metrics(run, record, status, done, nonfinite, config)
+    return after_training(run, out_dir, metrics, monitor, writer, stop, started)
+
+
+def after_training(run: Run, out_dir: Path, metrics: RunMetrics, monitor: Monitor, writer: SummaryWriter,
+                   stop: StopRequests, started: float) -> RunMetrics:
+    """The test pass, the instruments' results, the findings and metrics.json, once the trained state is saved.
+    A signal stops a completed run's here at once (status interrupted: resume= runs this again); an error leaves
+    metrics.json with status failed and the error, and goes on up."""
+    try:
+        with stop.at_once() if metrics.status == "completed" else nullcontext():
+            if metrics.status == "completed":
+                evaluate_test(run, writer, metrics.final, metrics.steps)
+            if metrics.nonfinite is not None:
+                writer.add_text("diverged", metrics.nonfinite.describe(), metrics.nonfinite.step)
+            monitor.finish(metrics)
+            metrics.wall_time_s = time.perf_counter() - started
+            return end_run(out_dir, metrics, run.findings, writer)
+    except KeyboardInterrupt:
+        metrics.status = "interrupted"
+        say(f"{stop.requested or 'SIGINT'}: stopped after training, before its results were written; resume= "
+            f"writes them.", "yellow")
+        writer.close()
+        write_metrics(out_dir, metrics)
+        return metrics
+    except Exception as err:
+        metrics.status, metrics.error = "failed", f"{type(err).__name__}: {err}"
+        with suppress(Exception):  # the error itself may be the disk: the checkpoint is saved already
+            writer.close()
+            write_metrics(out_dir, metrics)
+        raise
 
 
 def run_metrics(run: Run, record: Record, status: str, done: int, nonfinite: NonFinite | None,

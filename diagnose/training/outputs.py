@@ -1,35 +1,22 @@
 """What a run leaves in its folder: metrics.json and a checkpoint, each written atomically."""
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from diagnose.errors import UserError
+from diagnose.files import replace_atomically
 from diagnose.results import RunMetrics
 
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-def _replace_atomically(path: Path, write: Any) -> None:
-    """Write through a temp file in the same folder, then rename: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_metrics(out_dir: Path, metrics: RunMetrics) -> Path:
     path = out_dir / METRICS_FILE
-    _replace_atomically(path, lambda f: f.write(json.dumps(metrics.to_json(), indent=2).encode()))
+    replace_atomically(path, lambda f: f.write(json.dumps(metrics.to_json(), indent=2, allow_nan=False).encode()))
     return path
 
 
@@ -39,7 +26,7 @@ def read_metrics(run_dir: Path) -> RunMetrics:
 
 def save_checkpoint(out_dir: Path, state: dict[str, Any]) -> Path:
     path = out_dir / CHECKPOINT_FILE
-    _replace_atomically(path, lambda f: torch.save(state, f))
+    replace_atomically(path, lambda f: torch.save(state, f))
     return path
 
 

@@ -1,0 +1,111 @@
+"""Nothing lost, nothing unreadable: stops at any moment, errors after training, strict files, exit codes."""
+
+import json
+import os
+import signal
+import stat
+
+import pytest
+import torch
+from conftest import TINY, compose_config
+
+from diagnose.build import build_run
+from diagnose.cli.callbacks import sweep_outcome
+from diagnose.cli.exits import EXIT_CODES, INTERNAL_ERROR_EXIT, USER_ERROR_EXIT
+from diagnose.config import to_dict
+from diagnose.results import RunMetrics
+from diagnose.training import loop
+from diagnose.training.loop import train
+from diagnose.training.outputs import load_checkpoint
+from diagnose.training.stop import StopRequests
+
+
+def test_a_signal_before_training_begins_stops_at_step_0_with_a_checkpoint_to_resume(tmp_path):
+    cfg = compose_config([*TINY, "steps=6"])
+    with StopRequests() as stop:
+        run = build_run(cfg)
+        os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would, while the data loads
+        metrics = train(run, tmp_path, to_dict(cfg), stop=stop)
+    assert metrics.status == "interrupted" and metrics.steps == 0
+    assert load_checkpoint(tmp_path)["step"] == 0
+    resumed = train(build_run(cfg), tmp_path, to_dict(cfg), resume=load_checkpoint(tmp_path))
+    assert resumed.status == "completed" and resumed.steps == 6
+
+
+def test_a_signal_in_the_final_test_pass_saves_everything_and_resume_finishes_it(tmp_path, monkeypatch):
+    cfg = compose_config([*TINY, "steps=4"])
+    whole = train(build_run(cfg), tmp_path / "whole", to_dict(cfg))
+    test_pass = loop.evaluate_test
+
+    def interrupted(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # one Ctrl-C, in the middle of the test pass
+        return test_pass(*args)
+
+    monkeypatch.setattr(loop, "evaluate_test", interrupted)
+    stopped = train(build_run(cfg), tmp_path / "split", to_dict(cfg))
+    assert stopped.status == "interrupted" and stopped.steps == 4 and stopped.final.test_acc is None
+    assert json.loads((tmp_path / "split" / "metrics.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(loop, "evaluate_test", test_pass)
+    resumed = train(build_run(cfg), tmp_path / "split", to_dict(cfg), resume=load_checkpoint(tmp_path / "split"))
+    assert resumed.status == "completed" and resumed.final == whole.final  # the test pass, done on resume
+
+
+def test_an_error_after_training_keeps_the_trained_state_and_says_failed(tmp_path, monkeypatch):
+    cfg = compose_config([*TINY, "steps=4"])
+
+    def broken(*args):
+        raise TypeError("a bug in the findings")
+
+    monkeypatch.setattr(loop, "end_run", broken)
+    with pytest.raises(TypeError):
+        train(build_run(cfg), tmp_path, to_dict(cfg))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "failed" and saved["error"] == "TypeError: a bug in the findings"
+    assert load_checkpoint(tmp_path)["step"] == 4  # the trained weights, saved before the results were made
+
+
+def test_metrics_json_is_strict_json_and_reads_back_its_non_finite_values(tmp_path):
+    cfg = compose_config([*TINY, "lr=1e12", "norm=none", "steps=20", "optim.momentum=0.0"])
+    metrics = train(build_run(cfg), tmp_path, to_dict(cfg))
+    assert metrics.status == "diverged"
+    text = (tmp_path / "metrics.json").read_text()
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    saved = json.loads(text, parse_constant=refuse)  # NaN and Infinity are not JSON
+    assert saved["non_finite"]["/layers/features.0.act/act_std"] in ("nan", "inf")  # the std that overflowed
+    assert saved["layers"]["features.0.act"]["act_std"] is None
+    again = RunMetrics.from_json(saved)
+    assert not torch.isfinite(torch.tensor(again.value("act_std", "features.0.act")))
+    assert again.to_json() == metrics.to_json()  # NaN == NaN is false: compared as the file has them
+
+
+def test_outputs_get_the_permissions_of_the_umask(tmp_path):
+    cfg = compose_config([*TINY, "steps=2"])
+    previous = os.umask(0o022)
+    try:
+        train(build_run(cfg), tmp_path, to_dict(cfg))
+    finally:
+        os.umask(previous)
+    for name in ("metrics.json", "checkpoint.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_a_checkpoint_write_killed_halfway_leaves_no_temp_file_after_the_next_one(tmp_path):
+    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"")  # what kill -9 in the middle of a write leaves
+    cfg = compose_config([*TINY, "steps=2"])
+    train(build_run(cfg), tmp_path, to_dict(cfg))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(("statuses", "code", "said"), [
+    (["completed", "completed"], 0, ""),
+    (["completed", "diverged"], EXIT_CODES["diverged"], "1 diverged of the sweep's 2 jobs"),
+    (["diverged", "failed:user"], USER_ERROR_EXIT, "1 failed on a user error and 1 diverged of the sweep's 2 jobs"),
+    (["failed:user", "failed:internal"], INTERNAL_ERROR_EXIT, "1 failed on an internal error and 1 failed on a user"),
+])
+def test_a_sweep_exits_with_its_worst_job(statuses, code, said):
+    jobs = [RunMetrics(status=s.split(":")[0], error_kind=s.split(":")[1] if ":" in s else None) for s in statuses]
+    outcome, message = sweep_outcome(jobs)
+    assert outcome == code and message.startswith(said)
