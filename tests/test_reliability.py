@@ -109,3 +109,60 @@ def test_a_sweep_exits_with_its_worst_job(statuses, code, said):
     jobs = [RunMetrics(status=s.split(":")[0], error_kind=s.split(":")[1] if ":" in s else None) for s in statuses]
     outcome, message = sweep_outcome(jobs)
     assert outcome == code and message.startswith(said)
+
+
+def test_report_lists_broken_and_killed_runs_and_reports_the_rest(tmp_path, capsys, monkeypatch):
+    from diagnose.cli.commands import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    cfg = compose_config([*TINY, "steps=2"])
+    for name in ("good", "truncated", "not_an_object", "broken_overrides", "killed"):
+        train(build_run(cfg), tmp_path / name, to_dict(cfg))
+    metrics = tmp_path / "truncated" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:100])
+    (tmp_path / "not_an_object" / "metrics.json").write_text("[1, 2]")
+    (tmp_path / "broken_overrides" / ".hydra").mkdir()
+    (tmp_path / "broken_overrides" / ".hydra" / "overrides.yaml").write_text("- a: [unclosed")
+    (tmp_path / "killed" / "metrics.json").unlink()  # kill -9: the checkpoint of its last epoch, no metrics.json
+    main(["report", str(tmp_path)])
+    said = " ".join(capsys.readouterr().out.split())
+    assert said.count("completed") >= 2 and said.count("unreadable") == 2 and "resumable" in said
+    as_json = json.loads((main(["report", str(tmp_path), "--json"]), capsys.readouterr().out)[1])
+    status = {run["path"].rsplit("/", 1)[1]: run["status"] for run in as_json["runs"]}
+    assert status == {"good": "completed", "truncated": "unreadable", "not_an_object": "unreadable",
+                      "broken_overrides": "completed", "killed": "resumable"}
+    (killed,) = [run for run in as_json["runs"] if run["status"] == "resumable"]
+    assert f"resume={tmp_path / 'killed'}" in killed["error"]
+
+
+def test_a_run_folder_has_one_owner(tmp_path):
+    import subprocess
+    import sys
+
+    from diagnose.cli.ownership import own, refuse_a_finished_run, release
+    from diagnose.errors import UserError
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from diagnose.cli.ownership import own; "
+                               f"own({str(tmp_path)!r}); print('owned', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "owned"
+        with pytest.raises(UserError, match=f"in use by another diagnose process \\(pid {holder.pid}\\)"):
+            own(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    own(tmp_path)  # a killed owner's lock is gone with it
+    release(tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(UserError, match="already holds a run \\(checkpoint.pt\\)"):
+        refuse_a_finished_run(tmp_path, "hydra.run.dir")
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):
+    from diagnose.cli import free
+
+    taken = tmp_path / "10-00-00_norm=gn"
+    assert free(str(taken)) == str(taken)
+    taken.mkdir()
+    assert free(str(taken)) == f"{taken}-2"

@@ -19,6 +19,16 @@ def run_name(overrides: str) -> str:
     return "_" + (name if len(name) <= 120 else name[:117] + "...")
 
 
+def free(path: str) -> str:
+    """`path`, or `path-2`, `path-3`, ... where it is taken: runs started in the same second (with the same overrides)
+    get folders of their own. Cached (use_cache), so that each resolution of one config gives the same folder."""
+    candidate, n = path, 1
+    while Path(candidate).exists():
+        n += 1
+        candidate = f"{path}-{n}"
+    return candidate
+
+
 def _hand_the_schema_to_hydra() -> None:
     from omegaconf import OmegaConf
 
@@ -26,6 +36,7 @@ def _hand_the_schema_to_hydra() -> None:
 
     register()
     OmegaConf.register_new_resolver("diagnose_run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("diagnose_free", free, replace=True, use_cache=True)
 
 
 _hand_the_schema_to_hydra()  # the yaml files extend the schema's nodes: they must exist before any composition

@@ -7,6 +7,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from diagnose.cli.exits import EXIT_CODES, INTERNAL_ERROR_EXIT, USER_ERROR_EXIT, fail
+from diagnose.cli.ownership import own, refuse_a_finished_run
 from diagnose.errors import UserError
 from diagnose.results import RunMetrics
 
@@ -15,7 +16,14 @@ class DiagnoseCallbacks(Callback):
     """Hydra callbacks: check the output folder before Hydra makes it, and sum a sweep up at its end."""
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        """Before Hydra writes into the run's folder: it must be writable, free, and hold no run."""
         _check_writable(config.hydra.run.dir, "hydra.run.dir")
+        try:
+            refuse_a_finished_run(Path(config.hydra.run.dir), "hydra.run.dir")
+            own(Path(config.hydra.run.dir))
+        except UserError as err:
+            fail(str(err))
+            sys.exit(USER_ERROR_EXIT)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
         _check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")

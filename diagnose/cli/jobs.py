@@ -13,6 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from diagnose.cli.exits import EXIT_CODES, INTERNAL_ERROR_EXIT, USER_ERROR_EXIT, fail
+from diagnose.cli.ownership import LOCK_FILE, own, release
 from diagnose.errors import UserError
 from diagnose.results import RunMetrics
 
@@ -25,6 +26,7 @@ def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], RunMetrics]) -
     if sweep:
         _share_cores(hydra_cfg)
     try:
+        own(out_dir)  # a single run's folder is owned from before Hydra wrote into it (callbacks.on_run_start)
         metrics = work(cfg, out_dir)
     except KeyboardInterrupt:  # before training began (training handles its own): nothing to keep
         fail("interrupted before training began.")
@@ -79,6 +81,7 @@ def train_job(cfg: DictConfig) -> float | None:
                 metrics = train(build_run(config), out_dir, to_dict(config), stop=stop)
             else:
                 checkpoint, run_dir = resumable(cfg, list(HydraConfig.get().overrides.task))
+                own(run_dir)  # refused while that run is still training
                 metrics = train(build_run(from_dict(checkpoint["config"])), run_dir, checkpoint["config"],
                                 resume=checkpoint, stop=stop)
                 _remove_run_dir(out_dir)  # the folder Hydra made for this command: the run goes on in its own
@@ -150,9 +153,11 @@ def _share_cores(hydra_cfg: DictConfig) -> None:
 def _remove_run_dir(out_dir: Path) -> None:
     """Remove a run folder that holds only what Hydra put there (its config and log): a failure before
     anything was made. A folder with results in it is kept, whatever happened."""
-    made = [p for p in out_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"]
+    made = [p for p in out_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"
+            and p.name != LOCK_FILE]
     if made:
         return
+    release(out_dir)
     shutil.rmtree(out_dir, ignore_errors=True)
     cwd = Path.cwd().resolve()
     for parent in out_dir.resolve().parents:  # outputs/<date> and outputs/, made for it, when now empty

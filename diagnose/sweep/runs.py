@@ -8,7 +8,7 @@ import yaml
 
 from diagnose.errors import UserError
 from diagnose.results import RunMetrics
-from diagnose.training.outputs import METRICS_FILE, read_metrics
+from diagnose.training.outputs import CHECKPOINT_FILE, METRICS_FILE, read_metrics
 
 
 @dataclass
@@ -43,8 +43,11 @@ def read_overrides(run_dir: Path) -> dict[str, Any]:
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.exists():
         return {}
-    items = yaml.safe_load(path.read_text()) or []
-    pairs = (item.lstrip("+~").split("=", 1) for item in items if "=" in item)
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # a broken file spoils this run's columns, no more
+        return {}
+    pairs = (item.lstrip("+~").split("=", 1) for item in items if isinstance(item, str) and "=" in item)
     return {key: _parse_value(value) for key, value in pairs}
 
 
@@ -54,11 +57,24 @@ def find_runs(path: Path) -> list[RunRecord]:
     if not path.exists():
         raise UserError(f"{path} does not exist. Give a run folder (outputs/<date>/<time>) or a sweep folder "
                         f"(outputs/multirun/<date>/<time>).")
-    dirs = [path] if (path / METRICS_FILE).exists() else sorted(p.parent for p in path.rglob(METRICS_FILE))
+    here = (path / METRICS_FILE).exists() or (path / CHECKPOINT_FILE).exists()
+    dirs = [path] if here else sorted({p.parent for name in (METRICS_FILE, CHECKPOINT_FILE) for p in path.rglob(name)})
     if not dirs:
         raise UserError(f"{path} holds no runs: no {METRICS_FILE} in it or below it. Give a run folder "
                         f"(outputs/<date>/<time>) or a sweep folder (outputs/multirun/<date>/<time>).")
-    return [RunRecord(d, read_overrides(d), read_metrics(d)) for d in dirs]
+    return [RunRecord(d, read_overrides(d), _metrics_of(d)) for d in dirs]
+
+
+def _metrics_of(run_dir: Path) -> RunMetrics:
+    """What a run folder says of its run; one that cannot say is a run of status "unreadable" or, with a checkpoint
+    and no metrics.json (a process killed outright), "resumable": one bad run never spoils a sweep's report."""
+    if not (run_dir / METRICS_FILE).exists():
+        return RunMetrics(status="resumable", error=f"no {METRICS_FILE}: the process was killed; its {CHECKPOINT_FILE} "
+                                                    f"goes on with: diagnose train resume={run_dir}")
+    try:
+        return read_metrics(run_dir)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:  # truncated, not an object, wrong types
+        return RunMetrics(status="unreadable", error=f"{METRICS_FILE} cannot be read ({type(err).__name__}: {err})")
 
 
 def swept_keys(runs: list[RunRecord]) -> list[str]:
