@@ -53,7 +53,7 @@ def load_data(options: SplitConfig, device: torch.device) -> DeviceData:
                              options.test_count, options.seed)
     else:
         raw = read_dataset(options.name, Path(options.root), download=options.download, mirror=options.mirror)
-    return split(raw, val_size=options.val_size, subset=options.subset, device=device)
+    return split(raw, val_size=options.val_size, subset=options.subset, device=device, test_subset=options.test_subset)
 
 
 def build_model(config: ModelConfig, shape: tuple[int, int, int], n_classes: int) -> nn.Module:

@@ -33,12 +33,14 @@ class SplitConfig(Options):
 
     val_size: int = 5000  # held out from the official training set (fixed split, whatever the seed)
     subset: int | None = None  # train on only this many examples (quick runs)
+    test_subset: int | None = None  # test on only the first this many test examples (quick runs)
     center: bool = True  # normalise inputs to zero mean, unit std per channel; false keeps raw [0, 1] pixels
     augment: bool = False  # random crop (4-pixel padding) + horizontal flip, on the device
 
     def __post_init__(self) -> None:
         checks.whole("data.val_size", self.val_size, minimum=0)
         checks.optional_whole("data.subset", self.subset)
+        checks.optional_whole("data.test_subset", self.test_subset)
 
 
 @dataclass

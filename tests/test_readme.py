@@ -22,7 +22,8 @@ def commands(text: str) -> list[str]:
 
 TOUR = commands(README.split("<!-- tour -->")[1].split("<!-- /tour -->")[0])
 SHRINK = {
-    "train": {"steps": "3", "data.subset": "256", "data.val_size": "128", "device": "cpu", "log_every": "1",
+    "train": {"steps": "3", "data.subset": "256", "data.val_size": "128", "data.test_subset": "256", "device": "cpu",
+              "log_every": "1",
               "diag.probe_every": "2", "diag.landscape_every": "2"},
     "probe": {"model.depth": "4", "model.width": "32", "probe.batch": "32", "device": "cpu"},
 }

@@ -134,7 +134,8 @@ def _check(raw: RawData, name: str, paths: dict[str, Path]) -> None:
         )
 
 
-def split(raw: RawData, *, val_size: int, subset: int | None, device: torch.device) -> DeviceData:
+def split(raw: RawData, *, val_size: int, subset: int | None, device: torch.device,
+          test_subset: int | None = None) -> DeviceData:
     """Hold out `val_size` training examples, optionally keep `subset` of the rest, move all to `device`."""
     n = len(raw.train_x)
     if val_size >= n:
@@ -157,8 +158,8 @@ def split(raw: RawData, *, val_size: int, subset: int | None, device: torch.devi
         train_y=y[train].to(device),
         val_x=x[val].to(device),
         val_y=y[val].to(device),
-        test_x=torch.as_tensor(raw.test_x).to(device),
-        test_y=torch.as_tensor(raw.test_y).to(device),
+        test_x=torch.as_tensor(raw.test_x[:test_subset]).to(device),
+        test_y=torch.as_tensor(raw.test_y[:test_subset]).to(device),
         mean=mean.to(device),
         std=std.to(device),
         n_classes=raw.n_classes,
