@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import stat
 
@@ -116,8 +117,9 @@ def test_report_lists_broken_and_killed_runs_and_reports_the_rest(tmp_path, caps
 
     monkeypatch.setenv("COLUMNS", "200")
     cfg = compose_config([*TINY, "steps=2"])
-    for name in ("good", "truncated", "not_an_object", "broken_overrides", "killed"):
-        train(build_run(cfg), tmp_path / name, to_dict(cfg))
+    train(build_run(cfg), tmp_path / "good", to_dict(cfg))
+    for name in ("truncated", "not_an_object", "broken_overrides", "killed"):
+        shutil.copytree(tmp_path / "good", tmp_path / name)
     metrics = tmp_path / "truncated" / "metrics.json"
     metrics.write_text(metrics.read_text()[:100])
     (tmp_path / "not_an_object" / "metrics.json").write_text("[1, 2]")
@@ -166,3 +168,26 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):
     assert free(str(taken)) == str(taken)
     taken.mkdir()
     assert free(str(taken)) == f"{taken}-2"
+
+
+def test_a_full_disk_mid_run_is_one_message_and_leaves_the_last_checkpoint_whole(tmp_path, monkeypatch):
+    import errno
+
+    from diagnose.errors import UserError
+
+    cfg = compose_config([*TINY, "steps=null", "epochs=3", "batch=64"])  # 3 steps an epoch: checkpoints at 3, 6
+    saves, real_save = [], torch.save
+
+    def disk_fills_up(state, f):
+        saves.append(state["step"])
+        if len(saves) == 2:
+            f.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(state, f)
+
+    monkeypatch.setattr(torch, "save", disk_fills_up)
+    with pytest.raises(UserError, match="cannot write into .*No space left on device.*resume="):
+        train(build_run(cfg), tmp_path, to_dict(cfg))
+    assert load_checkpoint(tmp_path)["step"] == 3  # the one before, whole
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"  # where it could be written

@@ -18,6 +18,8 @@ from diagnose.diagnostics.instruments import for_training
 from diagnose.diagnostics.layers import Layer, measured_layers
 from diagnose.diagnostics.monitor import Monitor
 from diagnose.ending import end_run
+from diagnose.errors import UserError
+from diagnose.files import write_error
 from diagnose.results import Evaluation, Final, NonFinite, RunMetrics
 from diagnose.training.batches import batch_indices, training_batch
 from diagnose.training.divergence import LastGood
@@ -119,6 +121,15 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
             status, between_steps = "interrupted", False
             say(f"Interrupted in the middle of step {done + 1}; metrics are saved, and the last checkpoint is from "
                 f"an epoch end.", "yellow")
+        except Exception as err:  # the disk, or a bug: record what the run has, then the error goes on up
+            failure = write_error(err, out_dir) if isinstance(err, OSError) else err
+            metrics = run_metrics(run, record, "failed", done, nonfinite, config)
+            metrics.error = f"{type(err).__name__}: {err}"
+            metrics.error_kind = "user" if isinstance(failure, UserError) else "internal"
+            with suppress(Exception):  # the disk may take nothing more: the last checkpoint stays readable
+                writer.close()
+                write_metrics(out_dir, metrics)
+            raise failure from err
         finally:
             monitor.close()
 
@@ -154,11 +165,13 @@ def after_training(run: Run, out_dir: Path, metrics: RunMetrics, monitor: Monito
         write_metrics(out_dir, metrics)
         return metrics
     except Exception as err:
+        failure = write_error(err, out_dir) if isinstance(err, OSError) else err
         metrics.status, metrics.error = "failed", f"{type(err).__name__}: {err}"
+        metrics.error_kind = "user" if isinstance(failure, UserError) else "internal"
         with suppress(Exception):  # the error itself may be the disk: the checkpoint is saved already
             writer.close()
             write_metrics(out_dir, metrics)
-        raise
+        raise failure from err
 
 
 def run_metrics(run: Run, record: Record, status: str, done: int, nonfinite: NonFinite | None,
