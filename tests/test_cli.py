@@ -131,6 +131,10 @@ USER_ERRORS = {
     "a flag": (train_tiny("diag.landscape=maybe"), r"diag.landscape must be true or false, got 'maybe'"),
     "a list entry": (train_tiny("model.widths=[8,x]"), r"model.widths\[1\] must be a whole number, got 'x'"),
     "null for a number": (train_tiny("batch=null"), r"batch cannot be null"),
+    "momentum that never decays": (train_tiny("optim.momentum=2"), r"optim.momentum must be a number in \[0, 1\)"),
+    "a negative class weight": (train_tiny("loss.weight=[1,-1,1,1,1,1,1,1,1,1]"), r"each of loss.weight must be"),
+    "a typo's own did-you-mean": (train_tiny("model.depht=3"), r"model.depht is not a setting of model=cnn"),
+    "a typo added with +": (train_tiny("+model.depht=3"), r"diagnose has no setting 'model.depht' to add"),
 }
 
 

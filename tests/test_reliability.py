@@ -191,3 +191,16 @@ def test_a_full_disk_mid_run_is_one_message_and_leaves_the_last_checkpoint_whole
     assert load_checkpoint(tmp_path)["step"] == 3  # the one before, whole
     assert not list(tmp_path.glob(".*.tmp"))
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"  # where it could be written
+
+
+def test_an_internal_error_is_one_paragraph_naming_the_log_and_metrics_say_failed(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from diagnose.cli.jobs import _failed
+
+    code = _failed(TypeError("a bug"), OmegaConf.create({"batch": 4}), tmp_path, sweep=False)
+    said = " ".join(capsys.readouterr().err.split())
+    assert code == INTERNAL_ERROR_EXIT
+    assert "internal error, a bug in diagnose" in said and f"{tmp_path / 'train.log'}" in said
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert (saved["status"], saved["error"], saved["error_kind"]) == ("failed", "TypeError: a bug", "internal")

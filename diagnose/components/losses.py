@@ -16,12 +16,17 @@ from diagnose.registry import Component, Options
 class WeightedOptions(Options):
     weight: list[float] | None = None  # one weight per class, or null
 
+    def __post_init__(self) -> None:
+        for weight in self.weight or []:
+            checks.at_least("each of loss.weight", weight, 0)
+
 
 @dataclass
 class CrossEntropyOptions(WeightedOptions):
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         checks.between("loss.label_smoothing", self.label_smoothing, 0, 1)
 
 

@@ -33,7 +33,7 @@ class SGDOptions(OptimOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        checks.at_least("optim.momentum", self.momentum, 0)
+        checks.between("optim.momentum", self.momentum, 0, 1, high_open=True)  # 1 or more: the updates never decay
         if self.nesterov and self.momentum == 0:
             raise UserError("optim.nesterov=true needs optim.momentum > 0: Nesterov's look-ahead is along the "
                             "momentum. Set optim.momentum (e.g. 0.9) or optim.nesterov=false.")
