@@ -1,8 +1,10 @@
 """Files written whole: through a temp file renamed into place, with the permissions of any other output."""
 
 import errno
+import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -19,11 +21,29 @@ class WriteError(UserError):
 
 def write_error(err: OSError, folder: Path) -> WriteError | OSError:
     """A failed write said in one paragraph where the environment is to blame; the error itself otherwise."""
+    from diagnose.training.outputs import CHECKPOINT_FILE  # here, not above: outputs writes through this module
+
     if err.errno not in ENVIRONMENT:
         return err
-    return WriteError(f"cannot write into {folder}: {err.strerror}. The run stopped; what it saved before stays "
-                      f"readable (its last checkpoint among it). Free space or fix the folder's permissions, then "
-                      f"resume={folder} goes on from that checkpoint.")
+    if (folder / CHECKPOINT_FILE).exists():
+        then = (f"what it saved before stays readable, its last checkpoint among it. Free space or fix the folder's "
+                f"permissions, then resume={folder} goes on from that checkpoint.")
+    else:
+        then = "it had not saved a checkpoint yet. Free space or fix the folder's permissions and start it again."
+    return WriteError(f"cannot write into {folder}: {err.strerror}. The run stopped; {then}")
+
+
+def quiet_write_errors_in_threads() -> None:
+    """TensorBoard's writer thread is often the first to find the disk full. The main thread gets the same error
+    at its next write and says it in one paragraph, so the thread's traceback goes to the log, not the terminal."""
+    threading.excepthook = _log_write_error
+
+
+def _log_write_error(args: threading.ExceptHookArgs) -> None:
+    if isinstance(args.exc_value, OSError) and args.exc_value.errno in ENVIRONMENT:
+        logging.getLogger("diagnose").debug("a write in a background thread failed", exc_info=args.exc_value)
+    else:
+        threading.__excepthook__(args)
 
 
 def umask_permissions(path: str | Path) -> None:

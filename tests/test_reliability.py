@@ -15,7 +15,7 @@ from diagnose.cli.callbacks import sweep_outcome
 from diagnose.cli.exits import EXIT_CODES, INTERNAL_ERROR_EXIT, USER_ERROR_EXIT
 from diagnose.config import to_dict
 from diagnose.results import RunMetrics
-from diagnose.training import loop
+from diagnose.training import loop, outputs
 from diagnose.training.loop import train
 from diagnose.training.outputs import load_checkpoint
 from diagnose.training.stop import StopRequests
@@ -176,21 +176,51 @@ def test_a_full_disk_mid_run_is_one_message_and_leaves_the_last_checkpoint_whole
     from diagnose.errors import UserError
 
     cfg = compose_config([*TINY, "steps=null", "epochs=3", "batch=64"])  # 3 steps an epoch: checkpoints at 3, 6
-    saves, real_save = [], torch.save
+    saves, real_replace = [], outputs.replace_atomically
 
-    def disk_fills_up(state, f):
-        saves.append(state["step"])
-        if len(saves) == 2:
-            f.write(b"half a checkpoint")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(state, f)
+    def disk_fills_up(path, write):
+        if path.name == "checkpoint.pt":
+            saves.append(path)
+            if len(saves) == 2:
+                def write(f):
+                    f.write(b"half a checkpoint")
+                    raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(path, write)
 
-    monkeypatch.setattr(torch, "save", disk_fills_up)
+    monkeypatch.setattr(outputs, "replace_atomically", disk_fills_up)
     with pytest.raises(UserError, match="cannot write into .*No space left on device.*resume="):
         train(build_run(cfg), tmp_path, to_dict(cfg))
     assert load_checkpoint(tmp_path)["step"] == 3  # the one before, whole
     assert not list(tmp_path.glob(".*.tmp"))
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"  # where it could be written
+
+
+def test_a_disk_that_fills_under_tensorboards_writer_is_the_same_one_message_without_a_traceback(
+        tmp_path, monkeypatch, capsys, caplog):
+    import errno
+    import logging
+
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from diagnose.errors import UserError
+
+    records, real_write = [], RecordWriter.write
+
+    def disk_fills_up(self, data):  # runs in the writer's own thread
+        records.append(data)
+        if len(records) > 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", disk_fills_up)
+    cfg = compose_config([*TINY, "steps=400", "log_every=1"])
+    caplog.set_level(logging.DEBUG, logger="diagnose")
+    with pytest.raises(UserError, match="cannot write into .*No space left on device.*not saved a checkpoint yet"):
+        train(build_run(cfg), tmp_path, to_dict(cfg))
+    said = capsys.readouterr()
+    assert "Traceback" not in said.err + said.out and "Exception in thread" not in said.err
+    assert "a write in a background thread failed" in caplog.text  # the thread's traceback: in train.log
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
 
 
 def test_an_internal_error_is_one_paragraph_naming_the_log_and_metrics_say_failed(tmp_path, capsys):

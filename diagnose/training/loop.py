@@ -19,7 +19,7 @@ from diagnose.diagnostics.layers import Layer, measured_layers
 from diagnose.diagnostics.monitor import Monitor
 from diagnose.ending import end_run
 from diagnose.errors import UserError
-from diagnose.files import write_error
+from diagnose.files import quiet_write_errors_in_threads, write_error
 from diagnose.results import Evaluation, Final, NonFinite, RunMetrics
 from diagnose.training.batches import batch_indices, training_batch
 from diagnose.training.divergence import LastGood
@@ -126,8 +126,11 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
             metrics = run_metrics(run, record, "failed", done, nonfinite, config)
             metrics.error = f"{type(err).__name__}: {err}"
             metrics.error_kind = "user" if isinstance(failure, UserError) else "internal"
-            with suppress(Exception):  # the disk may take nothing more: the last checkpoint stays readable
+            # the disk may take nothing more (the events' writer may be what found it full): each is tried alone,
+            # and the last checkpoint stays readable
+            with suppress(Exception):
                 writer.close()
+            with suppress(Exception):
                 write_metrics(out_dir, metrics)
             raise failure from err
         finally:
@@ -194,6 +197,7 @@ def evaluate_test(run: Run, writer: SummaryWriter, final: Final, step: int) -> N
 
 def open_writer(out_dir: Path, config: dict[str, Any], resume_step: int | None, layers: list[Layer]) -> SummaryWriter:
     """The run's TensorBoard writer; a new run's starts with its config and the dashboard layout of its layers."""
+    quiet_write_errors_in_threads()
     # purge_step: TensorBoard drops what an interrupted process logged after its last checkpoint
     writer = SummaryWriter(log_dir=str(out_dir), purge_step=None if resume_step is None else resume_step + 1)
     if resume_step is None:

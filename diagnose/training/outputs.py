@@ -1,5 +1,6 @@
 """What a run leaves in its folder: metrics.json and a checkpoint, each written atomically."""
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,11 @@ def read_metrics(run_dir: Path) -> RunMetrics:
 
 def save_checkpoint(out_dir: Path, state: dict[str, Any]) -> Path:
     path = out_dir / CHECKPOINT_FILE
-    replace_atomically(path, lambda f: torch.save(state, f))
+    # serialised in memory first: torch.save writing straight to a full disk fails with a RuntimeError from its zip
+    # writer ("unexpected pos"), a plain write fails with the OSError (ENOSPC) that says what is wrong
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    replace_atomically(path, lambda f: f.write(buffer.getbuffer()))
     return path
 
 
