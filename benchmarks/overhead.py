@@ -19,7 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-MODES = ("off", "default", "full")
+# mode -> its overrides: the presets, and the default preset without the gradient noise scale (what it adds)
+MODES = {"off": ["diag=off"], "default-noise": ["diag=default", "diag.noise_every=0"], "default": ["diag=default"],
+         "full": ["diag=full"]}
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -31,7 +33,7 @@ def worker(args: argparse.Namespace) -> None:
     from diagnose.config import to_dict
     from diagnose.training.loop import train
 
-    overrides = [f"diag={args.worker}", f"steps={args.steps}", f"device={args.device}", f"batch={args.batch}",
+    overrides = [*MODES[args.worker], f"steps={args.steps}", f"device={args.device}", f"batch={args.batch}",
                  f"data={args.data}", "data.val_size=1000"]
     overrides += ["data.subset=10000"] if args.data != "synthetic" else ["data.train_count=11000"]
     cfg = composed("train", overrides)
@@ -96,11 +98,11 @@ def main() -> None:
     memory_key = "cuda_peak_mb" if "cuda_peak_mb" in memory_runs["off"] else "peak_rss_mb"
     off_speed = statistics.median(r["steps_per_s"] for r in speed_runs["off"])
     off_memory = memory_runs["off"][memory_key]
-    print(f"{'diag':<8} {'steps/s':>8} {'vs off':>7} {memory_key:>13} {'vs off':>7}")
+    print(f"{'diag':<14} {'steps/s':>8} {'vs off':>7} {memory_key:>13} {'vs off':>7}")
     for mode in MODES:
         speed = statistics.median(r["steps_per_s"] for r in speed_runs[mode])
         memory = memory_runs[mode][memory_key]
-        print(f"{mode:<8} {speed:8.2f} {speed / off_speed:7.3f} {memory:13.1f} {memory / off_memory:7.3f}")
+        print(f"{mode:<14} {speed:8.2f} {speed / off_speed:7.3f} {memory:13.1f} {memory / off_memory:7.3f}")
 
 
 if __name__ == "__main__":

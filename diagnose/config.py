@@ -96,12 +96,23 @@ class DiagConfig(Flatness, Options):
     locate_nonfinite: bool = True  # on divergence, replay from the last good state to name the first bad layer
     landscape: bool = False  # loss-landscape smoothness along the gradient (Santurkar et al. 2018), ~9 passes
     landscape_every: int = 100
+    # the gradient noise scale B_simple (McCandlish et al. 2018): every N steps (0: never), a forward/backward of
+    # noise_batch training examples of its own, in noise_micro micro-batches
+    noise_every: int = 100
+    noise_batch: int = 512
+    noise_micro: int = 16
+    noise_decay: float = 0.8  # weight of the earlier measurements in the moving averages of |G|² and tr(Σ)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("every", "hist_every", "probe_every", "dead_since"):
+        for key in ("every", "hist_every", "probe_every", "dead_since", "noise_every"):
             checks.whole(f"diag.{key}", getattr(self, key), minimum=0)
         checks.whole("diag.probe_size", self.probe_size)
+        checks.whole("diag.noise_micro", self.noise_micro, minimum=2)
+        if self.noise_batch < 2 * self.noise_micro:  # BN cannot normalise a micro-batch of one example
+            raise UserError(f"diag.noise_batch must hold at least 2 examples per micro-batch (2 * diag.noise_micro = "
+                            f"{2 * self.noise_micro}); got {self.noise_batch}.")
+        checks.between("diag.noise_decay", self.noise_decay, 0, 1, high_open=True)
         checks.whole("diag.landscape_every", self.landscape_every)
 
 
@@ -118,11 +129,12 @@ class Thresholds(Options):
     bn_gap: float = 0.05  # val accuracy difference between BN's train mode and eval mode
     bn_batch_drop: float = 0.1  # in a sweep: BN val accuracy at the smallest batch this far below the largest
     chance_margin: float = 0.05  # a final accuracy at most this far above chance (1 / classes): did not learn
+    noise_ratio: float = 10.0  # the batch this many times below or above the gradient noise scale B_simple
 
     def __post_init__(self) -> None:
         for key in ("dead", "saturation", "sign_agreement", "bn_gap", "bn_batch_drop", "chance_margin"):
             checks.between(f"findings.{key}", getattr(self, key), 0, 1)
-        for key in ("depth_ratio", "update_ratio_low", "update_ratio_high"):
+        for key in ("depth_ratio", "update_ratio_low", "update_ratio_high", "noise_ratio"):
             checks.positive(f"findings.{key}", getattr(self, key))
 
 

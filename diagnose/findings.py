@@ -22,6 +22,14 @@ def _times(ratio: float) -> str:
     return f"{ratio:.0e}x" if ratio >= 1000 else f"{ratio:.0f}x"
 
 
+def about(value: float) -> str:
+    """A measured magnitude to two significant digits, as a reader says it: 22,844 -> '23,000', 0.0123 -> '0.012'."""
+    if not math.isfinite(value) or value == 0:
+        return f"{value:g}"
+    rounded = round(value, 1 - math.floor(math.log10(abs(value))))
+    return f"{rounded:,.0f}" if abs(rounded) >= 100 else f"{rounded:.2g}"
+
+
 def _activation(m: RunMetrics) -> Any:
     """The registry entry of the run's activation (relu's for a run that does not say)."""
     from diagnose.components.activations import ACTIVATIONS  # torch: only where a remedy needs it
@@ -232,9 +240,29 @@ def bn_train_eval_gap(m: RunMetrics, t: Thresholds) -> list[Finding]:
                     m.last_evaluation.step, gap)]
 
 
+def batch_vs_noise_scale(m: RunMetrics, t: Thresholds) -> list[Finding]:
+    """The batch against the gradient noise scale B_simple (McCandlish et al. 2018), which predicts the critical
+    batch size: well below it, steps are what costs; well above it, examples are."""
+    noise = m.noise
+    if noise is None or m.status != "completed" or not math.isfinite(noise.b_simple) or noise.b_simple <= 0:
+        return []
+    batch, scale, last = noise.batch, noise.b_simple, noise.history[-1][0] if noise.history else m.steps
+    if batch * t.noise_ratio <= scale:
+        return [Finding("batch_vs_noise_scale", "info", f"batch {batch} is far below the gradient noise scale "
+                        f"B_simple ~{about(scale)} at the end of training: each step's gradient is mostly noise",
+                        f"a larger batch (up to ~{about(scale)}, with the lr scaled along) would need proportionally "
+                        f"fewer steps for nearly the same number of examples", None, last, scale)]
+    if batch >= t.noise_ratio * scale:
+        return [Finding("batch_vs_noise_scale", "info", f"batch {batch} is far above the gradient noise scale "
+                        f"B_simple ~{about(scale)} at the end of training: most of each batch is wasted",
+                        f"a smaller batch (~{about(scale)}) would reach the same loss from far fewer examples", None,
+                        last, scale)]
+    return []
+
+
 RUN_RULES: list[Callable[[RunMetrics, Thresholds], list[Finding]]] = [
     divergence, symmetry, did_not_learn, dead_relus, saturation, signal_over_depth, update_ratio, non_centred_inputs,
-    bn_train_eval_gap,
+    bn_train_eval_gap, batch_vs_noise_scale,
 ]
 
 

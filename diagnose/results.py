@@ -76,6 +76,19 @@ class Finding:
 
 
 @dataclass
+class NoiseScale:
+    """The gradient noise scale at the end of a run (diagnostics/noise_scale.py): moving averages over its
+    measurements."""
+
+    b_simple: float  # tr(Σ) / |G|²: the batch size around which larger batches stop saving steps
+    grad_sq: float  # |G|², the squared norm of the true gradient
+    trace_cov: float  # tr(Σ), the per-example gradient covariance's trace
+    batch: int  # the run's batch size
+    micro_batch: int  # the size b of the micro-batches each measured batch was split into
+    history: list[tuple[int, float]] = field(default_factory=list)  # (step, b_simple) at each measurement
+
+
+@dataclass
 class RunMetrics:
     status: str  # completed, diverged, interrupted; failed: a sweep job that could not start (see `error`)
     command: str = "train"  # or "probe"
@@ -87,6 +100,8 @@ class RunMetrics:
     classes: int | None = None  # of the data: chance accuracy is 1 / classes
     final: Final = field(default_factory=Final)
     history: list[Evaluation] = field(default_factory=list)  # one per evaluation
+    train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, mean train loss of its log window)
+    noise: NoiseScale | None = None  # the gradient noise scale, where it was measured
     nonfinite: NonFinite | None = None
     layers: dict[str, LayerRecord] = field(default_factory=dict)  # in forward order
     dead_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # layer -> (step, dead share)
@@ -147,6 +162,10 @@ class RunMetrics:
         values["history"] = [Evaluation(**{k: v for k, v in entry.items() if k in Evaluation.__dataclass_fields__})
                              for entry in data.get("history") or []]
         values["nonfinite"] = NonFinite(**data["nonfinite"]) if data.get("nonfinite") else None
+        values["train_curve"] = [tuple(point) for point in data.get("train_curve") or []]
+        if data.get("noise"):
+            noise = data["noise"]
+            values["noise"] = NoiseScale(**{**noise, "history": [tuple(p) for p in noise.get("history") or []]})
         values["layers"] = {name: _layer_record(name, entry) for name, entry in (data.get("layers") or {}).items()}
         values["dead_history"] = {name: [tuple(point) for point in points]
                                   for name, points in (data.get("dead_history") or {}).items()}

@@ -1,8 +1,10 @@
 """Which instruments measure what: a training run, a divergence replay, a probe at initialisation. The order of a
 list is the order the Monitor calls them in: an instrument that runs the model itself before a step (the
-landscape) comes before the hooks attach, and one that runs it after the step (dead units) after they are gone."""
+landscape, the noise scale) comes before the hooks attach, and one that runs it after the step (dead units) after
+they are gone."""
 
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -16,6 +18,8 @@ from diagnose.diagnostics.landscape import Landscape
 from diagnose.diagnostics.layer_stats import ActivationStats, Schedule, WeightStats
 from diagnose.diagnostics.layers import Layer, measured_layers
 from diagnose.diagnostics.monitor import Instrument, Monitor
+from diagnose.diagnostics.noise_scale import GradientNoise
+from diagnose.training.batches import training_batch
 from diagnose.training.evaluate import evaluate
 
 
@@ -29,6 +33,9 @@ def for_training(run: Run, writer: object) -> Monitor:
     if diag.landscape:
         instruments.append(Landscape(model, run.loss_fn, lambda: run.optimizer.param_groups[0]["lr"],
                                      diag.landscape_every))
+    if diag.noise_every:
+        instruments.append(GradientNoise(model, run.loss_fn, partial(noise_batch, run), diag.noise_every,
+                                         diag.noise_micro, diag.noise_decay, run.batch, last=run.total_steps))
     train_mode_accuracy = None
     if diag.bn_eval_gap and len(run.data.val_y):
         def train_mode_accuracy() -> float:
@@ -47,6 +54,14 @@ def for_training(run: Run, writer: object) -> Monitor:
     instruments.append(DepthFigure(writer, layers, run_name=Path(writer.log_dir).name,
                                    middle=run.total_steps // 2 if one_evaluation and run.total_steps > 2 else None))
     return Monitor(layers, instruments, writer, learning=lambda: run.optimizer.param_groups[0]["lr"] >= 0.1 * run.lr)
+
+
+def noise_batch(run: Run, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """diag.noise_batch training examples drawn at random, prepared as training's are, from a stream of their own
+    fixed by (seed, step): training's batches are untouched and a resumed run draws the same ones."""
+    generator = torch.Generator(device=run.device).manual_seed(run.seed * 1_000_003 + step)
+    idx = torch.randint(len(run.data.train_y), (run.diag.noise_batch,), device=run.device, generator=generator)
+    return training_batch(run, idx, generator)
 
 
 def for_replay(layers: list[Layer], settings: object) -> Monitor:

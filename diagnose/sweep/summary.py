@@ -13,7 +13,8 @@ from torch.utils.tensorboard.summary import hparams
 from diagnose.config import Thresholds
 from diagnose.console import console as shared_console
 from diagnose.console import print_findings
-from diagnose.findings import Finding, as_dicts, bn_small_batch
+from diagnose.findings import Finding, about, as_dicts, bn_small_batch
+from diagnose.sweep.critical_batch import Series, critical_batches, write_critical_batches
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
 from diagnose.sweep.sensitivity import write_sensitivity
 
@@ -24,6 +25,7 @@ METRICS = {
     "train_loss": lambda r: r.final("train_loss"),
     "bn_train_eval_gap": lambda r: r.metrics.bn_train_eval_gap,
     "loss_at_init": lambda r: r.final("loss"),  # diagnose probe
+    "b_simple": lambda r: None if r.metrics.noise is None else r.metrics.noise.b_simple,  # gradient noise scale
 }
 
 
@@ -106,6 +108,24 @@ def sweep_table(runs: list[RunRecord], keys: list[str], title: str) -> Table:
     return table
 
 
+def critical_batch_table(found: list[Series]) -> Table:
+    """Steps to each series' target by batch size beside the runs' B_simple, and the fitted B_crit under them."""
+    table = Table(title="critical batch: steps to the target train loss (measured) vs B_simple (predicted)",
+                  header_style="bold")
+    for column in ("series", "target loss", "batch", "steps to target", "B_simple at target"):
+        table.add_column(column, justify="left" if column == "series" else "right")
+    for series in found:
+        for batch in sorted({*series.steps, *series.b_simple}):
+            steps, b_simple = series.steps.get(batch), series.b_simple.get(batch)
+            table.add_row(series.name, f"{series.target:.4g}", str(batch), "-" if steps is None else f"{steps:.0f}",
+                          "-" if b_simple is None else about(b_simple))
+        fit = f"B_crit ~ {about(series.fit.b_crit)} (fit)" if series.fit else f"no B_crit: {series.why_no_fit}"
+        median_b = series.b_simple_median
+        table.add_row(series.name, "", "", fit, "-" if median_b is None else f"median {about(median_b)}",
+                      style="bold", end_section=True)
+    return table
+
+
 def sweep_findings(runs: list[RunRecord]) -> list[Finding]:
     """Findings that only a sweep can show, with the thresholds the jobs ran with."""
     configured = next((r.metrics.config["findings"] for r in runs if "findings" in r.metrics.config), {})
@@ -118,12 +138,18 @@ def summarise_sweep(sweep_dir: Path, console: Console | None = None) -> list[Run
     runs = find_runs(sweep_dir)
     keys = swept_keys(runs)
     write_csv(sweep_dir / SUMMARY_CSV, runs, keys)
+    critical: list[Series] = []
     if "batch" in keys:
         write_sensitivity(sweep_dir, runs, keys, {name: METRICS[name] for name in measured(runs)})
+        critical = [series for series in critical_batches(runs, keys) if series.steps]
+        if critical:
+            write_critical_batches(sweep_dir, critical)
     write_hparams(runs, keys)
     findings = sweep_findings(runs)
     (sweep_dir / FINDINGS_JSON).write_text(json.dumps(as_dicts(findings), indent=2))
     console = console or shared_console
     console.print(sweep_table(runs, keys, f"sweep {sweep_dir}"))
+    if critical:
+        console.print(critical_batch_table(critical))
     print_findings(findings, console, log=False)  # the launching process: Hydra's console logger would repeat them
     return runs

@@ -13,9 +13,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from diagnose.build import Run
 from diagnose.console import RunProgress, say
-from diagnose.diagnostics.dashboard import custom_scalars_layout
+from diagnose.diagnostics.dashboard import Layout, custom_scalars_layout
 from diagnose.diagnostics.instruments import for_training
-from diagnose.diagnostics.layers import Layer, measured_layers
+from diagnose.diagnostics.layers import measured_layers
 from diagnose.diagnostics.monitor import Monitor
 from diagnose.ending import end_run
 from diagnose.errors import UserError
@@ -42,6 +42,7 @@ class Record:
     train_acc: float = float("nan")
     train_time: float = 0.0  # seconds spent in training steps (evaluations excluded)
     history: list[dict[str, Any]] = field(default_factory=list)  # one Evaluation per evaluation
+    train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train_loss) at each log window
     diagnostics: dict[str, Any] = field(default_factory=dict)  # Monitor.state()
 
     @classmethod
@@ -66,7 +67,8 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
     generator = torch.Generator(device=run.device).manual_seed(run.seed)  # augmentation
     start = restore(run, generator, resume) if resume else 0
     record = Record.of(resume)
-    writer = open_writer(out_dir, config, start if resume else None, measured_layers(run.model, run.act, run.norm))
+    writer = open_writer(out_dir, config, start if resume else None,
+                         custom_scalars_layout(measured_layers(run.model, run.act, run.norm), run.diag.noise_every > 0))
     monitor = for_training(run, writer)
     monitor.load_state(record.diagnostics)
     window = LogWindow(run.log_every, run.device, record.window_losses, record.window_correct)
@@ -185,6 +187,7 @@ def run_metrics(run: Run, record: Record, status: str, done: int, nonfinite: Non
     if history:
         final.val_loss, final.val_acc = history[-1].val_loss, history[-1].val_acc
     return RunMetrics(status=status, steps=done, epochs=done / run.steps_per_epoch, final=final, history=history,
+                      train_curve=[(step, loss) for step, loss in record.train_curve],
                       images_per_s=done * run.batch / record.train_time if record.train_time else 0.0,
                       lr=run.lr, classes=run.data.n_classes, nonfinite=nonfinite, config=config)
 
@@ -195,7 +198,7 @@ def evaluate_test(run: Run, writer: SummaryWriter, final: Final, step: int) -> N
     writer.add_scalar("test/acc", final.test_acc, step)
 
 
-def open_writer(out_dir: Path, config: dict[str, Any], resume_step: int | None, layers: list[Layer]) -> SummaryWriter:
+def open_writer(out_dir: Path, config: dict[str, Any], resume_step: int | None, layout: Layout) -> SummaryWriter:
     """The run's TensorBoard writer; a new run's starts with its config and the dashboard layout of its layers."""
     quiet_write_errors_in_threads()
     # purge_step: TensorBoard drops what an interrupted process logged after its last checkpoint
@@ -203,7 +206,7 @@ def open_writer(out_dir: Path, config: dict[str, Any], resume_step: int | None, 
     if resume_step is None:
         config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
         writer.add_text("config", "    " + config_yaml.replace("\n", "\n    "))  # indented: shown verbatim
-        writer.add_custom_scalars(custom_scalars_layout(layers))
+        writer.add_custom_scalars(layout)
     return writer
 
 
@@ -230,6 +233,7 @@ def log_window(run: Run, writer: SummaryWriter, record: Record, losses: list[flo
     record.train_time += seconds
     record.train_loss = sum(losses) / len(losses)
     record.train_acc = correct / (len(losses) * run.batch)
+    record.train_curve.append((step, record.train_loss))
     writer.add_scalar("train/loss", record.train_loss, step)
     writer.add_scalar("train/acc", record.train_acc, step)
     writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], step)

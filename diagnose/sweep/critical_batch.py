@@ -1,0 +1,175 @@
+"""The critical batch size of a batch sweep, measured the expensive way, beside each run's gradient noise scale (the
+cheap prediction). McCandlish et al. 2018 ("An Empirical Model of Large-Batch Training") show that the steps S and
+examples E needed to reach a given loss trade off as
+
+    S / S_min - 1 = (E / E_min - 1)^-1,  that is  S(B) = S_min + E_min / B  (E = S B),
+
+so a least-squares fit of the steps to the target against 1/B gives S_min, E_min and the critical batch
+B_crit = E_min / S_min: below it a larger batch saves steps, above it only costs examples. B_simple, measured in
+every run, predicts B_crit.
+"""
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from statistics import mean, median
+from typing import Any
+
+from diagnose.sweep.runs import RunRecord
+from diagnose.sweep.sensitivity import series_name
+
+FIGURE = "critical_batch.png"
+RESULT = "critical_batch.json"
+MIN_BATCHES = 3  # two parameters to fit, and one point to spare
+
+
+@dataclass
+class Fit:
+    s_min: float  # the fewest steps any batch size can reach the target in
+    e_min: float  # the fewest examples
+    b_crit: float  # E_min / S_min
+
+
+@dataclass
+class Series:
+    """One combination of the other swept keys: its steps to the target by batch size, the fit, the noise scale."""
+
+    name: str
+    target: float  # the train loss every run of the series reaches: the loosest run's lowest window mean
+    steps: dict[int, float] = field(default_factory=dict)  # batch -> steps to the target (mean over seeds)
+    # batch -> the run's B_simple when it reached the target (mean over seeds): the noise scale grows as the loss
+    # falls, and the critical batch of a target is the one of the loss it names
+    b_simple: dict[int, float] = field(default_factory=dict)
+    fit: Fit | None = None
+    why_no_fit: str = ""
+
+    @property
+    def b_simple_median(self) -> float | None:
+        values = [v for v in self.b_simple.values() if math.isfinite(v)]
+        return median(values) if values else None
+
+
+def steps_to_target(curve: list[tuple[int, float]], target: float) -> float | None:
+    """The first step at which the train loss (log-window means) is at or below `target`, interpolated linearly
+    between the logged points; None if it never gets there."""
+    before = None
+    for step, loss in curve:
+        if loss <= target:
+            if before is None or before[1] == loss:
+                return float(step)
+            (step0, loss0) = before
+            return step0 + (step - step0) * (loss0 - target) / (loss0 - loss)
+        before = (step, loss)
+    return None
+
+
+def at_step(history: list[tuple[int, float]], step: float) -> float | None:
+    """The value measured last at or before `step` (the first one, if all came after)."""
+    before = [value for at, value in history if at <= step]
+    return before[-1] if before else history[0][1] if history else None
+
+
+def fit_critical_batch(batches: list[float], steps: list[float]) -> Fit | None:
+    """S(B) = S_min + E_min / B by least squares on relative errors (steps span decades); None where the data do not
+    have that shape (S_min or E_min not positive: no trade-off in the swept range)."""
+    import numpy as np
+
+    b, s = np.asarray(batches, dtype=float), np.asarray(steps, dtype=float)
+    design = np.stack([1 / s, 1 / (b * s)], axis=1)  # (S_min + E_min / B) / S = 1
+    (s_min, e_min), *_ = np.linalg.lstsq(design, np.ones_like(s), rcond=None)
+    if s_min <= 0 or e_min <= 0:
+        return None
+    return Fit(float(s_min), float(e_min), float(e_min / s_min))
+
+
+def critical_batches(runs: list[RunRecord], keys: list[str]) -> list[Series]:
+    """A Series for each combination of the other swept keys whose completed runs span at least MIN_BATCHES sizes."""
+    grouped: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        if run.status == "completed" and isinstance(run.overrides.get("batch"), int) and run.metrics.train_curve:
+            grouped.setdefault(series_name(run, keys), []).append(run)
+    found = []
+    for name, members in sorted(grouped.items()):
+        target = max(min(loss for _, loss in run.metrics.train_curve) for run in members)
+        series = Series(name, target)
+        by_batch: dict[int, list[RunRecord]] = {}
+        for run in members:
+            by_batch.setdefault(run.overrides["batch"], []).append(run)
+        for batch, group in sorted(by_batch.items()):
+            steps, noise = [], []
+            for run in group:
+                reached = steps_to_target(run.metrics.train_curve, target)
+                if reached is None:
+                    continue
+                steps.append(reached)
+                value = at_step(run.metrics.noise.history, reached) if run.metrics.noise else None
+                if value is not None and math.isfinite(value):
+                    noise.append(value)
+            if steps:
+                series.steps[batch] = mean(steps)
+            if noise:
+                series.b_simple[batch] = mean(noise)
+        if len(series.steps) < MIN_BATCHES:
+            series.why_no_fit = f"fewer than {MIN_BATCHES} batch sizes reached the target"
+        else:
+            fit = fit_critical_batch(list(series.steps), list(series.steps.values()))
+            low, high = min(series.steps), max(series.steps)
+            if fit is None:
+                series.why_no_fit = "the steps do not trade off against the batch as S_min + E_min/B in this range"
+            elif not low / 2 <= fit.b_crit <= 2 * high:  # an extrapolation says little
+                side = "smaller" if fit.b_crit < low else "larger"
+                series.why_no_fit = (f"the fit puts it at ~{fit.b_crit:.3g}, outside the swept batches {low}-{high}: "
+                                     f"sweep {side} ones")
+            else:
+                series.fit = fit
+        found.append(series)
+    return found
+
+
+def write_critical_batches(sweep_dir: Path, found: list[Series]) -> None:
+    """critical_batch.json, and the figure as critical_batch.png and in TensorBoard (the sweep folder's run)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    (sweep_dir / RESULT).write_text(json.dumps([_as_json(series) for series in found], indent=2))
+    figure = critical_batch_figure(found)
+    figure.savefig(sweep_dir / FIGURE)
+    with SummaryWriter(str(sweep_dir / "sensitivity")) as writer:
+        writer.add_figure("sensitivity/critical_batch", figure)
+
+
+def _as_json(series: Series) -> dict[str, Any]:
+    return {**asdict(series), "b_simple_median": series.b_simple_median}
+
+
+def critical_batch_figure(found: list[Series]) -> Any:
+    """Steps to the target against the batch, log-log: the measured points, the fitted curve, B_crit (dashed) and
+    the runs' median B_simple (dotted) marked, one colour per series."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.6), dpi=90)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for series in found:
+        batches = sorted(series.steps)
+        line, = ax.plot(batches, [series.steps[b] for b in batches], "o", label=f"{series.name} (loss <= "
+                        f"{series.target:.3g})")
+        colour = line.get_color()
+        if series.fit is not None:
+            grid = np.geomspace(min(batches), max(batches), 100)
+            ax.plot(grid, series.fit.s_min + series.fit.e_min / grid, "-", color=colour, alpha=0.7,
+                    label=f"fit: B_crit ~ {series.fit.b_crit:.3g}")
+            ax.axvline(series.fit.b_crit, color=colour, linestyle="--", alpha=0.8)
+        if (b_simple := series.b_simple_median) is not None:
+            ax.axvline(b_simple, color=colour, linestyle=":", alpha=0.9, label=f"median B_simple ~ {b_simple:.3g}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size", fontsize=11)
+    ax.set_ylabel("steps to the target train loss", fontsize=11)
+    ax.set_title("critical batch: measured (fit, dashed) vs predicted (B_simple, dotted)", fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
