@@ -4,8 +4,8 @@
     python benchmarks/noise_scale_bn.py --steps 200 --repeats 20
 
 Each network is trained for --steps steps, then, at those fixed weights, B_simple is estimated with micro-batches
-of b = 8, 16, 32, 64 and 128 examples (noise_batch 512 split 64, 32, 16, 8 and 4 ways), --repeats fresh batches
-each, averaging |G|² and tr(Σ) before the ratio as a run does. Without BN the estimator is unbiased whatever b
+of b = 16, 32, 64, 128 and 256 examples (the default noise_batch of 4096 split 256 to 16 ways), --repeats fresh
+batches each, averaging |G|² and tr(Σ) before the ratio as a run does. Without BN the estimator is unbiased whatever b
 (the columns should agree within their noise); with BN each micro-batch is normalised with its own statistics, so
 what is measured is the noise of a network whose BN sees b examples, and it moves with b.
 """
@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-MICRO_SIZES = (8, 16, 32, 64, 128)
-NOISE_BATCH = 512
+MICRO_SIZES = (16, 32, 64, 128, 256)
+NOISE_BATCH = 4096
 
 
 def estimate(run, micro: int, repeats: int) -> tuple[float, float, float]:
@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="fashion_mnist" if FASHION.is_dir() else "synthetic")
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=8)
     args = parser.parse_args()
 
     from diagnose.build import build_run

@@ -19,8 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-# mode -> its overrides: the presets, and the default preset without the gradient noise scale (what it adds)
-MODES = {"off": ["diag=off"], "default-noise": ["diag=default", "diag.noise_every=0"], "default": ["diag=default"],
+# mode -> its overrides: the presets, and the default one with the gradient noise scale turned on
+MODES = {"off": ["diag=off"], "default": ["diag=default"], "default+noise": ["diag=default", "diag.noise_every=100"],
          "full": ["diag=full"]}
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

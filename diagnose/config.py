@@ -96,19 +96,29 @@ class DiagConfig(Flatness, Options):
     locate_nonfinite: bool = True  # on divergence, replay from the last good state to name the first bad layer
     landscape: bool = False  # loss-landscape smoothness along the gradient (Santurkar et al. 2018), ~9 passes
     landscape_every: int = 100
-    # the gradient noise scale B_simple (McCandlish et al. 2018): every N steps (0: never), a forward/backward of
-    # noise_batch training examples of its own, in noise_micro micro-batches
-    noise_every: int = 100
-    noise_batch: int = 512
-    noise_micro: int = 16
+    # the gradient noise scale B_simple (McCandlish et al. 2018): every N steps (0: never; 100 is a good start), a
+    # forward/backward of noise_batch training examples of its own, in noise_micro micro-batches. Off by default:
+    # each measurement costs about noise_batch / batch training steps (README: Performance)
+    noise_every: int = 0
+    noise_batch: int = 4096  # the larger, the sooner |G|² stands out of its noise (README: the noise scale)
+    noise_micro: int = 64
     noise_decay: float = 0.8  # weight of the earlier measurements in the moving averages of |G|² and tr(Σ)
+    # the loss's sharpness λ_max (power iteration) and Hessian trace (Hutchinson) on the first curvature_batch
+    # training examples, every N steps (0: never; off by default: one measurement costs ~100 training steps at
+    # batch 128, README: Performance)
+    curvature_every: int = 0
+    curvature_batch: int = 256
+    curvature_iterations: int = 20  # power-iteration steps at most (it stops once λ_max changes < 0.1 %)
+    curvature_samples: int = 10  # Rademacher vectors of the trace estimate
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("every", "hist_every", "probe_every", "dead_since", "noise_every"):
+        for key in ("every", "hist_every", "probe_every", "dead_since", "noise_every", "curvature_every"):
             checks.whole(f"diag.{key}", getattr(self, key), minimum=0)
         checks.whole("diag.probe_size", self.probe_size)
         checks.whole("diag.noise_micro", self.noise_micro, minimum=2)
+        for key in ("curvature_batch", "curvature_iterations", "curvature_samples"):
+            checks.whole(f"diag.{key}", getattr(self, key))
         if self.noise_batch < 2 * self.noise_micro:  # BN cannot normalise a micro-batch of one example
             raise UserError(f"diag.noise_batch must hold at least 2 examples per micro-batch (2 * diag.noise_micro = "
                             f"{2 * self.noise_micro}); got {self.noise_batch}.")

@@ -242,17 +242,23 @@ def bn_train_eval_gap(m: RunMetrics, t: Thresholds) -> list[Finding]:
 
 def batch_vs_noise_scale(m: RunMetrics, t: Thresholds) -> list[Finding]:
     """The batch against the gradient noise scale B_simple (McCandlish et al. 2018), which predicts the critical
-    batch size: well below it, steps are what costs; well above it, examples are."""
+    batch size: well below it, steps are what costs; well above it, examples are. Where |G|² was not resolved from
+    its noise, only B_simple's lower bound speaks, and only for "far below"."""
     noise = m.noise
-    if noise is None or m.status != "completed" or not math.isfinite(noise.b_simple) or noise.b_simple <= 0:
+    if noise is None or m.status != "completed":
         return []
-    batch, scale, last = noise.batch, noise.b_simple, noise.history[-1][0] if noise.history else m.steps
+    batch, last = noise.batch, noise.history[-1][0] if noise.history else m.steps
+    resolved = math.isfinite(noise.b_simple) and noise.b_simple > 0
+    scale = noise.b_simple if resolved else noise.b_simple_low
+    if not math.isfinite(scale) or scale <= 0:
+        return []
+    said = f"~{about(scale)}" if resolved else f"at least ~{about(scale)} (|G|² is still within its noise)"
     if batch * t.noise_ratio <= scale:
         return [Finding("batch_vs_noise_scale", "info", f"batch {batch} is far below the gradient noise scale "
-                        f"B_simple ~{about(scale)} at the end of training: each step's gradient is mostly noise",
-                        f"a larger batch (up to ~{about(scale)}, with the lr scaled along) would need proportionally "
-                        f"fewer steps for nearly the same number of examples", None, last, scale)]
-    if batch >= t.noise_ratio * scale:
+                        f"B_simple {said} at the end of training: each step's gradient is mostly noise",
+                        "a larger batch (with the lr scaled along) would need proportionally fewer steps for nearly "
+                        "the same number of examples", None, last, scale)]
+    if resolved and batch >= t.noise_ratio * scale:
         return [Finding("batch_vs_noise_scale", "info", f"batch {batch} is far above the gradient noise scale "
                         f"B_simple ~{about(scale)} at the end of training: most of each batch is wasted",
                         f"a smaller batch (~{about(scale)}) would reach the same loss from far fewer examples", None,
@@ -260,9 +266,33 @@ def batch_vs_noise_scale(m: RunMetrics, t: Thresholds) -> list[Finding]:
     return []
 
 
+def sharpness(m: RunMetrics, t: Thresholds) -> list[Finding]:
+    """λ_max above the stability threshold 2(1+β)/lr of SGD (Cohen et al. 2021): along the sharpest direction each
+    step overshoots. In a run that diverged, that is why; in one that did not, it trains at the edge of stability."""
+    if m.curvature is None:
+        return []
+    above = [(step, top, threshold) for step, top, _, threshold in m.curvature.history
+             if threshold is not None and math.isfinite(top) and top > threshold]
+    if not above:
+        return []
+    step, top, threshold = max(above, key=lambda point: point[1] / point[2])
+    seen = (f"the sharpness λ_max reached {about(top)}, {top / threshold:.1f}x the stability threshold "
+            f"2(1+momentum)/lr = {about(threshold)} (step {step}; {len(above)} of "
+            f"{len(m.curvature.history)} measurements above it)")
+    if m.status == "diverged":
+        return [Finding("sharpness", "error", f"training diverged and {seen}: along the sharpest direction each "
+                        "step overshoots and grows", "the lr is above what this curvature allows: "
+                        + _advice(m, ("lower it", None, None), ("add normalisation", "norm", _any_norm)), None, step,
+                        top)]
+    return [Finding("sharpness", "info", f"{seen}: training runs at the edge of stability, the loss oscillating "
+                    "along the sharpest direction while it still falls (Cohen et al. 2021)",
+                    "a lower lr would follow the landscape more smoothly, at the price of more steps", None, step,
+                    top)]
+
+
 RUN_RULES: list[Callable[[RunMetrics, Thresholds], list[Finding]]] = [
     divergence, symmetry, did_not_learn, dead_relus, saturation, signal_over_depth, update_ratio, non_centred_inputs,
-    bn_train_eval_gap, batch_vs_noise_scale,
+    bn_train_eval_gap, batch_vs_noise_scale, sharpness,
 ]
 
 

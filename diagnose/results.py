@@ -80,12 +80,31 @@ class NoiseScale:
     """The gradient noise scale at the end of a run (diagnostics/noise_scale.py): moving averages over its
     measurements."""
 
-    b_simple: float  # tr(Σ) / |G|²: the batch size around which larger batches stop saving steps
+    b_simple: float  # tr(Σ) / |G|²: the batch size around which larger batches stop saving steps; NaN while
+    # |G|² is not resolved from its noise (then only b_simple_low is known)
+    b_simple_low: float  # B_simple is at least this (|G|² at its upper bound, 2 standard errors up)
     grad_sq: float  # |G|², the squared norm of the true gradient
     trace_cov: float  # tr(Σ), the per-example gradient covariance's trace
     batch: int  # the run's batch size
     micro_batch: int  # the size b of the micro-batches each measured batch was split into
-    history: list[tuple[int, float]] = field(default_factory=list)  # (step, b_simple) at each measurement
+    # (step, b_simple, b_simple_low) at each measurement
+    history: list[tuple[int, float, float]] = field(default_factory=list)
+
+
+@dataclass
+class Curvature:
+    """The loss's curvature on a fixed batch during training (diagnostics/curvature.py)."""
+
+    # (step, lambda_max, hessian trace, stability threshold 2(1+momentum)/lr or None) at each measurement
+    history: list[tuple[int, float, float, float | None]] = field(default_factory=list)
+
+    @property
+    def lambda_max(self) -> float | None:
+        return self.history[-1][1] if self.history else None
+
+    @property
+    def trace(self) -> float | None:
+        return self.history[-1][2] if self.history else None
 
 
 @dataclass
@@ -102,6 +121,7 @@ class RunMetrics:
     history: list[Evaluation] = field(default_factory=list)  # one per evaluation
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, mean train loss of its log window)
     noise: NoiseScale | None = None  # the gradient noise scale, where it was measured
+    curvature: Curvature | None = None  # sharpness and Hessian trace, where they were measured
     nonfinite: NonFinite | None = None
     layers: dict[str, LayerRecord] = field(default_factory=dict)  # in forward order
     dead_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # layer -> (step, dead share)
@@ -165,8 +185,11 @@ class RunMetrics:
         values["train_curve"] = [tuple(point) for point in data.get("train_curve") or []]
         if data.get("noise"):
             noise = data["noise"]
-            values["noise"] = NoiseScale(**{**noise, "history": [tuple(p) for p in noise.get("history") or []]})
+            history = [(*point, math.nan, math.nan)[:3] for point in noise.get("history") or []]  # older: no bound
+            values["noise"] = NoiseScale(**{"b_simple_low": math.nan, **noise, "history": history})
         values["layers"] = {name: _layer_record(name, entry) for name, entry in (data.get("layers") or {}).items()}
+        if data.get("curvature"):
+            values["curvature"] = Curvature([tuple(point) for point in data["curvature"].get("history") or []])
         values["dead_history"] = {name: [tuple(point) for point in points]
                                   for name, points in (data.get("dead_history") or {}).items()}
         values["findings"] = [Finding(**f) for f in data.get("findings") or []]

@@ -85,22 +85,54 @@ def test_measuring_leaves_training_exactly_as_it_was(tmp_path):
     plain = build_run(compose_config([*common, "diag.noise_every=0"]))  # seeds the global stream: build, then train
     train(plain, tmp_path / "plain", {})
     measured = build_run(compose_config([*common, "diag.noise_every=1", "diag.noise_batch=32", "diag.noise_micro=4"]))
+    # noise_every=1 in a 6-step run: measured before every step
     metrics = train(measured, tmp_path / "measured", {})
     for a, b in zip(plain.model.state_dict().values(), measured.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    assert metrics.noise is not None and [step for step, _ in metrics.noise.history] == [1, 2, 3, 4, 5, 6]
+    assert metrics.noise is not None and [step for step, *_ in metrics.noise.history] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_run_logs_the_noise_scale_and_keeps_it_in_metrics_json(tmp_path):
-    cfg = compose_config([*TINY, "steps=8", "diag.noise_every=4", "diag.noise_batch=64"])
+    cfg = compose_config([*TINY, "steps=8", "diag.noise_every=4", "diag.noise_batch=64", "diag.noise_micro=8"])
     metrics = train(build_run(cfg), tmp_path, to_dict(cfg))
-    assert {"noise/b_simple", "noise/grad_sq", "noise/trace_cov", "noise/batch"} <= set(scalars(tmp_path))
+    logged = scalars(tmp_path)
+    assert {"noise/b_simple", "noise/b_simple_low", "noise/grad_sq", "noise/trace_cov", "noise/batch"} <= set(logged)
+    assert [step for step, _ in logged["noise/grad_sq"]] == [2, 4, 6, 8]  # a short run: every steps // 3 at most
     saved = RunMetrics.from_json(json.loads((tmp_path / "metrics.json").read_text()))
-    assert saved.noise == metrics.noise and saved.noise.micro_batch == 64 // 16
-    assert saved.noise.b_simple == pytest.approx(saved.noise.trace_cov / saved.noise.grad_sq)
-    assert [step for step, _ in saved.noise.history] == [4, 8]
+    noise = saved.noise
+    assert noise.micro_batch == 64 // 8 and [step for step, *_ in noise.history] == [2, 4, 6, 8]
+    assert noise.grad_sq == metrics.noise.grad_sq and noise.trace_cov == metrics.noise.trace_cov
+    if math.isfinite(noise.b_simple):  # resolved: the ratio of the averages
+        assert noise.b_simple == pytest.approx(noise.trace_cov / noise.grad_sq, rel=1e-5)
+    assert noise.b_simple_low <= noise.trace_cov / noise.grad_sq or noise.grad_sq <= 0
 
     assert saved.train_curve == metrics.train_curve and saved.train_curve[-1][0] == 8
+
+
+def test_b_simple_is_given_once_the_averaged_grad_sq_stands_out_of_its_noise(monkeypatch):
+    from diagnose.diagnostics import noise_scale
+    from diagnose.diagnostics.monitor import Readings
+
+    def estimates(grad_sqs: list[float]) -> list[dict[str, float]]:
+        values = iter(grad_sqs)
+        monkeypatch.setattr(noise_scale, "measure", lambda *args: (torch.tensor(next(values)), torch.tensor(100.0)))
+        instrument = noise_scale.GradientNoise(nn.Linear(1, 1), None, lambda step: (torch.zeros(8, 1), None),
+                                               every=1, micro=4, decay=0.8, batch=16, last=len(grad_sqs))
+        seen = []
+        for step in range(1, len(grad_sqs) + 1):
+            readings = Readings()
+            instrument.before_step(step, None, None, readings)
+            seen.append({key: float(value) for key, value in readings.scalars.items()})
+        return seen
+
+    steady = estimates([1.0, 1.1, 0.9, 1.05, 0.95])
+    assert math.isnan(steady[0]["noise/b_simple"])  # one measurement: no error estimate yet
+    assert steady[-1]["noise/b_simple"] == pytest.approx(100.0 / steady[-1]["noise/grad_sq"])
+    assert 50 < steady[-1]["noise/b_simple_low"] < steady[-1]["noise/b_simple"]
+    noisy = estimates([3.0, -2.5, 2.0, -1.5, 1.0])  # |G|² within its noise: only a lower bound
+    assert math.isnan(noisy[-1]["noise/b_simple"]) and 0 < noisy[-1]["noise/b_simple_low"] < 100
+    drifting = estimates([2.0, 1.6, 1.3, 1.0, 0.8])  # training shrinks |G|²: a drift, not noise
+    assert math.isfinite(drifting[-1]["noise/b_simple"])
 
 
 def test_noise_batch_must_hold_two_examples_per_micro_batch():
@@ -110,9 +142,9 @@ def test_noise_batch_must_hold_two_examples_per_micro_batch():
         compose_config([*TINY, "diag.noise_batch=10", "diag.noise_micro=8"])
 
 
-def noisy_run(batch: int, b_simple: float, status: str = "completed") -> RunMetrics:
-    noise = NoiseScale(b_simple=b_simple, grad_sq=1.0, trace_cov=b_simple, batch=batch, micro_batch=32,
-                       history=[(100, b_simple)])
+def noisy_run(batch: int, b_simple: float, status: str = "completed", low: float | None = None) -> RunMetrics:
+    noise = NoiseScale(b_simple=b_simple, b_simple_low=b_simple / 2 if low is None else low, grad_sq=1.0,
+                       trace_cov=b_simple, batch=batch, micro_batch=32, history=[(100, b_simple, b_simple / 2)])
     return RunMetrics(status=status, steps=100, noise=noise)
 
 
@@ -124,7 +156,10 @@ def test_the_finding_places_the_batch_against_the_noise_scale():
     (above,) = batch_vs_noise_scale(noisy_run(4096, 40.0), t)
     assert "batch 4096 is far above" in above.message and "most of each batch is wasted" in above.message
     assert batch_vs_noise_scale(noisy_run(128, 300.0), t) == []  # within 10x either way: nothing to say
-    assert batch_vs_noise_scale(noisy_run(16, math.nan), t) == []  # not resolved
+    (bound,) = batch_vs_noise_scale(noisy_run(16, math.nan, low=500.0), t)  # |G|² not resolved: the lower bound
+    assert "B_simple at least ~500 (|G|² is still within its noise)" in bound.message
+    assert batch_vs_noise_scale(noisy_run(4096, math.nan, low=40.0), t) == []  # a lower bound cannot say "above"
+    assert batch_vs_noise_scale(noisy_run(16, math.nan, low=math.nan), t) == []
     assert batch_vs_noise_scale(noisy_run(16, 900.0, "diverged"), t) == []
 
 
@@ -154,8 +189,9 @@ def test_a_sweep_finds_the_critical_batch_of_runs_whose_steps_follow_the_model(t
         steps_needed = s_min * (1 + b_crit / batch)
         curve = [(step, math.exp(-math.log(2) * step / steps_needed)) for step in range(5, 2000, 5)]
         metrics = RunMetrics(status="completed", train_curve=curve)
-        metrics.noise = NoiseScale(b_simple=200.0, grad_sq=1.0, trace_cov=200.0, batch=batch, micro_batch=32,
-                                   history=[(1, 100.0), (int(steps_needed), 200.0)])
+        metrics.noise = NoiseScale(b_simple=200.0, b_simple_low=150.0, grad_sq=1.0, trace_cov=200.0, batch=batch,
+                                   micro_batch=32,
+                                   history=[(1, 100.0, 50.0), (int(steps_needed), 200.0, 150.0)])
         runs.append(RunRecord(Path(tmp_path / f"batch={batch}"), {"batch": batch}, metrics))
     (series,) = critical_batches(runs, ["batch"])
     assert series.fit is not None and series.fit.b_crit == pytest.approx(b_crit, rel=0.1)

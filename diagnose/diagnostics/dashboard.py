@@ -13,9 +13,9 @@ from diagnose.diagnostics.metrics import ROLES
 Layout = dict[str, dict[str, list[Any]]]
 
 
-def custom_scalars_layout(layers: list[Layer], noise: bool = False) -> Layout:
-    """For SummaryWriter.add_custom_scalars, which may be called only once per writer; `noise`: the run measures
-    the gradient noise scale."""
+def custom_scalars_layout(layers: list[Layer], noise: bool = False, curvature: bool = False) -> Layout:
+    """For SummaryWriter.add_custom_scalars, which may be called only once per writer; `noise`, `curvature`: the
+    run measures the gradient noise scale, the loss's curvature."""
     labels = depth_labels(layers)
     weights = [layer for layer in layers if layer.role == "weight"]
     head = weights[-1] if weights else None  # its output is the logits: a scale of its own
@@ -39,7 +39,12 @@ def custom_scalars_layout(layers: list[Layer], noise: bool = False) -> Layout:
             tags = [f"^{series}/({names})$"] + ([f"^reference/{series}$"] if metric.reference else [])
             layout.setdefault(metric.chart, {})[title] = _chart(*tags)
     if noise:
-        layout["training"]["gradient noise scale B_simple and the batch size"] = _chart(r"^noise/(b_simple|batch)$")
+        layout["training"]["gradient noise scale B_simple (and its lower bound) against the batch size"] = \
+            _chart(r"^noise/(b_simple|b_simple_low|batch)$")
+    if curvature:
+        layout["training"]["sharpness λ_max against the stability threshold 2(1+momentum)/lr"] = \
+            _chart(r"^curvature/(lambda_max|threshold)$")
+        layout["training"]["Hessian trace"] = _chart(r"^curvature/trace$")
     if any(layer.kind == BATCH for layer in layers):
         layout.setdefault("normalisation", {})["val accuracy: BN in train vs eval mode"] = _chart(r"^bn/val_acc_")
     return layout

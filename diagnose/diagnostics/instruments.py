@@ -12,6 +12,7 @@ import torch
 from diagnose.build import Run
 from diagnose.console import say
 from diagnose.diagnostics.batchnorm import BatchNormStats
+from diagnose.diagnostics.curvature import Curvature, stability_threshold
 from diagnose.diagnostics.dead_units import DeadUnits
 from diagnose.diagnostics.depth import DepthFigure
 from diagnose.diagnostics.landscape import Landscape
@@ -21,6 +22,8 @@ from diagnose.diagnostics.monitor import Instrument, Monitor
 from diagnose.diagnostics.noise_scale import GradientNoise
 from diagnose.training.batches import training_batch
 from diagnose.training.evaluate import evaluate
+
+NOISE_POINTS = 3  # the fewest measurements of the noise scale or curvature in a run (one alone has no error estimate)
 
 
 def for_training(run: Run, writer: object) -> Monitor:
@@ -34,8 +37,15 @@ def for_training(run: Run, writer: object) -> Monitor:
         instruments.append(Landscape(model, run.loss_fn, lambda: run.optimizer.param_groups[0]["lr"],
                                      diag.landscape_every))
     if diag.noise_every:
-        instruments.append(GradientNoise(model, run.loss_fn, partial(noise_batch, run), diag.noise_every,
+        every = min(diag.noise_every, max(run.total_steps // NOISE_POINTS, 1))  # a short run gets a few points too
+        instruments.append(GradientNoise(model, run.loss_fn, partial(noise_batch, run), every,
                                          diag.noise_micro, diag.noise_decay, run.batch, last=run.total_steps))
+    if diag.curvature_every:
+        every = min(diag.curvature_every, max(run.total_steps // NOISE_POINTS, 1))
+        x, y = prepare(run.data.train_x[:diag.curvature_batch]), run.data.train_y[:diag.curvature_batch]
+        instruments.append(Curvature(model, run.loss_fn, x, y, every, last=run.total_steps,
+                                     threshold=partial(sgd_threshold, run.optimizer), seed=run.seed,
+                                     iterations=diag.curvature_iterations, samples=diag.curvature_samples))
     train_mode_accuracy = None
     if diag.bn_eval_gap and len(run.data.val_y):
         def train_mode_accuracy() -> float:
@@ -62,6 +72,14 @@ def noise_batch(run: Run, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator(device=run.device).manual_seed(run.seed * 1_000_003 + step)
     idx = torch.randint(len(run.data.train_y), (run.diag.noise_batch,), device=run.device, generator=generator)
     return training_batch(run, idx, generator)
+
+
+def sgd_threshold(optimizer: torch.optim.Optimizer) -> float | None:
+    """The curvature plain or heavy-ball SGD is stable along at its current lr; None for other optimizers."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return None
+    group = optimizer.param_groups[0]
+    return stability_threshold(group["lr"], group.get("momentum", 0.0)) if group["lr"] > 0 else None
 
 
 def for_replay(layers: list[Layer], settings: object) -> Monitor:

@@ -67,25 +67,31 @@ def measure(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tenso
                 b.copy_(buffers[name])
 
 
-def _ratio(trace_cov: torch.Tensor, grad_sq: torch.Tensor) -> torch.Tensor:
-    """B_simple; NaN while the averaged |G|² is not yet positive (it is a difference of noisy terms)."""
-    return torch.where(grad_sq > 0, trace_cov / grad_sq, torch.full_like(grad_sq, math.nan))
+RESOLVED = 2.0  # |G|² counts as measured when its average is this many standard errors above zero
 
 
 class GradientNoise(Instrument):
     """`noise/grad_sq`, `noise/trace_cov` (moving averages) and `noise/b_simple`, their ratio, every `every`-th step
     and the `last`, before the step trains; `noise/batch` beside it, the run's batch size, for the same chart. Each
     measurement takes a batch of its own from `draw(step)`, of the same size whatever the run's batch: the estimate's
-    precision, and for BN the micro-batch it normalises with, are then the same across a batch sweep."""
+    precision, and for BN the micro-batch it normalises with, are then the same across a batch sweep.
+
+    |G|² is the hard part: each measurement's estimate carries noise of order tr(Σ)/noise_batch, larger than |G|²
+    itself wherever B_simple exceeds the measured batch. So the spread of the measurements is tracked too, and
+    B_simple is given only once the averaged |G|² stands RESOLVED standard errors above zero; until then
+    `noise/b_simple_low`, the ratio with |G|² at its upper bound, says how large B_simple at least is."""
 
     def __init__(self, model: nn.Module, loss_fn: Callable, draw: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
                  every: int, micro: int, decay: float, batch: int, last: int):
         self.model, self.loss_fn, self.draw, self.every, self.last = model, loss_fn, draw, every, last
         self.micro, self.decay, self.batch = micro, decay, batch
-        self.grad_sq: torch.Tensor | float = 0.0  # moving averages, not yet corrected for their start at zero
-        self.trace_cov: torch.Tensor | float = 0.0
+        # moving averages, not yet corrected for their start at zero: of (|G|², tr(Σ)) over the measurements, and of
+        # half the squared change of |G|² between successive ones (its variance, blind to the slow drift of training)
+        self.sums: torch.Tensor | None = None
+        self.spread: torch.Tensor | None = None
+        self.previous: torch.Tensor | None = None
         self.count = 0  # measurements so far
-        self.history: list[tuple[int, float]] = []  # (step, b_simple)
+        self.history: list[tuple[int, float, float]] = []  # (step, b_simple, b_simple_low)
         self.latest: dict[str, float] = {}
         self.micro_batch = 0
 
@@ -95,39 +101,66 @@ class GradientNoise(Instrument):
         x, y = self.draw(step)
         self.micro_batch = len(x) // self.micro
         grad_sq, trace_cov = measure(self.model, self.loss_fn, x, y, self.micro)
-        self.grad_sq = self.decay * self.grad_sq + (1 - self.decay) * grad_sq
-        self.trace_cov = self.decay * self.trace_cov + (1 - self.decay) * trace_cov
+        self.sums = _average(self.sums, torch.stack([grad_sq, trace_cov]), self.decay)
+        if self.previous is not None:
+            self.spread = _average(self.spread, (grad_sq - self.previous).square() / 2, self.decay)
+        self.previous = grad_sq
         self.count += 1
-        start = 1 - self.decay ** self.count  # the averages' weight so far: dividing by it removes the start at zero
-        readings.scalars.update({"noise/grad_sq": self.grad_sq / start, "noise/trace_cov": self.trace_cov / start,
-                                 "noise/b_simple": _ratio(self.trace_cov, self.grad_sq),
-                                 "noise/batch": float(self.batch)})
+        readings.scalars.update(self._estimates())
+
+    def _estimates(self) -> dict[str, torch.Tensor | float]:
+        """The corrected averages, B_simple and its lower bound: device tensors."""
+        grad_sq, trace_cov = self.sums / (1 - self.decay ** self.count)
+        if self.spread is None:  # one measurement: no error estimate yet
+            error = torch.full_like(grad_sq, math.inf)
+        else:
+            variance = self.spread / (1 - self.decay ** (self.count - 1))
+            error = (variance / _effective(self.decay, self.count)).sqrt()
+        nan = torch.full_like(grad_sq, math.nan)
+        upper = grad_sq + RESOLVED * error
+        return {"noise/grad_sq": grad_sq, "noise/trace_cov": trace_cov,
+                "noise/b_simple": torch.where(grad_sq > RESOLVED * error, trace_cov / grad_sq, nan),
+                "noise/b_simple_low": torch.where(upper.isfinite() & (upper > 0), trace_cov / upper, nan),
+                "noise/batch": float(self.batch)}
 
     def read_back(self, step: int, values: dict[str, float]) -> None:
         if "noise/b_simple" in values:
             self.latest = {key.partition("/")[2]: value for key, value in values.items() if key.startswith("noise/")}
-            self.history.append((step, self.b_simple))
-
-    @property
-    def b_simple(self) -> float:
-        """The ratio; NaN while the averaged |G|² is not yet positive (it is a difference of noisy terms)."""
-        grad_sq, trace_cov = self.latest.get("grad_sq", math.nan), self.latest.get("trace_cov", math.nan)
-        return trace_cov / grad_sq if grad_sq > 0 else math.nan
+            self.history.append((step, self.latest["b_simple"], self.latest["b_simple_low"]))
 
     def finish(self, metrics: RunMetrics) -> None:
         if self.latest:
-            metrics.noise = NoiseScale(b_simple=self.b_simple, grad_sq=self.latest["grad_sq"],
-                                       trace_cov=self.latest["trace_cov"], batch=self.batch,
-                                       micro_batch=self.micro_batch, history=list(self.history))
+            metrics.noise = NoiseScale(b_simple=self.latest["b_simple"], b_simple_low=self.latest["b_simple_low"],
+                                       grad_sq=self.latest["grad_sq"], trace_cov=self.latest["trace_cov"],
+                                       batch=self.batch, micro_batch=self.micro_batch, history=list(self.history))
 
     def state(self) -> dict[str, Any]:
-        return {"grad_sq": float(self.grad_sq), "trace_cov": float(self.trace_cov), "count": self.count,
-                "history": [list(point) for point in self.history], "latest": dict(self.latest),
+        def plain(t: torch.Tensor | None) -> Any:
+            return None if t is None else t.tolist()
+
+        return {"sums": plain(self.sums), "spread": plain(self.spread), "previous": plain(self.previous),
+                "count": self.count, "history": [list(point) for point in self.history], "latest": dict(self.latest),
                 "micro_batch": self.micro_batch}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.grad_sq, self.trace_cov = state.get("grad_sq", 0.0), state.get("trace_cov", 0.0)
+        device = next(self.model.parameters()).device
+
+        def tensor(value: Any) -> torch.Tensor | None:
+            return None if value is None else torch.tensor(value, device=device)
+
+        self.sums, self.spread = tensor(state.get("sums")), tensor(state.get("spread"))
+        self.previous = tensor(state.get("previous"))
         self.count = state.get("count", 0)
         self.history = [tuple(point) for point in state.get("history", [])]
         self.latest = dict(state.get("latest", {}))
         self.micro_batch = state.get("micro_batch", 0)
+
+
+def _average(average: torch.Tensor | None, value: torch.Tensor, decay: float) -> torch.Tensor:
+    """One step of an exponential moving average that starts at zero."""
+    return (1 - decay) * value if average is None else decay * average + (1 - decay) * value
+
+
+def _effective(decay: float, count: int) -> float:
+    """How many independent measurements `count` exponentially weighted ones are worth: (Σw)² / Σw²."""
+    return (1 - decay ** count) ** 2 * (1 - decay ** 2) / ((1 - decay) ** 2 * (1 - decay ** (2 * count)))

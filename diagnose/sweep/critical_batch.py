@@ -41,6 +41,7 @@ class Series:
     # batch -> the run's B_simple when it reached the target (mean over seeds): the noise scale grows as the loss
     # falls, and the critical batch of a target is the one of the loss it names
     b_simple: dict[int, float] = field(default_factory=dict)
+    b_simple_low: dict[int, float] = field(default_factory=dict)  # where B_simple was not resolved: its lower bound
     fit: Fit | None = None
     why_no_fit: str = ""
 
@@ -64,10 +65,10 @@ def steps_to_target(curve: list[tuple[int, float]], target: float) -> float | No
     return None
 
 
-def at_step(history: list[tuple[int, float]], step: float) -> float | None:
-    """The value measured last at or before `step` (the first one, if all came after)."""
-    before = [value for at, value in history if at <= step]
-    return before[-1] if before else history[0][1] if history else None
+def at_step(history: list[tuple[int, float, float]], step: float) -> tuple[float, float] | None:
+    """(b_simple, b_simple_low) measured last at or before `step` (the first ones, if all came after)."""
+    before = [values for at, *values in history if at <= step]
+    return tuple(before[-1]) if before else tuple(history[0][1:]) if history else None
 
 
 def fit_critical_batch(batches: list[float], steps: list[float]) -> Fit | None:
@@ -97,19 +98,23 @@ def critical_batches(runs: list[RunRecord], keys: list[str]) -> list[Series]:
         for run in members:
             by_batch.setdefault(run.overrides["batch"], []).append(run)
         for batch, group in sorted(by_batch.items()):
-            steps, noise = [], []
+            steps, noise, lows = [], [], []
             for run in group:
                 reached = steps_to_target(run.metrics.train_curve, target)
                 if reached is None:
                     continue
                 steps.append(reached)
-                value = at_step(run.metrics.noise.history, reached) if run.metrics.noise else None
-                if value is not None and math.isfinite(value):
-                    noise.append(value)
+                b_simple, low = at_step(run.metrics.noise.history, reached) if run.metrics.noise else (None, None)
+                if b_simple is not None and math.isfinite(b_simple):
+                    noise.append(b_simple)
+                elif low is not None and math.isfinite(low):
+                    lows.append(low)
             if steps:
                 series.steps[batch] = mean(steps)
             if noise:
                 series.b_simple[batch] = mean(noise)
+            elif lows:
+                series.b_simple_low[batch] = min(lows)
         if len(series.steps) < MIN_BATCHES:
             series.why_no_fit = f"fewer than {MIN_BATCHES} batch sizes reached the target"
         else:

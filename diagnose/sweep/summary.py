@@ -116,9 +116,10 @@ def critical_batch_table(found: list[Series]) -> Table:
         table.add_column(column, justify="left" if column == "series" else "right")
     for series in found:
         for batch in sorted({*series.steps, *series.b_simple}):
-            steps, b_simple = series.steps.get(batch), series.b_simple.get(batch)
+            steps, b_simple, low = series.steps.get(batch), series.b_simple.get(batch), series.b_simple_low.get(batch)
+            noise = about(b_simple) if b_simple is not None else f">= {about(low)}" if low is not None else "-"
             table.add_row(series.name, f"{series.target:.4g}", str(batch), "-" if steps is None else f"{steps:.0f}",
-                          "-" if b_simple is None else about(b_simple))
+                          noise)
         fit = f"B_crit ~ {about(series.fit.b_crit)} (fit)" if series.fit else f"no B_crit: {series.why_no_fit}"
         median_b = series.b_simple_median
         table.add_row(series.name, "", "", fit, "-" if median_b is None else f"median {about(median_b)}",

@@ -13,7 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from diagnose.build import Run
 from diagnose.console import RunProgress, say
-from diagnose.diagnostics.dashboard import Layout, custom_scalars_layout
+from diagnose.diagnostics.dashboard import custom_scalars_layout
 from diagnose.diagnostics.instruments import for_training
 from diagnose.diagnostics.layers import measured_layers
 from diagnose.diagnostics.monitor import Monitor
@@ -67,8 +67,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
     generator = torch.Generator(device=run.device).manual_seed(run.seed)  # augmentation
     start = restore(run, generator, resume) if resume else 0
     record = Record.of(resume)
-    writer = open_writer(out_dir, config, start if resume else None,
-                         custom_scalars_layout(measured_layers(run.model, run.act, run.norm), run.diag.noise_every > 0))
+    writer = open_writer(out_dir, config, start if resume else None, run)
     monitor = for_training(run, writer)
     monitor.load_state(record.diagnostics)
     window = LogWindow(run.log_every, run.device, record.window_losses, record.window_correct)
@@ -198,7 +197,7 @@ def evaluate_test(run: Run, writer: SummaryWriter, final: Final, step: int) -> N
     writer.add_scalar("test/acc", final.test_acc, step)
 
 
-def open_writer(out_dir: Path, config: dict[str, Any], resume_step: int | None, layout: Layout) -> SummaryWriter:
+def open_writer(out_dir: Path, config: dict[str, Any], resume_step: int | None, run: Run) -> SummaryWriter:
     """The run's TensorBoard writer; a new run's starts with its config and the dashboard layout of its layers."""
     quiet_write_errors_in_threads()
     # purge_step: TensorBoard drops what an interrupted process logged after its last checkpoint
@@ -206,7 +205,9 @@ def open_writer(out_dir: Path, config: dict[str, Any], resume_step: int | None, 
     if resume_step is None:
         config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
         writer.add_text("config", "    " + config_yaml.replace("\n", "\n    "))  # indented: shown verbatim
-        writer.add_custom_scalars(layout)
+        layers = measured_layers(run.model, run.act, run.norm)
+        writer.add_custom_scalars(custom_scalars_layout(layers, noise=run.diag.noise_every > 0,
+                                                        curvature=run.diag.curvature_every > 0))
     return writer
 
 

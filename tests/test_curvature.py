@@ -1,0 +1,87 @@
+"""Sharpness λ_max and the Hessian trace from Hessian-vector products, against Hessians known exactly."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from diagnose.diagnostics.curvature import (
+    curvature,
+    hessian_trace,
+    hessian_vector_product,
+    stability_threshold,
+    top_eigenvalue,
+)
+
+
+def hutchinson_error(hessian: torch.Tensor, samples: int) -> float:
+    """The standard error of Hutchinson's estimate with Rademacher vectors: sqrt(2 Σ_{i≠j} H_ij² / samples)."""
+    off_diagonal = hessian - torch.diag(torch.diag(hessian))
+    return math.sqrt(2 * off_diagonal.square().sum().item() / samples)
+
+
+def test_on_a_quadratic_both_estimates_match_its_hessian():
+    generator = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(30, 30, generator=generator, dtype=torch.float64))
+    eigenvalues = torch.cat([torch.tensor([10.0, 5.0], dtype=torch.float64),
+                             torch.linspace(-1.0, 3.0, 28, dtype=torch.float64)])
+    hessian = q @ torch.diag(eigenvalues) @ q.T
+    w = torch.randn(30, generator=generator, dtype=torch.float64, requires_grad=True)
+    product = hessian_vector_product(lambda: 0.5 * w @ hessian @ w + w.sum(), [w])
+
+    top = top_eigenvalue(product, [w], torch.Generator().manual_seed(1), iterations=200, tolerance=1e-9)
+    assert top.item() == pytest.approx(10.0, rel=1e-6)
+    samples = 400
+    trace = hessian_trace(product, [w], torch.Generator().manual_seed(2), samples=samples)
+    assert abs(trace.item() - eigenvalues.sum().item()) < 4 * hutchinson_error(hessian, samples)
+
+
+def test_on_a_tiny_net_they_match_torch_autograd_functional_hessian():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randint(0, 2, (16,))
+    names = [name for name, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss_of(vector: torch.Tensor) -> torch.Tensor:
+        params, offset = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            params[name] = vector[offset:offset + shape.numel()].reshape(shape)
+            offset += shape.numel()
+        return nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
+
+    hessian = torch.autograd.functional.hessian(loss_of, flat)
+    exact = torch.linalg.eigvalsh(hessian)
+    largest = exact[exact.abs().argmax()].item()
+
+    params = list(model.parameters())
+    product = hessian_vector_product(lambda: nn.functional.cross_entropy(model(x), y), params)
+    top = top_eigenvalue(product, params, torch.Generator().manual_seed(0), iterations=500, tolerance=1e-12)
+    assert top.item() == pytest.approx(largest, rel=1e-4)
+    samples = 300
+    trace = hessian_trace(product, params, torch.Generator().manual_seed(0), samples=samples)
+    assert abs(trace.item() - hessian.trace().item()) < 4 * hutchinson_error(hessian, samples)
+
+
+def test_measuring_is_deterministic_and_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3)).train()
+    x, y = torch.randn(32, 5), torch.randint(0, 3, (32,))
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    torch.manual_seed(7)
+    first = curvature(model, nn.functional.cross_entropy, x, y, seed=3)
+    after_first = torch.rand(1)  # the global random stream goes on as if nothing had drawn from it
+    torch.manual_seed(7)
+    second = curvature(model, nn.functional.cross_entropy, x, y, seed=3)
+    assert torch.equal(after_first, torch.rand(1))
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert all(torch.equal(before[name], t) for name, t in model.state_dict().items())
+    assert curvature(model, nn.functional.cross_entropy, x, y, seed=4)[1] != first[1]  # other probe vectors
+
+
+def test_the_stability_threshold_is_2_over_lr_raised_by_momentum():
+    assert stability_threshold(0.1, 0.0) == pytest.approx(20.0)
+    assert stability_threshold(0.1, 0.9) == pytest.approx(38.0)
