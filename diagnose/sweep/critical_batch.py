@@ -169,8 +169,14 @@ def critical_batch_figure(found: list[Series]) -> Any:
             ax.axvline(series.fit.b_crit, color=colour, linestyle="--", alpha=0.8)
         if (b_simple := series.b_simple_median) is not None:
             ax.axvline(b_simple, color=colour, linestyle=":", alpha=0.9, label=f"median B_simple ~ {b_simple:.3g}")
+    from matplotlib.ticker import ScalarFormatter
+
+    batches = sorted({b for series in found for b in series.steps})
     ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("batch size", fontsize=11)
     ax.set_ylabel("steps to the target train loss", fontsize=11)
     ax.set_title("critical batch: measured (fit, dashed) vs predicted (B_simple, dotted)", fontsize=11)
