@@ -191,6 +191,7 @@ class TrainConfig(ModelConfig):
 
 
 PROBE_INPUTS = ("gaussian", "data")
+JACOBIAN_METHODS = ("auto", "exact", "moments", "off")
 
 
 @dataclass
@@ -199,9 +200,15 @@ class ProbeInput:
     shape: list[int] = field(default_factory=lambda: [1, 28, 28])  # (C, H, W) of a gaussian input
     classes: int = 10  # labels of a gaussian input are drawn uniformly from this many classes
     batch: int = 256
+    # the input-output Jacobian's spectrum per depth: exact singular values, Hutchinson moments, auto (exact while
+    # the Jacobians of one example hold at most 60M entries), or off
+    jacobian: str = "auto"
+    jacobian_examples: int = 2  # examples of the batch whose Jacobians are pooled
 
     def __post_init__(self) -> None:
         checks.one_of("probe.input", self.input, PROBE_INPUTS)
+        checks.one_of("probe.jacobian", self.jacobian, JACOBIAN_METHODS)
+        checks.whole("probe.jacobian_examples", self.jacobian_examples)
         if len(self.shape) != 3:
             raise UserError(f"probe.shape must be (C, H, W), three whole numbers; got {self.shape}.")
         for size in self.shape:

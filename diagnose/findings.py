@@ -290,9 +290,44 @@ def sharpness(m: RunMetrics, t: Thresholds) -> list[Finding]:
                     top)]
 
 
+def jacobian_depth(m: RunMetrics, t: Thresholds) -> list[Finding]:
+    """`diagnose probe`: the Jacobian's growth per layer χ₁ against the depth (mean-field theory: a net much deeper
+    than ~6ξ, ξ = 1/|ln χ₁|, does not train), and at χ₁ ≈ 1 whether its spectrum stays isometric."""
+    spectrum = m.jacobian
+    if spectrum is None or not spectrum.depths:
+        return []
+    chi = spectrum.chi_predicted if spectrum.chi_predicted is not None else spectrum.chi_measured
+    if chi is None or not math.isfinite(chi) or chi <= 0:
+        return []
+    depth, mean_sq, std_sq = spectrum.depths[-1][:3]
+    scale = depth_scale_of(chi)
+    if abs(math.log(chi)) * depth > 6:  # deeper than 6 xi
+        way = "shrink" if chi < 1 else "grow"
+        phase = "the ordered phase: inputs collapse together" if chi < 1 else \
+            "the chaotic phase: nearby inputs are torn apart"
+        return [Finding("jacobian_depth", "warning", f"χ₁ = {chi:.2f}: the Jacobian's squared singular values {way} "
+                        f"{chi:.2f}x per layer ({phase}); beyond ~6ξ ≈ {6 * scale:.0f} layers the net will not "
+                        f"train, and it has {depth}", "choose the init's scale for χ₁ = 1: "
+                        + _advice(m, (f"use {_activation(m).init}", "init", _activation(m).init),
+                                  ("add normalisation", "norm", _any_norm)), None, None, chi)]
+    spread = std_sq / mean_sq if mean_sq > 0 else math.inf
+    if spread <= 1:
+        return [Finding("jacobian_depth", "info", f"χ₁ = {chi:.2f} and the squared singular values stay together "
+                        f"(std/mean {spread:.2f} at depth {depth}): near dynamical isometry, every input direction "
+                        f"reaches the output with about the same gain", "", None, None, chi)]
+    return [Finding("jacobian_depth", "info", f"χ₁ = {chi:.2f}: the mean squared singular value holds over depth, "
+                    f"but they spread (std/mean {spread:.1f} at depth {depth}): some directions are amplified, "
+                    f"others lost", "orthogonal weights (init=orthogonal) spread less than Gaussian ones "
+                    "(Pennington et al. 2017)" if not _uses(m, "init", "orthogonal") else "", None, None, chi)]
+
+
+def depth_scale_of(chi: float) -> float:
+    return math.inf if chi == 1 else 1 / abs(math.log(chi))
+
+
 RUN_RULES: list[Callable[[RunMetrics, Thresholds], list[Finding]]] = [
     divergence, symmetry, did_not_learn, dead_relus, saturation, signal_over_depth, update_ratio, non_centred_inputs,
-    bn_train_eval_gap, batch_vs_noise_scale, sharpness,
+    bn_train_eval_gap, batch_vs_noise_scale, sharpness, jacobian_depth,
 ]
 
 

@@ -1,5 +1,6 @@
 """`diagnose probe`: how a signal propagates through the network at initialisation, layer by layer."""
 
+import math
 from pathlib import Path
 
 import torch
@@ -7,18 +8,19 @@ from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
 from diagnose.build import build_loss, build_model, load_data, pick_device
-from diagnose.components.activations import ACTIVATIONS
-from diagnose.components.norms import NORMS
+from diagnose.components.activations import ACTIVATIONS, width_multiplier
+from diagnose.components.norms import BATCH, NORMS
 from diagnose.config import ProbeConfig, to_dict
 from diagnose.console import console, say
 from diagnose.data import to_input
 from diagnose.diagnostics import metrics as metric_table
 from diagnose.diagnostics.instruments import for_probe
+from diagnose.diagnostics.jacobian import jacobian_spectrum
 from diagnose.diagnostics.layers import measured_layers
 from diagnose.diagnostics.metrics import LayerMetric
 from diagnose.ending import end_run
-from diagnose.registry import lookup
-from diagnose.results import Final, LayerRecord, RunMetrics
+from diagnose.registry import lookup, settings
+from diagnose.results import Final, JacobianSpectrum, LayerRecord, RunMetrics
 
 
 def columns() -> list[LayerMetric]:
@@ -65,9 +67,60 @@ def probe(config: ProbeConfig, out_dir: Path) -> RunMetrics:
             if metric.name in record.values:
                 writer.add_scalar(f"probe/{metric.name}", record.values[metric.name], depth)
     console.print(probe_table(acts))
+    if config.probe.jacobian != "off":
+        metrics.jacobian = probe_jacobian(model, x[:config.probe.jacobian_examples], config, writer)
     end_run(out_dir, metrics, config.findings, writer)
     say(f"Probe folder: {out_dir} (metrics.json, TensorBoard events: tensorboard --logdir {out_dir})")
     return metrics
+
+
+def probe_jacobian(model: torch.nn.Module, xs: torch.Tensor, config: ProbeConfig,
+                   writer: SummaryWriter) -> JacobianSpectrum | None:
+    """The input-output Jacobian's spectrum per depth, with mean-field theory's prediction: printed, and written
+    as scalars and singular-value histograms against depth."""
+    act, norm = lookup(ACTIVATIONS, config.act.name, "act"), lookup(NORMS, config.norm.name, "norm")
+    if norm.kind == BATCH:
+        say(f"norm={config.norm.name} normalises with the batch's statistics: the Jacobian of one example is not "
+            f"defined, so its spectrum is not measured (try norm=none, gn or ln).", "yellow")
+        return None
+    # the prediction is for elementwise activations without normalisation
+    elementwise = act.make is not None and width_multiplier(act.make(**settings(config.act))) == 1
+    phi = act.make(**settings(config.act)).double() if elementwise and norm.make is None else None
+    spectrum, depths = jacobian_spectrum(model, xs, phi, config.probe.jacobian)
+    for depth in depths:
+        writer.add_scalar("jacobian/mean_sq", depth.mean_sq, depth.depth)
+        writer.add_scalar("jacobian/std_sq", depth.std_sq, depth.depth)
+        if depth.max_over_min is not None and math.isfinite(depth.max_over_min):
+            writer.add_scalar("jacobian/max_over_min_log10", math.log10(depth.max_over_min), depth.depth)
+            writer.add_scalar("jacobian/zero_share", depth.zero_share, depth.depth)
+        if depth.singular_values:
+            writer.add_histogram("jacobian/singular_values", torch.tensor(depth.singular_values), depth.depth)
+    console.print(jacobian_table(spectrum))
+    return spectrum
+
+
+def jacobian_table(spectrum: JacobianSpectrum) -> Table:
+    """Per depth (at most ~12 rows: every k-th and the last), the squared singular values' mean, std and range."""
+    table = Table(title=f"input-output Jacobian J = dh_l/dx at initialisation ({spectrum.method}), squared singular "
+                        f"values σ²", header_style="bold")
+    for column in ("depth", "mean σ²", "std σ²", "max/min σ² (non-zero)", "σ² = 0", "growth per layer"):
+        table.add_column(column, justify="right")
+    rows = spectrum.depths
+    every = max(1, math.ceil(len(rows) / 12))
+    shown = [row for i, row in enumerate(rows) if i % every == 0 or i == len(rows) - 1]
+    means = {depth: mean for depth, mean, *_ in rows}
+    for depth, mean, std, spread, zeros in shown:
+        growth = mean / means[depth - 1] if depth - 1 in means and means[depth - 1] > 0 else None
+        table.add_row(str(depth), f"{mean:.3g}", f"{std:.3g}", "-" if spread is None else f"{spread:.3g}",
+                      "-" if zeros is None else f"{zeros:.0%}", "-" if growth is None else f"{growth:.3g}")
+    predicted = "no prediction (normalisation or a non-elementwise activation)" if spectrum.chi_predicted is None \
+        else f"predicted {spectrum.chi_predicted:.3f} (mean-field, layer by layer; {spectrum.chi_fixed_point:.3f} " \
+             f"at the fixed point)"
+    measured = "-" if spectrum.chi_measured is None else f"{spectrum.chi_measured:.3f}"
+    scale = "-" if spectrum.depth_scale is None else "over 1000 layers (critical)" if spectrum.depth_scale > 1000 \
+        else f"{spectrum.depth_scale:.3g} layers"
+    table.caption = f"χ₁ measured {measured}, {predicted}; σ_w² = {spectrum.sigma_w2:.3g}; depth scale ξ = {scale}"
+    return table
 
 
 def probe_table(acts: list[tuple[str, LayerRecord]]) -> Table:

@@ -108,6 +108,22 @@ class Curvature:
 
 
 @dataclass
+class JacobianSpectrum:
+    """`diagnose probe`: the input-output Jacobian's squared singular values per depth at initialisation, and the
+    mean-field prediction of their growth (diagnostics/jacobian.py)."""
+
+    method: str  # "exact" (singular values) or "moments" (Hutchinson estimates of their mean and std)
+    sigma_w2: float  # fan_in * Var(W) of the hidden layers: what the init gave
+    # (depth, mean σ², std σ², max / min of the non-zero σ², share of σ² that are 0) per depth; the last two None
+    # when estimated from moments
+    depths: list[tuple[int, float, float, float | None, float | None]] = field(default_factory=list)
+    chi_measured: float | None = None  # geometric mean of the growth of mean σ² per layer, depth 2 to L
+    chi_predicted: float | None = None  # the same from mean-field theory (None with normalisation or maxout)
+    chi_fixed_point: float | None = None  # χ₁ = σ_w² E[φ'(√q* z)²] at the length map's fixed point q*
+    depth_scale: float | None = None  # ξ = 1 / |ln χ₁| (from the prediction where there is one)
+
+
+@dataclass
 class RunMetrics:
     status: str  # completed, diverged, interrupted; failed: a sweep job that could not start (see `error`)
     command: str = "train"  # or "probe"
@@ -122,6 +138,7 @@ class RunMetrics:
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, mean train loss of its log window)
     noise: NoiseScale | None = None  # the gradient noise scale, where it was measured
     curvature: Curvature | None = None  # sharpness and Hessian trace, where they were measured
+    jacobian: JacobianSpectrum | None = None  # probe: the input-output Jacobian's spectrum per depth
     nonfinite: NonFinite | None = None
     layers: dict[str, LayerRecord] = field(default_factory=dict)  # in forward order
     dead_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # layer -> (step, dead share)
@@ -188,6 +205,9 @@ class RunMetrics:
             history = [(*point, math.nan, math.nan)[:3] for point in noise.get("history") or []]  # older: no bound
             values["noise"] = NoiseScale(**{"b_simple_low": math.nan, **noise, "history": history})
         values["layers"] = {name: _layer_record(name, entry) for name, entry in (data.get("layers") or {}).items()}
+        if data.get("jacobian"):
+            spectrum = data["jacobian"]
+            values["jacobian"] = JacobianSpectrum(**{**spectrum, "depths": [tuple(d) for d in spectrum["depths"]]})
         if data.get("curvature"):
             values["curvature"] = Curvature([tuple(point) for point in data["curvature"].get("history") or []])
         values["dead_history"] = {name: [tuple(point) for point in points]

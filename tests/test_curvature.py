@@ -85,3 +85,45 @@ def test_measuring_is_deterministic_and_leaves_the_model_as_it_was():
 def test_the_stability_threshold_is_2_over_lr_raised_by_momentum():
     assert stability_threshold(0.1, 0.0) == pytest.approx(20.0)
     assert stability_threshold(0.1, 0.9) == pytest.approx(38.0)
+
+
+def test_a_run_charts_sharpness_against_sgds_threshold_and_trains_as_without(tmp_path):
+    from conftest import TINY, compose_config, scalars
+
+    from diagnose.build import build_run
+    from diagnose.training.loop import train
+
+    common = [*TINY, "steps=6", "diag.every=0", "diag.probe_every=0", "schedule=constant"]
+    plain = build_run(compose_config(common))
+    train(plain, tmp_path / "plain", {})
+    measuring = ["diag.curvature_every=2", "diag.curvature_batch=64", "diag.curvature_iterations=5",
+                 "diag.curvature_samples=2"]
+    measured = build_run(compose_config([*common, *measuring]))
+    metrics = train(measured, tmp_path / "measured", {})
+    assert all(torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(),
+                                                 measured.model.state_dict().values(), strict=True))
+    logged = scalars(tmp_path / "measured")
+    assert [step for step, _ in logged["curvature/lambda_max"]] == [2, 4, 6]
+    lr = measured.optimizer.param_groups[0]["lr"]
+    assert [value for _, value in logged["curvature/threshold"]] == pytest.approx([stability_threshold(lr, 0.9)] * 3)
+    assert "curvature/trace" in logged and [h[0] for h in metrics.curvature.history] == [2, 4, 6]
+
+    adam = train(build_run(compose_config([*common, *measuring, "optim=adam", "lr=0.001"])), tmp_path / "adam", {})
+    assert "curvature/threshold" not in scalars(tmp_path / "adam")  # Adam's steps are preconditioned
+    assert all(threshold is None for *_, threshold in adam.curvature.history)
+
+
+def test_the_finding_says_when_the_sharpness_is_above_what_the_lr_allows():
+    from diagnose.config import Thresholds
+    from diagnose.findings import sharpness
+    from diagnose.results import Curvature, RunMetrics
+
+    history = [(10, 5.0, 50.0, 20.0), (20, 30.0, 80.0, 20.0), (30, 25.0, 90.0, 20.0)]
+    (diverged,) = sharpness(RunMetrics(status="diverged", curvature=Curvature(history)), Thresholds())
+    assert diverged.severity == "error" and "1.5x the stability threshold" in diverged.message
+    assert "the lr is above what this curvature allows" in diverged.remedy and diverged.step == 20
+    (edge,) = sharpness(RunMetrics(status="completed", curvature=Curvature(history)), Thresholds())
+    assert edge.severity == "info" and "edge of stability" in edge.message and "2 of 3" in edge.message
+    below = [(10, 5.0, 50.0, 20.0), (20, 19.0, 80.0, 20.0)]
+    assert sharpness(RunMetrics(status="diverged", curvature=Curvature(below)), Thresholds()) == []
+    assert sharpness(RunMetrics(status="completed", curvature=Curvature([(10, 50.0, 1.0, None)])), Thresholds()) == []

@@ -97,3 +97,33 @@ def test_probe_sweep_draws_one_line_per_setting_against_depth(tmp_path):
         events = EventAccumulator(str(job.parent)).Reload()
         assert [e.step for e in events.Scalars("probe/act_std")] == [1, 2, 3, 4]
     assert "act std" in result.stderr  # the per-layer table
+
+
+def test_the_probe_shows_the_jacobian_spectrum_with_the_mean_field_prediction(tmp_path):
+    _, metrics = probe_layers(tmp_path / "relu", "model.depth=6", "model.width=64", "probe.input=gaussian",
+                              "probe.shape=[1,8,8]")
+    spectrum = metrics.jacobian
+    assert spectrum.method == "exact" and [d[0] for d in spectrum.depths] == [1, 2, 3, 4, 5, 6]
+    assert spectrum.chi_predicted == pytest.approx(1.0, abs=0.05)  # Kaiming + ReLU: critical
+    assert spectrum.chi_measured == pytest.approx(spectrum.chi_predicted, rel=0.15)
+    events = EventAccumulator(str(tmp_path / "relu")).Reload()
+    assert {"jacobian/mean_sq", "jacobian/std_sq", "jacobian/max_over_min_log10"} <= set(events.Tags()["scalars"])
+    assert "jacobian/singular_values" in events.Tags()["histograms"]
+    saved = RunMetrics.from_json(__import__("json").loads((tmp_path / "relu" / "metrics.json").read_text()))
+    assert saved.jacobian.depths[-1][:3] == pytest.approx(spectrum.depths[-1][:3])
+
+    _, ordered = probe_layers(tmp_path / "tanh", "model.depth=30", "model.width=64", "probe.shape=[1,8,8]",
+                              "act=tanh", "init=normal", "init.std=0.1")  # σ_w² = 0.64: χ₁ ~ 0.6
+    (finding,) = [f for f in ordered.findings if f.rule == "jacobian_depth"]
+    assert finding.severity == "warning" and "the net will not train, and it has 30" in finding.message
+
+    _, moments = probe_layers(tmp_path / "moments", "model.depth=3", "model.width=64", "probe.shape=[1,8,8]",
+                              "probe.jacobian=moments")
+    assert moments.jacobian.method == "moments" and moments.jacobian.depths[0][3] is None
+
+
+def test_with_batchnorm_the_probe_says_why_there_is_no_jacobian(tmp_path, capsys):
+    _, metrics = probe_layers(tmp_path, "model.depth=3", "model.width=32", "probe.shape=[1,8,8]", "norm=bn")
+    assert metrics.jacobian is None
+    said = capsys.readouterr()
+    assert "the Jacobian of one example is not defined" in " ".join((said.out + said.err).split())

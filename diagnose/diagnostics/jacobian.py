@@ -21,8 +21,10 @@ from torch import nn
 from torch.func import jacfwd, jvp, vjp
 
 from diagnose.models.blocks import Block
+from diagnose.results import JacobianSpectrum
 
 EXACT_LIMIT = 60_000_000  # Jacobian entries (over all depths) up to which it is computed exactly
+ZERO = 1e-10  # a squared singular value below this fraction of the largest is 0 (rounding of an exact zero)
 QUADRATURE_POINTS = 80  # Gauss-Hermite nodes: E[f(z)] exact for polynomials up to degree 159
 
 
@@ -33,7 +35,8 @@ class DepthSpectrum:
     depth: int
     mean_sq: float  # mean of σ² (= tr(JᵀJ) / n_in): grows by χ₁ per layer
     std_sq: float  # their standard deviation: the spread that dynamical isometry keeps small
-    max_over_min: float | None  # largest / smallest σ² (None when estimated from moments)
+    max_over_min: float | None  # largest / smallest non-zero σ² (None when estimated from moments)
+    zero_share: float | None  # share of σ² that are 0 (directions a ReLU layer cuts off); None from moments
     singular_values: list[float] = field(default_factory=list)  # exact only
 
 
@@ -69,9 +72,10 @@ def exact_spectra(model: nn.Module, xs: torch.Tensor) -> list[DepthSpectrum]:
     for depth, values in enumerate(per_depth, start=1):
         sv = torch.cat(values)
         sq = sv.square()
-        smallest = sq.min().item()
-        spectra.append(DepthSpectrum(depth, sq.mean().item(), sq.std().item(),
-                                     sq.max().item() / smallest if smallest > 0 else math.inf, sv.tolist()))
+        nonzero = sq[sq > ZERO * sq.max()]
+        spread = (nonzero.max() / nonzero.min()).item() if len(nonzero) else math.nan
+        spectra.append(DepthSpectrum(depth, sq.mean().item(), sq.std().item(), spread,
+                                     1 - len(nonzero) / len(sq), sv.tolist()))
     return spectra
 
 
@@ -96,7 +100,7 @@ def moment_spectra(model: nn.Module, xs: torch.Tensor, vectors: int = 16, seed: 
     spectra = []
     for depth in range(len(blocks)):
         m1, m2 = first[depth].item() / count / n, second[depth].item() / count / n
-        spectra.append(DepthSpectrum(depth + 1, m1, math.sqrt(max(m2 - m1 * m1, 0.0)), None))
+        spectra.append(DepthSpectrum(depth + 1, m1, math.sqrt(max(m2 - m1 * m1, 0.0)), None, None))
     return spectra
 
 
@@ -178,3 +182,22 @@ def measured_chis(spectra: list[DepthSpectrum]) -> list[float]:
     """The growth of the mean squared singular value from each depth to the next (depths 2..L): measured χ."""
     means = [s.mean_sq for s in spectra]
     return [after / before if before > 0 else math.nan for before, after in zip(means, means[1:], strict=False)]
+
+
+def jacobian_spectrum(model: nn.Module, xs: torch.Tensor, phi: Callable[[torch.Tensor], torch.Tensor] | None,
+                      method: str = "auto") -> tuple[JacobianSpectrum, list[DepthSpectrum]]:
+    """The spectrum of J_l at every depth for the examples `xs` (exact or by moments, `method` auto picks by size),
+    with the mean-field prediction where the activation `phi` is elementwise and nothing normalises (else None)."""
+    exact = method == "exact" or (method == "auto" and jacobian_entries(model, xs[0]) <= EXACT_LIMIT)
+    spectra = exact_spectra(model, xs) if exact else moment_spectra(model, xs)
+    sigma_w2 = weight_variance(model)
+    result = JacobianSpectrum("exact" if exact else "moments", sigma_w2,
+                              [(s.depth, s.mean_sq, s.std_sq, s.max_over_min, s.zero_share) for s in spectra],
+                              chi_measured=geometric_mean(measured_chis(spectra)))
+    if phi is not None:
+        q1 = sigma_w2 * xs.double().square().mean().item()  # the first layer's pre-activation length
+        result.chi_predicted = geometric_mean(layer_chis(phi, sigma_w2, q1, len(spectra))[1:])
+        result.chi_fixed_point = chi1(phi, sigma_w2, fixed_point(phi, sigma_w2, q1))
+    chi = result.chi_fixed_point if result.chi_fixed_point is not None else result.chi_measured
+    result.depth_scale = None if chi is None else depth_scale(chi)
+    return result, spectra
