@@ -276,7 +276,9 @@ def sharpness(m: RunMetrics, t: Thresholds) -> list[Finding]:
     if not above:
         return []
     step, top, threshold = max(above, key=lambda point: point[1] / point[2])
-    seen = (f"the sharpness λ_max reached {about(top)}, {top / threshold:.1f}x the stability threshold "
+    ratio = top / threshold
+    seen = (f"the sharpness λ_max reached {about(top)}, {f'{ratio:.1f}' if ratio < 10 else about(ratio)}x the "
+            f"stability threshold "
             f"2(1+momentum)/lr = {about(threshold)} (step {step}; {len(above)} of "
             f"{len(m.curvature.history)} measurements above it)")
     if m.status == "diverged":
