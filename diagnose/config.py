@@ -190,6 +190,44 @@ class TrainConfig(ModelConfig):
         checks.one_of("precision", self.precision, PRECISIONS)
 
 
+@dataclass
+class CheckSettings:
+    """`diagnose check`: what each check measures on and when it passes."""
+
+    examples: int = 512  # for the loss at init, the input statistics and the shuffled-label accuracy
+    init_loss_tolerance: float = 0.5  # the loss at init within this fraction of the equal-outputs loss
+    overfit_examples: int = 32
+    overfit_steps: int = 300
+    overfit_accuracy: float = 1.0  # train accuracy on those examples to reach
+    leak_tolerance: float = 1e-6  # gradient reaching other examples' inputs, relative to the example's own
+    imbalance: float = 2.0  # largest / smallest class count above this is a note
+    shuffled_steps: int = 100  # training steps on shuffled labels
+    shuffled_margin: float = 0.1  # accuracy allowed above chance after them
+    lr_min: float = 1e-5
+    lr_max: float = 10.0
+    lr_range_steps: int = 100
+    gradient_examples: int = 4
+    gradient_tolerance: float = 1e-4  # relative error of autograd against finite differences, float64
+
+    def __post_init__(self) -> None:
+        for key in ("examples", "overfit_examples", "overfit_steps", "shuffled_steps", "lr_range_steps",
+                    "gradient_examples"):
+            checks.whole(f"check.{key}", getattr(self, key))
+        for key in ("overfit_accuracy", "shuffled_margin"):
+            checks.between(f"check.{key}", getattr(self, key), 0, 1)
+        for key in ("init_loss_tolerance", "leak_tolerance", "imbalance", "lr_min", "lr_max", "gradient_tolerance"):
+            checks.positive(f"check.{key}", getattr(self, key))
+        if self.lr_min >= self.lr_max:
+            raise UserError(f"check.lr_min ({self.lr_min:g}) must be below check.lr_max ({self.lr_max:g}).")
+
+
+@dataclass
+class CheckConfig(TrainConfig):
+    """`diagnose check`: train's config and the checks' own settings."""
+
+    check: CheckSettings = field(default_factory=CheckSettings)
+
+
 PROBE_INPUTS = ("gaussian", "data")
 JACOBIAN_METHODS = ("auto", "exact", "moments", "off")
 
@@ -246,7 +284,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
 # group -> the one schema of all its options: the groups whose options are presets (conf/<group>/*.yaml)
 PRESETS: dict[str, type] = {"diag": DiagConfig, "findings": Thresholds}
 GROUPS = (*SCHEMAS, *PRESETS)
-COMMANDS: dict[str, type] = {"train": TrainConfig, "probe": ProbeConfig}
+COMMANDS: dict[str, type] = {"train": TrainConfig, "probe": ProbeConfig, "check": CheckConfig}
 
 
 def schema(group: str, name: str) -> type:

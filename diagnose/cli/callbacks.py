@@ -32,6 +32,11 @@ class DiagnoseCallbacks(Callback):
         """In the launching process, after every job: sensitivity curves, HParams, summary.csv, table."""
         from diagnose.sweep.summary import summarise_sweep
 
+        if config.hydra.job.name == "check":  # its jobs leave check.json, not runs to sum up
+            from diagnose.check import sweep_outcome as checks_outcome
+
+            SWEEP.update(zip(("code", "message"), checks_outcome(Path(config.hydra.sweep.dir)), strict=True))
+            return
         try:
             runs = summarise_sweep(Path(config.hydra.sweep.dir))
         except UserError as err:  # e.g. every job failed before writing anything

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from diagnose.cli import config_dir
 from diagnose.cli.callbacks import SWEEP
 from diagnose.cli.exits import USER_ERROR_EXIT, fail
-from diagnose.cli.jobs import probe_job, train_job
+from diagnose.cli.jobs import check_job, probe_job, train_job
 from diagnose.cli.overrides import check_command_line, composed, groups_and_options, name_jobs_by_swept_keys
 from diagnose.config import to_dict
 from diagnose.errors import UserError
@@ -31,6 +31,7 @@ def _report(argv: list[str]) -> None:
 SUBCOMMANDS: dict[str, tuple[Callable[[DictConfig], object], str]] = {
     "train": (train_job, "build a network from components, train it, log diagnostics"),
     "probe": (probe_job, "one batch through the network at initialisation: signal per layer, no training"),
+    "check": (check_job, "the sanity checks before training (loss at init, overfit a batch, ...), ~a minute"),
 }
 
 # Plain commands that take their own arguments: command -> (main(argv), help)
@@ -41,6 +42,7 @@ PLAIN_COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
 EXAMPLES = {
     "train": ["diagnose train norm=gn batch=4", "diagnose train -m norm=bn,gn batch=2,4,8,16,32",
               "diagnose train model=mlp model.depth=20 act=sigmoid init=normal init.std=1.0"],
+    "check": ["diagnose check data=fashion_mnist", "diagnose check init=zeros   # fails: cannot overfit one batch"],
     "probe": ["diagnose probe init=normal init.std=1.0           # exploding",
               "diagnose probe act=tanh init=normal init.std=0.01  # vanishing",
               "diagnose probe -m init=normal,xavier_normal,kaiming_normal act=relu,tanh"],

@@ -58,8 +58,9 @@ def _failed(err: Exception, cfg: DictConfig, out_dir: Path, sweep: bool) -> int:
     else:
         logging.getLogger("diagnose").exception("internal error")  # the traceback, into the run's train.log
         kind, message, code = "internal", f"{type(err).__name__}: {err}", INTERNAL_ERROR_EXIT
+        log = out_dir / f"{HydraConfig.get().job.name if HydraConfig.initialized() else 'train'}.log"
         fail(f"{job}internal error, a bug in diagnose rather than in the command line: {message}. The traceback is "
-             f"in {out_dir / 'train.log'}; a checkpoint in that folder, if the run got one, is kept "
+             f"in {log}; a checkpoint in that folder, if the run got one, is kept "
              f"(resume={out_dir} goes on from it). Please report it with that log.")
     if not (out_dir / METRICS_FILE).exists() or sweep:
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -90,6 +91,17 @@ def train_job(cfg: DictConfig) -> float | None:
         return metrics
 
     return _run_task(cfg, work)
+
+
+def check_job(cfg: DictConfig) -> None:
+    from diagnose.check import check
+
+    def work(cfg: DictConfig, out_dir: Path) -> RunMetrics:
+        found = check(OmegaConf.to_object(cfg), out_dir)
+        return RunMetrics(status="failed" if any(c.verdict == "fail" for c in found) else "completed",
+                          command="check")
+
+    _run_task(cfg, work)
 
 
 def probe_job(cfg: DictConfig) -> None:
