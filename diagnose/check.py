@@ -27,6 +27,7 @@ from diagnose.files import replace_atomically
 
 RESULT_FILE = "check.json"
 LR_FIGURE = "lr_range.png"
+FALL = 0.1  # the range test's loss must fall by this fraction somewhere: less is noise, not training
 
 
 @dataclass
@@ -165,8 +166,9 @@ def input_statistics(subject: Subject) -> list[Check]:
     found.append(Check("labels balanced", f"{missing} classes missing" if missing else
                        f"largest/smallest class {ratio:.2f}", f"<= {settings.imbalance:g}",
                        "fail" if missing else "pass" if balanced else "note",
-                       "" if balanced else "unbalanced classes: accuracy hides the small ones; weigh them "
-                       "(loss.weight) or resample", ratio))
+                       "a class never appears in training: check the labels and the split (data.subset takes "
+                       "the first examples)" if missing else "" if balanced else "unbalanced classes: accuracy "
+                       "hides the small ones; weigh them (loss.weight) or resample", ratio))
     found.append(shuffled_labels(subject))
     return found
 
@@ -220,12 +222,14 @@ def lr_range(subject: Subject, out_dir: Path) -> Check:
         losses.append(smooth)
     scale = run.lr / subject.config.lr  # the lr scaling for this batch size
     figure_path = out_dir / LR_FIGURE
-    if len(losses) < 3 or min(losses) >= losses[0]:
+    if len(losses) < 3 or min(losses) > (1 - FALL) * losses[0]:
         write_lr_figure(lrs, losses, figure_path, None)
         return Check("learning-rate range test", f"the loss never fell ({low:g} to {high:g})", "a falling loss",
                      "fail", "no lr in the range trains: check the model and loss (the checks above)", None)
-    slopes = [(losses[i + 1] - losses[i - 1]) / math.log(lrs[i + 1] / lrs[i - 1]) for i in range(1, len(losses) - 1)]
-    steepest = lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)]
+    lowest = min(range(len(losses)), key=losses.__getitem__)  # past it the loss rises: too large an lr
+    slopes = {i: (losses[i + 1] - losses[i - 1]) / math.log(lrs[i + 1] / lrs[i - 1])
+              for i in range(1, min(lowest + 1, len(losses) - 1))}
+    steepest = lrs[min(slopes, key=slopes.__getitem__)] if slopes else lrs[lowest]
     write_lr_figure(lrs, losses, figure_path, steepest)
     return Check("learning-rate range test", f"steepest fall at lr {steepest:.3g} (batch {run.batch}); "
                  f"suggested lr={steepest / scale:.3g} at optim.base_batch",

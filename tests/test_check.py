@@ -14,7 +14,7 @@ from diagnose.build import build_run
 from diagnose.check import Subject, gradient_check, run_checks
 
 HEALTHY = [*TINY_DATA, "model=mlp", "model.depth=2", "model.width=32", "norm=none", "batch=32",
-           "check.examples=64", "check.lr_range_steps=40", "check.shuffled_steps=40"]
+           "check.examples=64", "check.shuffled_steps=40"]
 
 
 def subject(*overrides: str) -> Subject:
@@ -102,6 +102,16 @@ def test_labels_that_stay_with_their_examples_learn_above_chance_and_fail(monkey
 def test_uncentred_inputs_and_missing_classes_are_said():
     raw = checks.input_statistics(subject("data.center=false"))
     assert raw[0].verdict == "note" and "zig-zag" in raw[0].remedy
+    lopsided = subject()
+    lopsided.run.data.train_y[lopsided.run.data.train_y == 3] = 4  # class 3 never seen in training
+    assert checks.input_statistics(lopsided)[1].verdict == "fail"
+
+
+def test_a_range_where_no_lr_trains_fails_the_range_test(tmp_path):
+    s = subject("check.lr_min=1e-12", "check.lr_max=1e-11")
+    found = checks.lr_range(s, tmp_path)
+    assert found.verdict == "fail" and "the loss never fell" in found.measured
+    assert checks.lr_range(subject(), tmp_path).verdict == "note"
 
 
 def test_the_command_exits_1_when_a_check_fails_and_writes_check_json(tmp_path):
@@ -110,3 +120,7 @@ def test_the_command_exits_1_when_a_check_fails_and_writes_check_json(tmp_path):
     saved = json.loads((tmp_path / "out" / "check.json").read_text())
     assert {c["name"]: c["verdict"] for c in saved["checks"]}["overfit 32 examples"] == "fail"
     assert "failed: overfit 32 examples" in " ".join((result.stdout + result.stderr).split())
+    from conftest import events_of
+
+    assert "check/text_summary" in events_of(tmp_path / "out").Tags()["tensors"]  # the table in the Text tab
+    assert "check/lr_range" in events_of(tmp_path / "out").Tags()["images"]
