@@ -12,7 +12,9 @@ from diagnose.results import RunMetrics
 
 def probe_layers(tmp_path, *overrides: str) -> tuple[list[dict[str, float]], RunMetrics]:
     width = [] if "model=cnn" in overrides else ["model.width=256"]
-    cfg = compose_config(["device=cpu", *width, "probe.batch=256", *overrides], config_name="probe")
+    # the Jacobian's spectrum has tests of its own: the others leave it out (seconds each at 30 layers)
+    jacobian = [] if any(o.startswith("probe.jacobian=") for o in overrides) else ["probe.jacobian=off"]
+    cfg = compose_config(["device=cpu", *width, "probe.batch=256", *jacobian, *overrides], config_name="probe")
     metrics = probe(cfg, tmp_path)
     acts = [record.values for record in metrics.layers.values() if record.role == "act"]
     return acts, metrics
@@ -101,7 +103,7 @@ def test_probe_sweep_draws_one_line_per_setting_against_depth(tmp_path):
 
 def test_the_probe_shows_the_jacobian_spectrum_with_the_mean_field_prediction(tmp_path):
     _, metrics = probe_layers(tmp_path / "relu", "model.depth=6", "model.width=64", "probe.input=gaussian",
-                              "probe.shape=[1,8,8]")
+                              "probe.shape=[1,8,8]", "probe.jacobian=auto")
     spectrum = metrics.jacobian
     assert spectrum.method == "exact" and [d[0] for d in spectrum.depths] == [1, 2, 3, 4, 5, 6]
     assert spectrum.chi_predicted == pytest.approx(1.0, abs=0.05)  # Kaiming + ReLU: critical
@@ -113,7 +115,7 @@ def test_the_probe_shows_the_jacobian_spectrum_with_the_mean_field_prediction(tm
     assert saved.jacobian.depths[-1][:3] == pytest.approx(spectrum.depths[-1][:3])
 
     _, ordered = probe_layers(tmp_path / "tanh", "model.depth=30", "model.width=64", "probe.shape=[1,8,8]",
-                              "act=tanh", "init=normal", "init.std=0.1")  # σ_w² = 0.64: χ₁ ~ 0.6
+                              "act=tanh", "init=normal", "init.std=0.1", "probe.jacobian=auto")  # σ_w² 0.64: χ₁ ~0.6
     (finding,) = [f for f in ordered.findings if f.rule == "jacobian_depth"]
     assert finding.severity == "warning" and "the net will not train, and it has 30" in finding.message
 
@@ -123,7 +125,8 @@ def test_the_probe_shows_the_jacobian_spectrum_with_the_mean_field_prediction(tm
 
 
 def test_with_batchnorm_the_probe_says_why_there_is_no_jacobian(tmp_path, capsys):
-    _, metrics = probe_layers(tmp_path, "model.depth=3", "model.width=32", "probe.shape=[1,8,8]", "norm=bn")
+    _, metrics = probe_layers(tmp_path, "model.depth=3", "model.width=32", "probe.shape=[1,8,8]", "norm=bn",
+                              "probe.jacobian=auto")
     assert metrics.jacobian is None
     said = capsys.readouterr()
     assert "the Jacobian of one example is not defined" in " ".join((said.out + said.err).split())
