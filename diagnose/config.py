@@ -7,21 +7,14 @@ below the CLI takes them, never a DictConfig.
 """
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from diagnose import checks
-from diagnose.components.activations import ACTIVATIONS
-from diagnose.components.downsample import DOWNSAMPLES
-from diagnose.components.inits import INITS
-from diagnose.components.losses import LOSSES
-from diagnose.components.norms import NORMS
-from diagnose.components.optim import CLIPS, OPTIMIZERS, SCHEDULES
-from diagnose.data.sources import SOURCES
 from diagnose.errors import UserError
-from diagnose.models import MODELS
 from diagnose.registry import Options, lookup
 
 PRECISIONS = ("fp32", "bf16")
@@ -268,27 +261,36 @@ class ProbeConfig(Flatness, ModelConfig):
         checks.whole("seed", self.seed, minimum=0)
 
 
-# group -> option name -> the schema of that option's config: the groups whose options are registry entries
-SCHEMAS: dict[str, dict[str, type]] = {
-    "act": {name: entry.options for name, entry in ACTIVATIONS.items()},
-    "init": {name: entry.options for name, entry in INITS.items()},
-    "norm": {name: entry.options for name, entry in NORMS.items()},
-    "downsample": {name: entry.options for name, entry in DOWNSAMPLES.items()},
-    "loss": {name: entry.options for name, entry in LOSSES.items()},
-    "model": {name: entry.options for name, entry in MODELS.items()},
-    "optim": {name: entry.options for name, entry in OPTIMIZERS.items()},
-    "schedule": {name: entry.options for name, entry in SCHEDULES.items()},
-    "clip": {name: entry.options for name, entry in CLIPS.items()},
-    "data": {**dict.fromkeys(SOURCES, DataConfig), "synthetic": SyntheticConfig},
-}
+@cache
+def schemas() -> dict[str, dict[str, type]]:
+    """group -> option name -> the schema of that option's config: the groups whose options are registry entries.
+    Built on first use: the registries import torch, which reading results (`diagnose report`) does not need."""
+    from diagnose.components.activations import ACTIVATIONS
+    from diagnose.components.downsample import DOWNSAMPLES
+    from diagnose.components.inits import INITS
+    from diagnose.components.losses import LOSSES
+    from diagnose.components.norms import NORMS
+    from diagnose.components.optim import CLIPS, OPTIMIZERS, SCHEDULES
+    from diagnose.data.sources import SOURCES
+    from diagnose.models import MODELS
+
+    registries = {"act": ACTIVATIONS, "init": INITS, "norm": NORMS, "downsample": DOWNSAMPLES, "loss": LOSSES,
+                  "model": MODELS, "optim": OPTIMIZERS, "schedule": SCHEDULES, "clip": CLIPS}
+    found = {group: {name: entry.options for name, entry in registry.items()} for group, registry in registries.items()}
+    found["data"] = {**dict.fromkeys(SOURCES, DataConfig), "synthetic": SyntheticConfig}
+    assert tuple(found) == REGISTRY_GROUPS
+    return found
+
+
+REGISTRY_GROUPS = ("act", "init", "norm", "downsample", "loss", "model", "optim", "schedule", "clip", "data")
 # group -> the one schema of all its options: the groups whose options are presets (conf/<group>/*.yaml)
 PRESETS: dict[str, type] = {"diag": DiagConfig, "findings": Thresholds}
-GROUPS = (*SCHEMAS, *PRESETS)
+GROUPS = (*REGISTRY_GROUPS, *PRESETS)
 COMMANDS: dict[str, type] = {"train": TrainConfig, "probe": ProbeConfig, "check": CheckConfig}
 
 
 def schema(group: str, name: str) -> type:
-    return PRESETS[group] if group in PRESETS else lookup(SCHEMAS[group], name, group)
+    return PRESETS[group] if group in PRESETS else lookup(schemas()[group], name, group)
 
 
 def from_dict(plain: dict[str, Any] | DictConfig, command: type = TrainConfig) -> Any:

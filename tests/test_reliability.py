@@ -242,3 +242,20 @@ def test_an_internal_error_is_one_paragraph_naming_the_log_and_metrics_say_faile
     assert "internal error, a bug in diagnose" in said and f"{tmp_path / 'train.log'}" in said
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert (saved["status"], saved["error"], saved["error_kind"]) == ("failed", "TypeError: a bug", "internal")
+
+
+def test_report_reads_results_without_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    from diagnose.results import Evaluation, Final
+    from diagnose.training.outputs import write_metrics
+
+    write_metrics(tmp_path, RunMetrics(status="completed", steps=10, final=Final(val_acc=0.9),
+                                       history=[Evaluation(10, 1.0, 0.3, 0.9)]))
+    script = ("import sys\nfrom diagnose.cli.commands import main\nmain(['report', sys.argv[1]])\n"
+              "print('torch imported' if 'torch' in sys.modules else 'no torch')")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("no torch")  # torch's import alone takes 0.7 s idle, several s under load

@@ -1,6 +1,7 @@
 """The `diagnose` command line, the only layer that imports Hydra: `commands` dispatches a subcommand,
 `overrides` reads and checks the command line, `jobs` runs one Hydra job, `callbacks` sums a sweep up."""
 
+from functools import cache
 from pathlib import Path
 
 
@@ -29,7 +30,11 @@ def free(path: str) -> str:
     return candidate
 
 
-def _hand_the_schema_to_hydra() -> None:
+@cache
+def hand_the_schema_to_hydra() -> None:
+    """The yaml files extend the schema's nodes: they must exist before any composition (diagnose.cli.overrides
+    calls this when imported). Not at this package's import: the schema's registries import torch, which
+    `diagnose report` does not need."""
     from omegaconf import OmegaConf
 
     from diagnose.cli.schema import register
@@ -37,6 +42,3 @@ def _hand_the_schema_to_hydra() -> None:
     register()
     OmegaConf.register_new_resolver("diagnose_run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("diagnose_free", free, replace=True, use_cache=True)
-
-
-_hand_the_schema_to_hydra()  # the yaml files extend the schema's nodes: they must exist before any composition

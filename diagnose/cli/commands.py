@@ -16,7 +16,6 @@ from diagnose.cli import config_dir
 from diagnose.cli.callbacks import SWEEP
 from diagnose.cli.exits import USER_ERROR_EXIT, fail
 from diagnose.cli.jobs import check_job, probe_job, train_job
-from diagnose.cli.overrides import check_command_line, composed, groups_and_options, name_jobs_by_swept_keys
 from diagnose.config import to_dict
 from diagnose.errors import UserError
 
@@ -74,6 +73,8 @@ def quote_path(arg: str) -> str:
 
 def command_help(command: str, overrides: list[str]) -> str:
     """What `diagnose <command> --help` prints: examples, the groups and their options, the config it would run."""
+    from diagnose.cli.overrides import composed, groups_and_options
+
     lines = [f"diagnose {command}: {SUBCOMMANDS[command][1]}", "", "Examples:"]
     lines += [f"  {example}" for example in EXAMPLES[command]]
     lines += ["", "Component groups (pick one option with group=option):"]
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         if command not in SUBCOMMANDS:
             known = ", ".join([*SUBCOMMANDS, *PLAIN_COMMANDS])
             raise UserError(f"unknown command '{command}'. Valid commands: {known}. Run `diagnose --help` for usage.")
+        from diagnose.cli.overrides import check_command_line, name_jobs_by_swept_keys  # the schema: torch
+
         check_command_line(command, rest)
         if "-h" in rest or "--help" in rest:
             print(command_help(command, [a for a in rest if "=" in a and not a.startswith("-")]))

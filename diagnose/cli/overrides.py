@@ -16,9 +16,11 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException, ValidationError
 
-from diagnose.cli import config_dir
+from diagnose.cli import config_dir, hand_the_schema_to_hydra
 from diagnose.config import COMMANDS, GROUPS
 from diagnose.errors import UserError
+
+hand_the_schema_to_hydra()
 
 # A sweep of up to this many jobs has every job's config checked before the first starts (~0.1 s each); a larger
 # one value by value (each swept value with the others' first), which finds every value that cannot be right

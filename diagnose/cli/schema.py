@@ -4,7 +4,7 @@ extends its schema node, `/schema/<group>/<option>`, so Hydra checks it and ever
 from hydra.core.config_store import ConfigStore
 
 from diagnose.cli import config_dir
-from diagnose.config import COMMANDS, PRESETS, SCHEMAS
+from diagnose.config import COMMANDS, PRESETS, schemas
 
 
 def register() -> None:
@@ -13,6 +13,6 @@ def register() -> None:
         store.store(group="schema", name=command, node=schema)
     presets = {group: {path.stem: schema for path in (config_dir() / group).glob("*.yaml")}
                for group, schema in PRESETS.items()}
-    for group, options in {**SCHEMAS, **presets}.items():
+    for group, options in {**schemas(), **presets}.items():
         for name, schema in options.items():
             store.store(group=f"schema/{group}", name=name, node=schema(name=name))

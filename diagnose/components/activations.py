@@ -11,13 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from diagnose import checks
+from diagnose.kinds import IDENTITY, RELU_LIKE, SATURATING, SMOOTH  # noqa: F401 - the kinds, also from here
 from diagnose.registry import Component, Options
-
-# What the diagnostics watch for in an activation's outputs:
-RELU_LIKE = "relu_like"  # a unit can die: output 0 for every input, so no gradient ever reaches it
-SATURATING = "saturating"  # flat tails, where the local gradient is nearly 0
-SMOOTH = "smooth"  # nonlinear, but neither dies nor saturates (a leaky unit with negative input still passes gradient)
-IDENTITY = "identity"  # linear: a stack of them is one linear map
 
 
 @dataclass(frozen=True, kw_only=True)

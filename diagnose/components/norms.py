@@ -9,12 +9,8 @@ from torch import nn
 
 from diagnose import checks
 from diagnose.errors import UserError
+from diagnose.kinds import BATCH, EXAMPLE, NONE  # noqa: F401 - the kinds, also from here
 from diagnose.registry import Component, Options
-
-# What a norm normalises by, which decides what the diagnostics compare:
-BATCH = "batch"  # the batch's statistics in training, running averages in eval: depends on the batch size
-EXAMPLE = "example"  # each example's own statistics: the same in training and eval
-NONE = "none"  # no normalisation
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,17 +6,25 @@ A metric of a tensor the hooks already see is one entry here: `of` names the ten
 "weight", "weight_grad"), `compute` turns a `Seen` of it into a 0-d tensor (or None where it does not apply).
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from diagnose.kinds import BATCH, RELU_LIKE, SATURATING
 
-from diagnose.components.activations import RELU_LIKE, SATURATING
-from diagnose.components.norms import BATCH
-from diagnose.diagnostics import stats
-from diagnose.diagnostics.layers import Layer
+if TYPE_CHECKING:  # torch is imported where tensors are made: `diagnose report` reads this table without it
+    import torch
+
+    from diagnose.diagnostics.layers import Layer
+
+
+def _stats():  # the module of tensor statistics (torch), imported on first use
+    from diagnose.diagnostics import stats
+
+    return stats
 
 
 class Seen:
@@ -27,7 +35,7 @@ class Seen:
 
     @cached_property
     def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return stats.mean_std(self.x)
+        return _stats().mean_std(self.x)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -39,7 +47,7 @@ class Seen:
 
     @property
     def norm(self) -> torch.Tensor:
-        return stats.norm_from(self.mean, self.std, self.x.numel())
+        return _stats().norm_from(self.mean, self.std, self.x.numel())
 
 
 ROLES = {"weight": "conv/linear layers", "norm": "norm layers", "act": "activations"}
@@ -74,7 +82,7 @@ def _saturation(seen: Seen) -> torch.Tensor:
 
 
 def _zero_fraction(seen: Seen) -> torch.Tensor:
-    return stats.zero_fraction(seen.x)
+    return _stats().zero_fraction(seen.x)
 
 
 UPDATE_RATIO_REFERENCE = 1e-3  # Karpathy's rule of thumb for the update/weight ratio
@@ -103,15 +111,15 @@ LAYER_METRICS = [
     LayerMetric("grad_mean", "mean of the gradient w.r.t. the output", None,
                 of="output_grad", compute=lambda seen: seen.mean),
     LayerMetric("weight_grad_norm", "weight gradient norm", "gradients", roles=WEIGHT, log10=True,
-                of="weight_grad", compute=lambda seen: torch.linalg.vector_norm(seen.x)),
+                of="weight_grad", compute=lambda seen: seen.x.norm()),
     LayerMetric("update_ratio", "update / weight ratio per step (line: 1e-3, healthy)", "gradients", roles=WEIGHT,
                 log10=True, column="update/weight", run_mean=True, reference=UPDATE_RATIO_REFERENCE),
     LayerMetric("sign_agreement", "sign agreement of weight gradients (1 = zig-zag)", "gradients", roles=WEIGHT,
                 column="sign agree", run_mean=True, of="weight_grad",
-                compute=lambda seen: stats.sign_agreement(seen.x)),
+                compute=lambda seen: _stats().sign_agreement(seen.x)),
     # weights
     LayerMetric("weight_norm", "weight norm", "weights", roles=WEIGHT,
-                of="weight", compute=lambda seen: torch.linalg.vector_norm(seen.x)),
+                of="weight", compute=lambda seen: seen.x.norm()),
     # normalisation: BatchNorms' batch statistics against their running ones (BatchNormStats)
     LayerMetric("bn_shift", "BN batch mean vs running mean (in running stds)", "normalisation", roles=NORM,
                 applies=lambda layer: layer.kind == BATCH),

@@ -7,8 +7,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 
 from diagnose.config import Thresholds
 from diagnose.console import console as shared_console
@@ -60,6 +58,9 @@ def _as_text(values: list[int]) -> Callable[[int], str]:
 def write_hparams(runs: list[RunRecord], keys: list[str]) -> None:
     """One HParams row per job, written into the job's own folder: SummaryWriter.add_hparams would open a
     new timestamped sub-run for every call (pytorch #32651)."""
+    from torch.utils.tensorboard import SummaryWriter  # here, not above: `diagnose report` reads without torch
+    from torch.utils.tensorboard.summary import hparams
+
     domains = {k: sorted({r.overrides[k] for r in runs if k in r.overrides}, key=_order) for k in keys}
     whole = {k: _as_text(v) for k, v in domains.items() if all(_is_int(x) for x in v)}
     domains.update({k: [text(x) for x in v] for k, v in domains.items() if (text := whole.get(k))})

@@ -5,8 +5,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from diagnose.errors import UserError
 from diagnose.files import replace_atomically
 from diagnose.results import RunMetrics
@@ -29,6 +27,8 @@ def save_checkpoint(out_dir: Path, state: dict[str, Any]) -> Path:
     path = out_dir / CHECKPOINT_FILE
     # serialised in memory first: torch.save writing straight to a full disk fails with a RuntimeError from its zip
     # writer ("unexpected pos"), a plain write fails with the OSError (ENOSPC) that says what is wrong
+    import torch  # here, not above: reading metrics.json (`diagnose report`) needs no torch
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
     replace_atomically(path, lambda f: f.write(buffer.getbuffer()))
@@ -41,6 +41,8 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"resume={run_dir}: there is no {CHECKPOINT_FILE} in that folder. Give the folder of a "
                         f"run that was interrupted (outputs/<date>/<time>).")
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # no code runs from a user-given file
     except Exception as err:  # noqa: BLE001 - pickle/zip errors have many types; all mean "unreadable"
