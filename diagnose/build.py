@@ -30,6 +30,7 @@ from diagnose.models.init import init_weights
 from diagnose.models.layout import to_best_layout
 from diagnose.models.modes import batch_statistics
 from diagnose.registry import Options, lookup, make, settings
+from diagnose.training.threads import set_threads, training_pass
 
 DEVICES: dict[str, Callable[[], bool]] = {  # name -> is it on this machine; auto takes the first that is
     "cuda": torch.cuda.is_available,
@@ -145,6 +146,9 @@ def build_run(config: TrainConfig) -> Run:
     model = to_best_layout(build_model(config, data.shape, data.n_classes).to(device), device, act, norm)
     loss_fn = build_loss(config.loss, data.n_classes).to(device)
     dry_run(model, loss_fn, data, config)
+    if device.type == "cpu":  # threads=auto is timed on this model's own step
+        x = to_input(data.train_x[:config.batch], data.mean, data.std, center=config.data.center)
+        set_threads(config.threads, training_pass(model, loss_fn, x, data.train_y[:config.batch]))
 
     lr = scaled_lr(config.lr, config.batch, config.optim.base_batch, config.optim.lr_scaling)
     optimizer = make_optimizer(config.optim, model, lr, True if device.type in FUSED_DEVICES else None)  # None: torch's

@@ -170,6 +170,9 @@ class TrainConfig(ModelConfig):
     seed: int = 0
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps
     precision: str = "fp32"  # fp32 or bf16 (autocast)
+    # CPU intra-op threads: auto times the run's own step with 1 thread and with every core it may use (a sweep
+    # job's share, OMP_NUM_THREADS, or the cores) and keeps the faster; or a number
+    threads: Any = "auto"
     log_every: int = 50  # steps between logged training loss/accuracy/throughput
     resume: str | None = None  # a run folder: continue that run from its checkpoint, in that folder
 
@@ -181,6 +184,8 @@ class TrainConfig(ModelConfig):
         checks.whole("seed", self.seed, minimum=0)
         checks.whole("log_every", self.log_every)
         checks.one_of("precision", self.precision, PRECISIONS)
+        if self.threads != "auto":
+            checks.whole("threads (auto or a number)", self.threads)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, needs_fashion
+from conftest import TINY, compose_config, needs_fashion
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from diagnose import build
@@ -152,3 +152,52 @@ def test_the_loss_watch_on_cuda_reads_a_flag_only_once_it_has_arrived(monkeypatc
     assert watch.check(ok, 3) == 2  # step 2 arrived: NaN, named one step late
     assert watch.check(nan, 4) is None  # step 3 still in flight: not read, left to the log window
     assert watch.check(ok, 5) == 4
+
+
+def test_threads_auto_keeps_the_faster_of_one_thread_and_every_core(monkeypatch):
+    import time
+
+    from diagnose.training import threads
+
+    def step_slow_with_many() -> None:  # a tiny model: threads cost more than they share
+        time.sleep(0.002 * torch.get_num_threads())
+
+    def step_fast_with_many() -> None:  # a large one: the work divides
+        time.sleep(0.004 / torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    try:
+        assert threads.pick_threads(step_slow_with_many, 4) == 1
+        assert threads.pick_threads(step_fast_with_many, 4) == 4
+        assert threads.pick_threads(step_fast_with_many, 1) == 1  # nothing to choose
+        monkeypatch.setattr(threads, "_share", None)
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert threads.most_threads() == 3  # a cluster's or a user's allocation caps it
+        monkeypatch.setattr(threads, "_share", 2)
+        assert threads.most_threads() == 2  # a launcher's share of the cores comes first
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_timed_pass_leaves_the_model_as_it_was():
+    from diagnose.training.threads import training_pass
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5),
+                                torch.nn.Linear(8, 3)).train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    step = training_pass(model, torch.nn.CrossEntropyLoss(), torch.randn(6, 4), torch.randint(0, 3, (6,)))
+    torch.manual_seed(5)
+    step()
+    after = torch.rand(1)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(1))  # the random stream untouched
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_threads_must_be_auto_or_a_whole_number():
+    from diagnose.errors import UserError
+
+    with pytest.raises(UserError, match="threads \\(auto or a number\\) must be a whole number"):
+        compose_config([*TINY, "threads=many"])

@@ -155,11 +155,11 @@ def _share_cores(hydra_cfg: DictConfig) -> None:
     spin up every core's worth of threads slow each other down several-fold."""
     n_jobs = hydra_cfg.launcher.get("n_jobs")
     if n_jobs:
-        import torch
+        from diagnose.training.threads import share_cores
 
         cores = os.cpu_count() or 1
         parallel = cores if n_jobs < 0 else min(n_jobs, cores)
-        torch.set_num_threads(max(1, cores // parallel))
+        share_cores(max(1, cores // parallel))  # threads=auto then picks 1 or this
 
 
 def _remove_run_dir(out_dir: Path) -> None:

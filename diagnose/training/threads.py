@@ -7,6 +7,7 @@ CNN at a fair batch gains from every core. `threads=auto` times a few forward/ba
 model at its batch size with one thread and with all the threads it may use, and keeps the faster.
 """
 
+import os
 import time
 from collections.abc import Callable
 
@@ -14,6 +15,31 @@ import torch
 from torch import nn
 
 TIMED_STEPS = 3  # after one untimed step each: enough to tell 2x apart, ~0.1 s for the default CNN
+_share: int | None = None  # the threads a launcher gave this job (diagnose.cli.jobs: its share of the cores)
+
+
+def share_cores(threads: int) -> None:
+    """A launcher running jobs side by side gives each this many threads at most."""
+    global _share
+    _share = threads
+    torch.set_num_threads(threads)
+
+
+def most_threads() -> int:
+    """The threads this process may use: a launcher's share, else OMP_NUM_THREADS where set (a cluster's or a
+    user's allocation), else the cores it may run on."""
+    if _share is not None:
+        return _share
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(int(os.environ["OMP_NUM_THREADS"]), 1)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def set_threads(setting: int | str, step: Callable[[], None]) -> int:
+    """Apply `threads` (a number, or auto: pick_threads on `step`); the number in use."""
+    threads = pick_threads(step, most_threads()) if setting == "auto" else int(setting)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def pick_threads(step: Callable[[], None], most: int) -> int:
