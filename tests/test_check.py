@@ -124,3 +124,12 @@ def test_the_command_exits_1_when_a_check_fails_and_writes_check_json(tmp_path):
 
     assert "check/text_summary" in events_of(tmp_path / "out").Tags()["tensors"]  # the table in the Text tab
     assert "check/lr_range" in events_of(tmp_path / "out").Tags()["images"]
+
+
+def test_a_sweep_of_checks_exits_1_naming_the_jobs_that_failed(tmp_path):
+    for job, verdict in (("init=default", "pass"), ("init=zeros", "fail")):
+        (tmp_path / job).mkdir()
+        (tmp_path / job / "check.json").write_text(json.dumps({"checks": [{"name": "x", "verdict": verdict}]}))
+    assert checks.sweep_outcome(tmp_path) == (1, "checks failed in 1 of the sweep's 2 jobs: init=zeros.")
+    (tmp_path / "init=zeros" / "check.json").unlink()
+    assert checks.sweep_outcome(tmp_path) == (0, "")
