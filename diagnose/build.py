@@ -126,6 +126,7 @@ class Run:
     norm: Norm
     diag: DiagConfig
     findings: Thresholds
+    threads: int | None = None  # the CPU threads it uses (threads=auto: the faster of 1 and every core)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Model inputs from uint8 images, normalised as configured."""
@@ -146,9 +147,10 @@ def build_run(config: TrainConfig) -> Run:
     model = to_best_layout(build_model(config, data.shape, data.n_classes).to(device), device, act, norm)
     loss_fn = build_loss(config.loss, data.n_classes).to(device)
     dry_run(model, loss_fn, data, config)
+    threads = None
     if device.type == "cpu":  # threads=auto is timed on this model's own step
         x = to_input(data.train_x[:config.batch], data.mean, data.std, center=config.data.center)
-        set_threads(config.threads, training_pass(model, loss_fn, x, data.train_y[:config.batch]))
+        threads = set_threads(config.threads, training_pass(model, loss_fn, x, data.train_y[:config.batch]))
 
     lr = scaled_lr(config.lr, config.batch, config.optim.base_batch, config.optim.lr_scaling)
     optimizer = make_optimizer(config.optim, model, lr, True if device.type in FUSED_DEVICES else None)  # None: torch's
@@ -180,4 +182,5 @@ def build_run(config: TrainConfig) -> Run:
         norm=norm,
         diag=config.diag,
         findings=config.findings,
+        threads=threads,
     )

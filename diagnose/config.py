@@ -205,7 +205,9 @@ class CheckSettings:
     lr_max: float = 10.0
     lr_range_steps: int = 100
     gradient_examples: int = 4
-    gradient_tolerance: float = 1e-4  # relative error of autograd against finite differences, float64
+    # relative error of autograd against finite differences (float64, the best of 4 steps): healthy ReLU/max-pool
+    # CNNs reach ~2e-3 where the difference steps across kinks; a wrong backward is off by 10 % or more
+    gradient_tolerance: float = 1e-2
 
     def __post_init__(self) -> None:
         for key in ("examples", "overfit_examples", "overfit_steps", "shuffled_steps", "lr_range_steps",

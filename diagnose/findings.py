@@ -301,7 +301,7 @@ def jacobian_depth(m: RunMetrics, t: Thresholds) -> list[Finding]:
     chi = spectrum.chi_predicted if spectrum.chi_predicted is not None else spectrum.chi_measured
     if chi is None or not math.isfinite(chi) or chi <= 0:
         return []
-    depth, mean_sq, std_sq = spectrum.depths[-1][:3]
+    depth, mean_sq, std_sq = spectrum.depths[-1][:3]  # (older metrics.json: 5 or 6 entries a depth)
     scale = depth_scale_of(chi)
     if abs(math.log(chi)) * depth > 6:  # deeper than 6 xi
         way = "shrink" if chi < 1 else "grow"
@@ -312,6 +312,8 @@ def jacobian_depth(m: RunMetrics, t: Thresholds) -> list[Finding]:
                         f"train, and it has {depth}", "choose the init's scale for χ₁ = 1: "
                         + _advice(m, (f"use {_activation(m).init}", "init", _activation(m).init),
                                   ("add normalisation", "norm", _any_norm)), None, None, chi)]
+    if abs(chi - 1) > 0.1:  # off criticality, but shallow enough for it
+        return []
     spread = std_sq / mean_sq if mean_sq > 0 else math.inf
     if spread <= 1:
         return [Finding("jacobian_depth", "info", f"χ₁ = {chi:.2f} and the squared singular values stay together "

@@ -103,14 +103,12 @@ def jacobian_table(spectrum: JacobianSpectrum) -> Table:
     """Per depth (at most ~12 rows: every k-th and the last), the squared singular values' mean, std and range."""
     table = Table(title=f"input-output Jacobian J = dh_l/dx at initialisation ({spectrum.method}), squared singular "
                         f"values σ²", header_style="bold")
-    for column in ("depth", "mean σ²", "std σ²", "max/min σ² (non-zero)", "σ² = 0", "growth per layer"):
+    for column in ("depth", "mean σ²", "std σ²", "max/min σ² (non-zero)", "σ² = 0", "χ (growth per layer)"):
         table.add_column(column, justify="right")
     rows = spectrum.depths
     every = max(1, math.ceil(len(rows) / 12))
     shown = [row for i, row in enumerate(rows) if i % every == 0 or i == len(rows) - 1]
-    means = {depth: mean for depth, mean, *_ in rows}
-    for depth, mean, std, spread, zeros in shown:
-        growth = mean / means[depth - 1] if depth - 1 in means and means[depth - 1] > 0 else None
+    for depth, mean, std, spread, zeros, growth in shown:
         table.add_row(str(depth), f"{mean:.3g}", f"{std:.3g}", "-" if spread is None else f"{spread:.3g}",
                       "-" if zeros is None else f"{zeros:.0%}", "-" if growth is None else f"{growth:.3g}")
     predicted = "no prediction (normalisation or a non-elementwise activation)" if spectrum.chi_predicted is None \

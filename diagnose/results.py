@@ -114,9 +114,10 @@ class JacobianSpectrum:
 
     method: str  # "exact" (singular values) or "moments" (Hutchinson estimates of their mean and std)
     sigma_w2: float  # fan_in * Var(W) of the hidden layers: what the init gave
-    # (depth, mean σ², std σ², max / min of the non-zero σ², share of σ² that are 0) per depth; the last two None
-    # when estimated from moments
-    depths: list[tuple[int, float, float, float | None, float | None]] = field(default_factory=list)
+    # (depth, mean σ², std σ², max / min of the non-zero σ², share of σ² that are 0, growth of an output unit's
+    # mean squared gain from the depth before: measured χ) per depth; max/min and the zero share None when
+    # estimated from moments, the growth None at depth 1
+    depths: list[tuple[int, float, float, float | None, float | None, float | None]] = field(default_factory=list)
     chi_measured: float | None = None  # geometric mean of the growth of mean σ² per layer, depth 2 to L
     chi_predicted: float | None = None  # the same from mean-field theory (None with normalisation or maxout)
     chi_fixed_point: float | None = None  # χ₁ = σ_w² E[φ'(√q* z)²] at the length map's fixed point q*

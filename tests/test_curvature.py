@@ -85,6 +85,29 @@ def test_measuring_is_deterministic_and_leaves_the_model_as_it_was():
 def test_the_stability_threshold_is_2_over_lr_raised_by_momentum():
     assert stability_threshold(0.1, 0.0) == pytest.approx(20.0)
     assert stability_threshold(0.1, 0.9) == pytest.approx(38.0)
+    assert stability_threshold(0.1, 0.9, nesterov=True) == pytest.approx(38.0 / 2.8)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_on_a_quadratic_diverges_just_above_the_threshold_and_not_below(nesterov):
+    lr, momentum = 0.1, 0.9
+    threshold = stability_threshold(lr, momentum, nesterov)
+    for curvature_value, diverges in ((0.95 * threshold, False), (1.05 * threshold, True)):
+        w = torch.tensor([1.0], requires_grad=True)
+        optimizer = torch.optim.SGD([w], lr=lr, momentum=momentum, nesterov=nesterov)
+        for _ in range(2000):
+            optimizer.zero_grad()
+            (0.5 * curvature_value * w.square()).sum().backward()
+            optimizer.step()
+        assert (not w.abs().item() <= 1.0) == diverges  # overflowed to NaN counts as diverged
+
+
+def test_a_dominant_negative_eigenvalue_does_not_hide_the_top_of_the_spectrum():
+    hessian = torch.diag(torch.tensor([-12.0, 3.0, 1.0], dtype=torch.float64))
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    product = hessian_vector_product(lambda: 0.5 * w @ hessian @ w, [w])
+    top = top_eigenvalue(product, [w], torch.Generator().manual_seed(0), iterations=500, tolerance=1e-10)
+    assert top.item() == pytest.approx(3.0, rel=1e-6)
 
 
 def test_a_run_charts_sharpness_against_sgds_threshold_and_trains_as_without(tmp_path):

@@ -176,8 +176,10 @@ def test_the_fit_recovers_a_planted_critical_batch():
     wobble = [1.04, 0.97, 1.02, 0.96, 1.05, 0.98, 1.03, 0.95, 1.01]  # +-5 % measurement noise
     fit = fit_critical_batch(batches, [(s_min + e_min / b) * w for b, w in zip(batches, wobble, strict=True)])
     assert fit is not None and fit.b_crit == pytest.approx(300, rel=0.15)
-    flat = fit_critical_batch([8, 16, 32], [100.0, 100.0, 100.0])  # no trade-off in the range
-    assert flat is None or flat.b_crit < 1
+    flat = fit_critical_batch([8, 16, 32], [100.0, 100.0, 100.0])  # no trade-off in the range: B_crit ~ 0
+    assert flat.b_crit < 1
+    halving = fit_critical_batch([16, 32, 64, 128], [800.0, 400.0, 200.0 * 1.03, 100.0])  # B_crit far above
+    assert halving.s_min <= 0 or halving.b_crit > 1000
 
 
 def test_a_sweep_finds_the_critical_batch_of_runs_whose_steps_follow_the_model(tmp_path):

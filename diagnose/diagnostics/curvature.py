@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diagnose.diagnostics.monitor import Instrument, Readings
+from diagnose.diagnostics.monitor import Instrument, Readings, untouched_random_state
 from diagnose.results import Curvature as CurvatureRecord
 from diagnose.results import RunMetrics
 
@@ -37,10 +37,21 @@ def _dot(a: Vectors, b: Vectors) -> torch.Tensor:
 
 
 def top_eigenvalue(product: Callable[[Vectors], Vectors], like: Sequence[torch.Tensor], generator: torch.Generator,
-                   iterations: int = 20, tolerance: float = 1e-2) -> torch.Tensor:
-    """The Hessian's eigenvalue of largest magnitude (λ_max, for the positive curvature training builds), by power
-    iteration from a seeded random start: stops when the Rayleigh quotient changes by less than `tolerance`
-    (relative), or after `iterations`. One host sync per iteration, for that test."""
+                   iterations: int = 20, tolerance: float = 1e-3) -> torch.Tensor:
+    """The Hessian's largest eigenvalue λ_max, by power iteration from a seeded random start: stops when the
+    Rayleigh quotient changes by less than `tolerance` (relative), or after `iterations`. Power iteration finds
+    the eigenvalue of largest magnitude; where that is negative, a second one on H - λI finds the top of the
+    spectrum. One host sync per iteration, for the test."""
+    top = _power_iteration(product, like, generator, iterations, tolerance)
+    if top < 0:
+        shift = top
+        top = shift + _power_iteration(lambda v: [a - shift * b for a, b in zip(product(v), v, strict=True)], like,
+                                       generator, iterations, tolerance)
+    return top
+
+
+def _power_iteration(product: Callable[[Vectors], Vectors], like: Sequence[torch.Tensor],
+                     generator: torch.Generator, iterations: int, tolerance: float) -> torch.Tensor:
     v = [torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype) for p in like]
     eigenvalue = torch.zeros((), device=like[0].device)
     for _ in range(iterations):
@@ -65,9 +76,10 @@ def hessian_trace(product: Callable[[Vectors], Vectors], like: Sequence[torch.Te
     return total / samples
 
 
-def stability_threshold(lr: float, momentum: float) -> float:
-    """The largest curvature gradient descent with heavy-ball momentum is stable along: 2(1+β)/η."""
-    return 2 * (1 + momentum) / lr
+def stability_threshold(lr: float, momentum: float, nesterov: bool = False) -> float:
+    """The largest curvature gradient descent with momentum β is stable along: 2(1+β)/η for heavy ball,
+    2(1+β)/(η(1+2β)) for torch's Nesterov form (its look-ahead takes the gradient's step twice)."""
+    return 2 * (1 + momentum) / (lr * (1 + 2 * momentum if nesterov else 1))
 
 
 def curvature(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor, seed: int,
@@ -78,7 +90,7 @@ def curvature(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Ten
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     generator = torch.Generator(device=x.device).manual_seed(seed)  # the same probe vectors for the same seed
     try:
-        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+        with untouched_random_state(x.device):
             product = hessian_vector_product(lambda: loss_fn(model(x), y), params)
             return top_eigenvalue(product, params, generator, iterations), \
                 hessian_trace(product, params, generator, samples)

@@ -79,7 +79,9 @@ def sgd_threshold(optimizer: torch.optim.Optimizer) -> float | None:
     if not isinstance(optimizer, torch.optim.SGD):
         return None
     group = optimizer.param_groups[0]
-    return stability_threshold(group["lr"], group.get("momentum", 0.0)) if group["lr"] > 0 else None
+    if group["lr"] <= 0:
+        return None
+    return stability_threshold(group["lr"], group.get("momentum", 0.0), group.get("nesterov", False))
 
 
 def for_replay(layers: list[Layer], settings: object) -> Monitor:

@@ -21,6 +21,7 @@ from torch import nn
 from torch.func import jacfwd, jvp, vjp
 
 from diagnose.models.blocks import Block
+from diagnose.models.modes import batch_statistics
 from diagnose.results import JacobianSpectrum
 
 EXACT_LIMIT = 60_000_000  # Jacobian entries (over all depths) up to which it is computed exactly
@@ -33,7 +34,9 @@ class DepthSpectrum:
     """The squared singular values of J_l at one depth, summarised (pooled over the examples)."""
 
     depth: int
-    mean_sq: float  # mean of σ² (= tr(JᵀJ) / n_in): grows by χ₁ per layer
+    mean_sq: float  # mean of σ² over the n_in of them (= tr(JᵀJ) / n_in)
+    unit_sq: float  # tr(JᵀJ) / n_out: an output unit's mean squared gain, which grows by χ₁ per layer whatever
+    # the layer's width (a max-pool between stages keeps it; it would cut mean_sq by the pooled factor)
     std_sq: float  # their standard deviation: the spread that dynamical isometry keeps small
     max_over_min: float | None  # largest / smallest non-zero σ² (None when estimated from moments)
     zero_share: float | None  # share of σ² that are 0 (directions a ReLU layer cuts off); None from moments
@@ -61,20 +64,26 @@ def block_outputs(model: nn.Module, blocks: list[nn.Module]) -> Callable[[torch.
 
 
 def exact_spectra(model: nn.Module, xs: torch.Tensor) -> list[DepthSpectrum]:
-    """The singular values of every J_l at each example of `xs`, pooled per depth."""
+    """The singular values of every J_l at each example of `xs`, pooled per depth; a J with fewer outputs than
+    inputs has n_in - n_out more singular values that are 0, counted as such (as `moment_spectra` averages)."""
     blocks = blocks_of(model)
     per_depth: list[list[torch.Tensor]] = [[] for _ in blocks]
+    outputs: list[int] = [0] * len(blocks)
     for x in xs:
         jacobians = jacfwd(block_outputs(model, blocks))(x)
         for depth, jacobian in enumerate(jacobians):
-            per_depth[depth].append(torch.linalg.svdvals(jacobian.reshape(jacobian.shape[0], -1).double()))
+            flat = jacobian.reshape(jacobian.shape[0], -1).double()
+            values = torch.linalg.svdvals(flat)
+            per_depth[depth].append(torch.cat([values, values.new_zeros(flat.shape[1] - len(values))]))
+            outputs[depth] = flat.shape[0]
     spectra = []
     for depth, values in enumerate(per_depth, start=1):
         sv = torch.cat(values)
         sq = sv.square()
         nonzero = sq[sq > ZERO * sq.max()]
         spread = (nonzero.max() / nonzero.min()).item() if len(nonzero) else math.nan
-        spectra.append(DepthSpectrum(depth, sq.mean().item(), sq.std().item(), spread,
+        unit = sq.sum().item() / len(values) / outputs[depth - 1]
+        spectra.append(DepthSpectrum(depth, sq.mean().item(), unit, sq.std().item(), spread,
                                      1 - len(nonzero) / len(sq), sv.tolist()))
     return spectra
 
@@ -87,11 +96,13 @@ def moment_spectra(model: nn.Module, xs: torch.Tensor, vectors: int = 16, seed: 
     generator = torch.Generator(device=xs.device).manual_seed(seed)
     first, second = torch.zeros(len(blocks), dtype=torch.float64), torch.zeros(len(blocks), dtype=torch.float64)
     n = xs[0].numel()
+    widths: list[int] = []
     for x in xs:
         _, pullback = vjp(outputs, x)
         for _ in range(vectors):
             v = torch.randn(x.shape, generator=generator, device=x.device)
             _, pushed = jvp(outputs, (x,), (v,))
+            widths = [len(jv) for jv in pushed]
             for depth, jv in enumerate(pushed):
                 first[depth] += jv.square().sum().item()
                 cotangents = tuple(jv if i == depth else torch.zeros_like(out) for i, out in enumerate(pushed))
@@ -100,7 +111,8 @@ def moment_spectra(model: nn.Module, xs: torch.Tensor, vectors: int = 16, seed: 
     spectra = []
     for depth in range(len(blocks)):
         m1, m2 = first[depth].item() / count / n, second[depth].item() / count / n
-        spectra.append(DepthSpectrum(depth + 1, m1, math.sqrt(max(m2 - m1 * m1, 0.0)), None, None))
+        spectra.append(DepthSpectrum(depth + 1, m1, m1 * n / widths[depth], math.sqrt(max(m2 - m1 * m1, 0.0)), None,
+                                     None))
     return spectra
 
 
@@ -179,8 +191,8 @@ def weight_variance(model: nn.Module) -> float:
 
 
 def measured_chis(spectra: list[DepthSpectrum]) -> list[float]:
-    """The growth of the mean squared singular value from each depth to the next (depths 2..L): measured χ."""
-    means = [s.mean_sq for s in spectra]
+    """The growth of an output unit's mean squared gain from each depth to the next (depths 2..L): measured χ."""
+    means = [s.unit_sq for s in spectra]
     return [after / before if before > 0 else math.nan for before, after in zip(means, means[1:], strict=False)]
 
 
@@ -189,10 +201,12 @@ def jacobian_spectrum(model: nn.Module, xs: torch.Tensor, phi: Callable[[torch.T
     """The spectrum of J_l at every depth for the examples `xs` (exact or by moments, `method` auto picks by size),
     with the mean-field prediction where the activation `phi` is elementwise and nothing normalises (else None)."""
     exact = method == "exact" or (method == "auto" and jacobian_entries(model, xs[0]) <= EXACT_LIMIT)
-    spectra = exact_spectra(model, xs) if exact else moment_spectra(model, xs)
+    with batch_statistics(model):  # dropout off: its random masks have no Jacobian (and vmap refuses them)
+        spectra = exact_spectra(model, xs) if exact else moment_spectra(model, xs)
     sigma_w2 = weight_variance(model)
     result = JacobianSpectrum("exact" if exact else "moments", sigma_w2,
-                              [(s.depth, s.mean_sq, s.std_sq, s.max_over_min, s.zero_share) for s in spectra],
+                              [(s.depth, s.mean_sq, s.std_sq, s.max_over_min, s.zero_share, growth)
+                               for s, growth in zip(spectra, [None, *measured_chis(spectra)], strict=True)],
                               chi_measured=geometric_mean(measured_chis(spectra)))
     if phi is not None:
         q1 = sigma_w2 * xs.double().square().mean().item()  # the first layer's pre-activation length

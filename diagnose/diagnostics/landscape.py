@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from diagnose.diagnostics.monitor import Instrument, Readings
+from diagnose.diagnostics.monitor import Instrument, Readings, untouched_random_state
 
 STEP_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # step lengths eta, as multiples of the learning rate
 
@@ -30,7 +30,7 @@ def landscape(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Ten
     weights = [p.detach().clone() for p in params]
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     # dropout draws from the CPU generator or the input's CUDA one: fork both so training's stream is untouched
-    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+    with untouched_random_state(x.device):
         return _measure(model, loss_fn, x, y, lr, multiples, params, weights, buffers)
 
 

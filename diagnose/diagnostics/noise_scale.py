@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diagnose.diagnostics.monitor import Instrument, Readings
+from diagnose.diagnostics.monitor import Instrument, Readings, untouched_random_state
 from diagnose.results import NoiseScale, RunMetrics
 
 
@@ -59,7 +59,7 @@ def measure(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tenso
     measured."""
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     try:
-        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+        with untouched_random_state(x.device):
             return unbiased(*micro_batch_norms(model, loss_fn, x, y, micro))
     finally:
         with torch.no_grad():

@@ -71,17 +71,16 @@ def at_step(history: list[tuple[int, float, float]], step: float) -> tuple[float
     return tuple(before[-1]) if before else tuple(history[0][1:]) if history else None
 
 
-def fit_critical_batch(batches: list[float], steps: list[float]) -> Fit | None:
-    """S(B) = S_min + E_min / B by least squares on relative errors (steps span decades); None where the data do not
-    have that shape (S_min or E_min not positive: no trade-off in the swept range)."""
+def fit_critical_batch(batches: list[float], steps: list[float]) -> Fit:
+    """S(B) = S_min + E_min / B by least squares on relative errors (steps span decades). S_min <= 0 (B_crit
+    infinite): the steps still halve with every doubling, B_crit is above the range; E_min <= 0 (B_crit <= 0):
+    they do not fall at all, it is below."""
     import numpy as np
 
     b, s = np.asarray(batches, dtype=float), np.asarray(steps, dtype=float)
     design = np.stack([1 / s, 1 / (b * s)], axis=1)  # (S_min + E_min / B) / S = 1
     (s_min, e_min), *_ = np.linalg.lstsq(design, np.ones_like(s), rcond=None)
-    if s_min <= 0 or e_min <= 0:
-        return None
-    return Fit(float(s_min), float(e_min), float(e_min / s_min))
+    return Fit(float(s_min), float(e_min), float(e_min / s_min) if s_min > 0 else math.inf)
 
 
 def critical_batches(runs: list[RunRecord], keys: list[str]) -> list[Series]:
@@ -120,8 +119,11 @@ def critical_batches(runs: list[RunRecord], keys: list[str]) -> list[Series]:
         else:
             fit = fit_critical_batch(list(series.steps), list(series.steps.values()))
             low, high = min(series.steps), max(series.steps)
-            if fit is None:
-                series.why_no_fit = "the steps do not trade off against the batch as S_min + E_min/B in this range"
+            if fit.s_min <= 0:
+                series.why_no_fit = f"the steps fall like 1/B over the whole range: B_crit is above {high}, sweep " \
+                                    f"larger"
+            elif fit.e_min <= 0:
+                series.why_no_fit = f"the steps do not fall with the batch: B_crit is below {low}, sweep smaller"
             elif not low / 2 <= fit.b_crit <= 2 * high:  # an extrapolation says little
                 side = "smaller" if fit.b_crit < low else "larger"
                 series.why_no_fit = (f"the fit puts it at ~{fit.b_crit:.3g}, outside the swept batches {low}-{high}: "
