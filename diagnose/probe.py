@@ -84,8 +84,9 @@ def probe_jacobian(model: torch.nn.Module, xs: torch.Tensor, config: ProbeConfig
             f"defined, so its spectrum is not measured (try norm=none, gn or ln).", "yellow")
         return None
     # the prediction is for elementwise activations without normalisation
-    elementwise = act.make is not None and width_multiplier(act.make(**settings(config.act))) == 1
-    phi = act.make(**settings(config.act)).double() if elementwise and norm.make is None else None
+    activation = act.make(**settings(config.act)) if act.make is not None else None
+    elementwise = activation is not None and width_multiplier(activation) == 1
+    phi = activation.double() if elementwise and norm.make is None else None
     spectrum, depths = jacobian_spectrum(model, xs, phi, config.probe.jacobian)
     for depth in depths:
         writer.add_scalar("jacobian/mean_sq", depth.mean_sq, depth.depth)

@@ -8,14 +8,14 @@ hovers there, "at the edge of stability", the loss falling while it oscillates. 
 λ_max; Adam's is not (its steps are preconditioned: the raw Hessian's λ_max does not compare with 2/η).
 """
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from diagnose.diagnostics.monitor import Instrument, Readings, untouched_random_state
+from diagnose.diagnostics.monitor import Instrument, Readings
+from diagnose.models.modes import leaves_no_trace
 from diagnose.results import Curvature as CurvatureRecord
 from diagnose.results import RunMetrics
 
@@ -87,17 +87,11 @@ def curvature(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Ten
     """(λ_max, tr(H)) of the loss on (x, y) at the model's weights, which are left exactly as they were: BN's
     running statistics are put back and the random state (dropout) is forked."""
     params = [p for p in model.parameters() if p.requires_grad]
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
     generator = torch.Generator(device=x.device).manual_seed(seed)  # the same probe vectors for the same seed
-    try:
-        with untouched_random_state(x.device):
-            product = hessian_vector_product(lambda: loss_fn(model(x), y), params)
-            return top_eigenvalue(product, params, generator, iterations), \
-                hessian_trace(product, params, generator, samples)
-    finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
+    with leaves_no_trace(model, x.device):
+        product = hessian_vector_product(lambda: loss_fn(model(x), y), params)
+        return top_eigenvalue(product, params, generator, iterations), hessian_trace(product, params, generator,
+                                                                                     samples)
 
 
 class Curvature(Instrument):
@@ -135,8 +129,3 @@ class Curvature(Instrument):
     def load_state(self, state: dict[str, Any]) -> None:
         self.history = [tuple(point) for point in state.get("history", [])]
 
-
-def above_threshold(history: list[tuple[int, float, float, float | None]]) -> list[tuple[int, float, float]]:
-    """(step, λ_max, threshold) of the measurements where λ_max exceeded the stability threshold."""
-    return [(step, top, threshold) for step, top, _, threshold in history
-            if threshold is not None and math.isfinite(top) and top > threshold]

@@ -23,7 +23,12 @@ from diagnose.diagnostics.noise_scale import GradientNoise
 from diagnose.training.batches import training_batch
 from diagnose.training.evaluate import evaluate
 
-NOISE_POINTS = 3  # the fewest measurements of the noise scale or curvature in a run (one alone has no error estimate)
+FEWEST_POINTS = 3  # the fewest measurements of the noise scale or curvature in a run (one alone has no error estimate)
+
+
+def at_least_a_few(every: int, run: Run) -> int:
+    """`every`, or closer where a short run would otherwise get fewer than FEWEST_POINTS measurements."""
+    return min(every, max(run.total_steps // FEWEST_POINTS, 1))
 
 
 def for_training(run: Run, writer: object) -> Monitor:
@@ -37,13 +42,13 @@ def for_training(run: Run, writer: object) -> Monitor:
         instruments.append(Landscape(model, run.loss_fn, lambda: run.optimizer.param_groups[0]["lr"],
                                      diag.landscape_every))
     if diag.noise_every:
-        every = min(diag.noise_every, max(run.total_steps // NOISE_POINTS, 1))  # a short run gets a few points too
-        instruments.append(GradientNoise(model, run.loss_fn, partial(noise_batch, run), every,
-                                         diag.noise_micro, diag.noise_decay, run.batch, last=run.total_steps))
+        instruments.append(GradientNoise(model, run.loss_fn, partial(noise_batch, run),
+                                         at_least_a_few(diag.noise_every, run), diag.noise_micro, diag.noise_decay,
+                                         run.batch, last=run.total_steps))
     if diag.curvature_every:
-        every = min(diag.curvature_every, max(run.total_steps // NOISE_POINTS, 1))
         x, y = prepare(run.data.train_x[:diag.curvature_batch]), run.data.train_y[:diag.curvature_batch]
-        instruments.append(Curvature(model, run.loss_fn, x, y, every, last=run.total_steps,
+        instruments.append(Curvature(model, run.loss_fn, x, y, at_least_a_few(diag.curvature_every, run),
+                                     last=run.total_steps,
                                      threshold=partial(sgd_threshold, run.optimizer), seed=run.seed,
                                      iterations=diag.curvature_iterations, samples=diag.curvature_samples))
     train_mode_accuracy = None

@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from diagnose.diagnostics.monitor import Instrument, Readings, untouched_random_state
+from diagnose.diagnostics.monitor import Instrument, Readings
+from diagnose.models.modes import untouched_random_state
 
 STEP_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # step lengths eta, as multiples of the learning rate
 

@@ -22,14 +22,6 @@ from diagnose.diagnostics.writing import to_host, write_histogram, write_scalars
 from diagnose.results import Evaluation, LayerRecord, NonFinite, RunMetrics
 
 
-def untouched_random_state(device: torch.device) -> Any:
-    """A block whose random draws (dropout in an instrument's extra passes) leave training's streams as they were:
-    the CPU generator's and that of an accelerator `device` (CUDA, MPS)."""
-    if device.type == "cpu":
-        return torch.random.fork_rng(devices=[])
-    return torch.random.fork_rng(devices=[device], device_type=device.type)
-
-
 @dataclass
 class Readings:
     """What the instruments measured on one step: device tensors (or floats), read back together."""

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from diagnose.diagnostics.monitor import Instrument, Readings, untouched_random_state
+from diagnose.diagnostics.monitor import Instrument, Readings
+from diagnose.models.modes import leaves_no_trace
 from diagnose.results import NoiseScale, RunMetrics
 
 
@@ -57,14 +58,8 @@ def measure(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tenso
     """(|G|², tr(Σ)) on the batch (x, y) at the model's current weights. The model is left exactly as it was: BN's
     running statistics are put back and the random state (dropout) is forked, so training goes on as if nothing was
     measured."""
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    try:
-        with untouched_random_state(x.device):
-            return unbiased(*micro_batch_norms(model, loss_fn, x, y, micro))
-    finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
+    with leaves_no_trace(model, x.device):
+        return unbiased(*micro_batch_norms(model, loss_fn, x, y, micro))
 
 
 RESOLVED = 2.0  # |G|² counts as measured when its average is this many standard errors above zero

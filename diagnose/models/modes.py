@@ -2,7 +2,9 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import torch
 from torch import nn
 
 
@@ -23,3 +25,25 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
             for name, value in buffers.items():
                 getattr(m, name).copy_(value)
         model.train(was_training)
+
+
+def untouched_random_state(device: torch.device) -> Any:
+    """A block whose random draws (dropout in an extra pass) leave training's streams as they were: the CPU
+    generator's and that of an accelerator `device` (CUDA, MPS)."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(devices=[device], device_type=device.type)
+
+
+@contextmanager
+def leaves_no_trace(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Extra forward/backward passes that training never sees: BN's running statistics are put back afterwards
+    and the random streams (dropout) forked."""
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        with untouched_random_state(device):
+            yield
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])

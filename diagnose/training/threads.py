@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from diagnose.models.modes import leaves_no_trace
+
 TIMED_STEPS = 3  # after one untimed step each: enough to tell 2x apart, ~0.1 s for the default CNN
 _share: int | None = None  # the threads a launcher gave this job (diagnose.cli.jobs: its share of the cores)
 
@@ -62,12 +64,8 @@ def training_pass(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torc
     the random state (dropout) is forked, and the gradients are dropped."""
 
     def step() -> None:
-        buffers = {name: b.clone() for name, b in model.named_buffers()}
-        with torch.random.fork_rng(devices=[]):
+        with leaves_no_trace(model, x.device):
             loss_fn(model(x), y).backward()
         model.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
 
     return step
