@@ -44,12 +44,12 @@ class RecordingWriter:
     def file_writer(self):
         return self
 
-    def add_summary(self, summary, step):  # many scalars in one event, as writing.write_scalars sends them
+    def add_summary(self, summary, step):  # many values in one event, as writing.write_scalars/_histograms send them
         for value in summary.value:
-            self.scalars[plain(value.tag)] = value.simple_value
-
-    def add_histogram_raw(self, tag, *args):
-        self.histograms[plain(tag)] = args
+            if value.HasField("histo"):
+                self.histograms[plain(value.tag)] = value.histo
+            else:
+                self.scalars[plain(value.tag)] = value.simple_value
 
 
 def model_for(*overrides, shape=(1, 8, 8), n_classes=4):
@@ -119,6 +119,11 @@ def test_activation_and_output_gradient_statistics_match_a_manual_forward():
         assert writer.scalars[f"grad_norm/{name}"] == pytest.approx(grads[name].norm().item(), rel=1e-4)
         assert writer.scalars[f"grad_std/{name}"] == pytest.approx(grads[name].std(correction=0).item(), rel=1e-3)
     assert 0.3 < writer.scalars["act_zero/features.0.act"] < 0.7  # a ReLU zeroes about half
+    for name, t in manual.items():  # small tensors: the histogram holds every entry
+        histogram = writer.histograms[f"act/{name}"]
+        assert (histogram.num, sum(histogram.bucket)) == (t.numel(), t.numel())
+        assert (histogram.min, histogram.sum) == pytest.approx((t.min().item(), t.sum().item()), abs=1e-4)
+        assert histogram.bucket_limit[-1] == pytest.approx(t.max().item())
 
 
 @pytest.mark.parametrize(("bias", "dead"), [(-1e3, 1.0), (1e3, 0.0)])
@@ -130,6 +135,27 @@ def test_a_very_negative_bias_kills_every_relu_unit_a_large_positive_one_none(bi
     values = {tag: v.item() for tag, v in probe.measure(step=10).items()}
     assert values["dead/features.0.act"] == dead
     assert values["dead_permanent/features.0.act"] == dead
+
+
+def test_the_probe_stops_early_only_when_no_unit_can_be_dead_any_more():
+    """A unit that fires only on the probe's last example is alive; a probe where every unit fired on the first chunk
+    needs no other chunk."""
+    model = model_for("model=mlp", "model.depth=1", "model.width=4", "norm=none")
+    linear = model.features[0].linear
+    with torch.no_grad():  # unit u's pre-activation is the input's entry u, 0 elsewhere
+        linear.weight.zero_()
+        linear.weight[:, :4] = torch.eye(4)
+        linear.bias.zero_()
+    x = -torch.ones(512, 1, 8, 8)
+    x.view(512, -1)[-1, 0] = 1.0  # unit 0 fires on the last example only, the others never
+    forwards = []
+    model.register_forward_hook(lambda *args: forwards.append(1))
+    dead = DeadUnits(model, model.measured, x, chunk=128).measure(step=1)["dead/features.0.act"].item()
+    assert dead == 0.75 and len(forwards) == 4
+    x.view(512, -1)[0, :4] = 1.0  # now every unit fires on the first example
+    forwards.clear()
+    assert DeadUnits(model, model.measured, x, chunk=128).measure(step=1)["dead/features.0.act"].item() == 0
+    assert len(forwards) == 1
 
 
 def test_permanently_dead_counts_only_units_dead_at_every_probe():
@@ -220,14 +246,28 @@ def test_non_centred_inputs_make_weight_gradients_agree_in_sign(tmp_path):
     assert raw["features.1.linear"] > 0.5
 
 
-def test_mean_std_and_norm_match_torch_even_where_the_mean_dwarfs_the_spread():
+@pytest.mark.parametrize("spread", [3.0, 0.1, 1 / 30, 1e-2, 1e-4])  # std / mean: the shortcut's edge is ~1/30
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced", "features", "one example"])
+def test_mean_std_and_norm_match_torch_even_where_the_mean_dwarfs_the_spread(spread, layout):
+    """The one-read sums and the centred pass they fall back to agree with float64 on every layout a hook sees;
+    1e-4 is a saturated sigmoid (outputs near 0.5)."""
     torch.manual_seed(0)
-    for x in (torch.randn(64, 32, 5, 5) * 3 + 1, 0.5 + 1e-4 * torch.randn(128, 256)):  # a saturated sigmoid
-        mean, std = mean_std(x)
-        ref_std, ref_mean = torch.std_mean(x.double(), correction=0)
-        assert mean.item() == pytest.approx(ref_mean.item(), rel=1e-5)
-        assert std.item() == pytest.approx(ref_std.item(), rel=1e-3)
-        assert norm_from(mean, std, x.numel()).item() == pytest.approx(x.double().norm().item(), rel=1e-5)
+    x = 0.5 + 0.5 * spread * torch.randn(64, 32, 9, 9)
+    x = {"contiguous": x, "channels_last": x.contiguous(memory_format=torch.channels_last),
+         "sliced": x[:, ::2], "features": x.flatten(1), "one example": x[:1]}[layout]
+    mean, std = mean_std(x)
+    ref_std, ref_mean = torch.std_mean(x.double(), correction=0)
+    assert mean.item() == pytest.approx(ref_mean.item(), rel=1e-6)
+    assert std.item() == pytest.approx(ref_std.item(), rel=1e-4)
+    assert norm_from(mean, std, x.numel()).item() == pytest.approx(x.double().norm().item(), rel=1e-6)
+
+
+def test_mean_std_is_exact_for_a_layer_collapsed_to_a_constant():
+    mean, std = mean_std(torch.full((128, 64, 4, 4), 0.3).contiguous(memory_format=torch.channels_last))
+    assert std.item() < 1e-6 and mean.item() == pytest.approx(0.3)  # float32's rounding of the mean, no more
+
+
+def test_mean_std_reports_a_non_finite_entry_through_the_mean():
     assert not math.isfinite(mean_std(torch.tensor([1.0, float("inf"), 2.0]))[0].item())
 
 

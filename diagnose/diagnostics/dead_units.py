@@ -54,6 +54,10 @@ class DeadUnits(Instrument):
             with batch_statistics(self.model):
                 for start in range(0, len(self.probe_x), self.chunk):
                     self.model(self.probe_x[start:start + self.chunk])
+                    # a unit alive on one chunk is alive: once no unit is left that could be dead, the other
+                    # chunks cannot change the answer (a healthy net's probe is then one chunk, not four)
+                    if not any(bool(dead.any()) for dead in outputs.values()):
+                        break
         finally:
             for handle in handles:
                 handle.remove()

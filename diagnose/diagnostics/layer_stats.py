@@ -49,9 +49,10 @@ class Schedule:
         return not self.always and due(step, self.hist_every, self.last, SNAPSHOTS)
 
 
-def _add(readings: Readings, source: str, x: torch.Tensor, layer: Layer, settings: object) -> Seen:
-    """Every metric of the table computed from `source` that means something for `layer`."""
-    seen = Seen(x, layer, settings)
+def _add(readings: Readings, source: str, x: torch.Tensor, layer: Layer, settings: object,
+         norm: torch.Tensor | None = None) -> Seen:
+    """Every metric of the table computed from `source` that means something for `layer` (`norm`: x's, known)."""
+    seen = Seen(x, layer, settings, norm)
     for metric in computed_from(source):
         if not metric.applies(layer):
             continue
@@ -113,22 +114,26 @@ class WeightStats(Instrument):
     def __init__(self, layers: list[Layer], schedule: Schedule, settings: object, updates: bool = True):
         self.layers = [layer for layer in layers if layer.role == "weight"]
         self.schedule, self.settings, self.updates = schedule, settings, updates
-        self._before: list[torch.Tensor] = []
+        self._before: list[tuple[Layer, torch.Tensor, torch.Tensor]] = []  # (layer, weight, its norm) before the step
 
     def after_backward(self, step: int, readings: Readings) -> None:
-        if self.schedule.stats(step):
-            for layer in self.layers:
-                weight = layer.module.weight
-                if weight.grad is None:
-                    continue
-                _add(readings, "weight", weight, layer, self.settings)
-                _add(readings, "weight_grad", weight.grad, layer, self.settings)
-                # the largest |entry| is NaN/Inf exactly when an entry is: unlike a sum or the norm's squares, it
-                # cannot overflow while every entry is finite
-                biggest = torch.linalg.vector_norm(weight.grad.detach(), ord=float("inf"))
-                readings.finite.append((layer.name, "weight gradient", biggest))
+        layers = [layer for layer in self.layers if layer.module.weight.grad is not None]
+        if self.schedule.stats(step) and layers:
+            weights = [layer.module.weight.detach() for layer in layers]
+            grads = [layer.module.weight.grad.detach() for layer in layers]
+            # every layer's norms in one call each, rather than a few calls per layer
+            norms, grad_norms = torch._foreach_norm(weights), torch._foreach_norm(grads)
+            # the largest |entry| is NaN/Inf exactly when an entry is: unlike a sum or the norm's squares, it
+            # cannot overflow while every entry is finite
+            biggest = torch._foreach_norm(grads, float("inf"))
+            for layer, weight, grad, norm, grad_norm, big in zip(layers, weights, grads, norms, grad_norms, biggest,
+                                                                 strict=True):
+                _add(readings, "weight", weight, layer, self.settings, norm)
+                _add(readings, "weight_grad", grad, layer, self.settings, grad_norm)
+                readings.finite.append((layer.name, "weight gradient", big))
             if self.updates:
-                self._before = [layer.module.weight.detach().clone() for layer in self.layers]
+                self._before = [(layer, weight.clone(), norm) for layer, weight, norm in zip(layers, weights, norms,
+                                                                                             strict=True)]
         if self.schedule.histograms(step):
             for layer in self.layers:
                 weight = layer.module.weight
@@ -137,10 +142,13 @@ class WeightStats(Instrument):
                     readings.histograms[f"weight_grad/{layer.name}"] = stats.histogram_sample(weight.grad)
 
     def after_step(self, step: int, readings: Readings) -> None:
-        for layer, before in zip(self.layers, self._before, strict=False):  # none: a histogram-only step
+        if not self._before:  # a histogram-only step
+            return
+        layers, before, before_norms = zip(*self._before, strict=True)
+        moved = torch._foreach_norm(torch._foreach_sub([layer.module.weight.detach() for layer in layers], before))
+        for layer, distance, norm in zip(layers, moved, before_norms, strict=True):
             # Karpathy's update:data ratio; about 1e-3 is healthy, far above or below is not
-            ratio = (layer.module.weight.detach() - before).norm() / before.norm().clamp(min=1e-12)
-            readings.scalars[f"update_ratio/{layer.name}"] = ratio
+            readings.scalars[f"update_ratio/{layer.name}"] = distance / norm.clamp(min=1e-12)
         self._before = []
 
     def finish(self, metrics: RunMetrics) -> None:

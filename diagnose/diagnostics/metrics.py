@@ -30,8 +30,9 @@ def _stats():  # the module of tensor statistics (torch), imported on first use
 class Seen:
     """One tensor at one layer on a measuring step, with the statistics several metrics share computed once."""
 
-    def __init__(self, x: torch.Tensor, layer: Layer, settings: Any):
+    def __init__(self, x: torch.Tensor, layer: Layer, settings: Any, norm: torch.Tensor | None = None):
         self.x, self.layer, self.settings = x.detach(), layer, settings
+        self._norm = norm  # computed already, with the other layers' in one call (WeightStats)
 
     @cached_property
     def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,7 +48,9 @@ class Seen:
 
     @property
     def norm(self) -> torch.Tensor:
-        return _stats().norm_from(self.mean, self.std, self.x.numel())
+        if self._norm is None:
+            self._norm = _stats().norm_from(self.mean, self.std, self.x.numel())
+        return self._norm
 
 
 ROLES = {"weight": "conv/linear layers", "norm": "norm layers", "act": "activations"}
@@ -111,7 +114,7 @@ LAYER_METRICS = [
     LayerMetric("grad_mean", "mean of the gradient w.r.t. the output", None,
                 of="output_grad", compute=lambda seen: seen.mean),
     LayerMetric("weight_grad_norm", "weight gradient norm", "gradients", roles=WEIGHT, log10=True,
-                of="weight_grad", compute=lambda seen: seen.x.norm()),
+                of="weight_grad", compute=lambda seen: seen.norm),
     LayerMetric("update_ratio", "update / weight ratio per step (line: 1e-3, healthy)", "gradients", roles=WEIGHT,
                 log10=True, column="update/weight", run_mean=True, reference=UPDATE_RATIO_REFERENCE),
     LayerMetric("sign_agreement", "sign agreement of weight gradients (1 = zig-zag)", "gradients", roles=WEIGHT,
@@ -119,7 +122,7 @@ LAYER_METRICS = [
                 compute=lambda seen: _stats().sign_agreement(seen.x)),
     # weights
     LayerMetric("weight_norm", "weight norm", "weights", roles=WEIGHT,
-                of="weight", compute=lambda seen: seen.x.norm()),
+                of="weight", compute=lambda seen: seen.norm),
     # normalisation: BatchNorms' batch statistics against their running ones (BatchNormStats)
     LayerMetric("bn_shift", "BN batch mean vs running mean (in running stds)", "normalisation", roles=NORM,
                 applies=lambda layer: layer.kind == BATCH),

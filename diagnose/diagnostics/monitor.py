@@ -18,7 +18,7 @@ import torch
 from diagnose.diagnostics import stats
 from diagnose.diagnostics.layers import Layer, depth_labels
 from diagnose.diagnostics.metrics import metric_of
-from diagnose.diagnostics.writing import to_host, write_histogram, write_scalars
+from diagnose.diagnostics.writing import to_host, write_histograms, write_scalars
 from diagnose.results import Evaluation, LayerRecord, NonFinite, RunMetrics
 
 
@@ -118,8 +118,8 @@ class Monitor:
             write_scalars(self.writer, self._shown(measured), step)
             if readings.histograms:
                 rows = stats.histograms(list(readings.histograms.values())).cpu()
-                for tag, row in zip(readings.histograms, rows, strict=True):
-                    write_histogram(self.writer, self._label(tag), row, step)
+                write_histograms(self.writer, {self._label(tag): row for tag, row in zip(readings.histograms, rows,
+                                                                                           strict=True)}, step)
             for tag, value in measured.items() if self.learning() else ():
                 if (metric := metric_of(tag)) is not None and metric.run_mean:
                     total, count = self._sums.get(tag, (0.0, 0))

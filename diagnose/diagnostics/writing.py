@@ -3,7 +3,7 @@
 from typing import Any
 
 import torch
-from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 
 
 def to_host(values: list[float | torch.Tensor]) -> list[float]:
@@ -21,11 +21,17 @@ def write_scalars(writer: Any, values: dict[str, float], step: int) -> None:
         writer.file_writer.add_summary(summary, step)
 
 
-def write_histogram(writer: Any, tag: str, hist: torch.Tensor, step: int) -> None:
-    """Write one `stats.histograms` row; TensorBoard wants each bucket's right edge."""
-    low, high, count, total, total_sq = hist[:5].tolist()
-    if count == 0:
-        return
-    counts = hist[5:]
-    edges = torch.linspace(low, high, len(counts) + 1)[1:]
-    writer.add_histogram_raw(tag, low, high, count, total, total_sq, edges.tolist(), counts.tolist(), step)
+def write_histograms(writer: Any, rows: dict[str, torch.Tensor], step: int) -> None:
+    """`stats.histograms` rows, by tag, as one event (like the scalars); TensorBoard wants each bucket's right edge."""
+    values = []
+    for tag, row in rows.items():
+        low, high, count, total, total_sq = row[:5].tolist()
+        if count == 0:
+            continue
+        counts = row[5:]
+        edges = torch.linspace(low, high, len(counts) + 1)[1:]
+        histogram = HistogramProto(min=low, max=high, num=count, sum=total, sum_squares=total_sq,
+                                   bucket_limit=edges.tolist(), bucket=counts.tolist())
+        values.append(Summary.Value(tag=tag, histo=histogram))
+    if values:
+        writer.file_writer.add_summary(Summary(value=values), step)
