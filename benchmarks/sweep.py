@@ -13,6 +13,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -23,7 +24,7 @@ def run_sweep(extra: list[str], steps: int) -> float:
     folder = tempfile.mkdtemp(prefix="diagnose-sweep-")
     try:
         started = time.perf_counter()
-        subprocess.run([shutil.which("diagnose") or "diagnose", "train", *SWEEP, f"steps={steps}",
+        subprocess.run([sys.executable, "-m", "diagnose", "train", *SWEEP, f"steps={steps}",
                         f"hydra.sweep.dir={folder}/sweep", *extra], check=True, capture_output=True, cwd=folder)
         return time.perf_counter() - started
     finally:

@@ -23,6 +23,7 @@ from diagnose.components.norms import BATCH
 from diagnose.components.optim import make_optimizer
 from diagnose.config import CheckConfig, CheckSettings, to_dict
 from diagnose.console import console, say
+from diagnose.diagnostics.writing import write_png
 from diagnose.files import replace_atomically
 from diagnose.models.modes import batch_statistics
 
@@ -334,9 +335,7 @@ def check(config: CheckConfig, out_dir: Path) -> list[Check]:
     with SummaryWriter(str(out_dir)) as writer:
         writer.add_text("check", as_markdown(found))
         if (out_dir / LR_FIGURE).exists():
-            import matplotlib.image
-
-            writer.add_image("check/lr_range", matplotlib.image.imread(out_dir / LR_FIGURE)[..., :3], dataformats="HWC")
+            write_png(writer, "check/lr_range", (out_dir / LR_FIGURE).read_bytes())
     failed = [c.name for c in found if c.verdict == "fail"]
     say(f"{len(found) - len(failed)} of {len(found)} checks passed or noted; "
         + (f"failed: {', '.join(failed)}." if failed else "none failed.")

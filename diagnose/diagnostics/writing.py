@@ -1,5 +1,7 @@
 """Writing measurements to TensorBoard cheaply: many scalars as one event, histograms from device summaries."""
 
+import io
+import struct
 from typing import Any
 
 import torch
@@ -35,3 +37,23 @@ def write_histograms(writer: Any, rows: dict[str, torch.Tensor], step: int) -> N
         values.append(Summary.Value(tag=tag, histo=histogram))
     if values:
         writer.file_writer.add_summary(Summary(value=values), step)
+
+
+def png_of(figure: Any) -> bytes:
+    """A matplotlib figure (with an Agg canvas) as PNG bytes, the same as savefig writes."""
+    png = io.BytesIO()
+    figure.canvas.print_png(png)
+    return png.getvalue()
+
+
+def write_png(writer: Any, tag: str, png: bytes, step: int | None = None) -> None:
+    """A PNG image as it is: SummaryWriter.add_figure/add_image would import pyplot, decode it to an array and
+    encode it again."""
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk, first in every PNG
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(png[25], 4)  # by colour type: grey, RGB, grey+alpha, RGBA
+    image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png)
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+def write_figure(writer: Any, tag: str, figure: Any, step: int | None = None) -> None:
+    write_png(writer, tag, png_of(figure), step)

@@ -138,11 +138,13 @@ def write_critical_batches(sweep_dir: Path, found: list[Series]) -> None:
     """critical_batch.json, and the figure as critical_batch.png and in TensorBoard (the sweep folder's run)."""
     from torch.utils.tensorboard import SummaryWriter
 
+    from diagnose.diagnostics.writing import png_of, write_png
+
     (sweep_dir / RESULT).write_text(json.dumps([_as_json(series) for series in found], indent=2))
-    figure = critical_batch_figure(found)
-    figure.savefig(sweep_dir / FIGURE)
+    png = png_of(critical_batch_figure(found))
+    (sweep_dir / FIGURE).write_bytes(png)
     with SummaryWriter(str(sweep_dir / "sensitivity")) as writer:
-        writer.add_figure("sensitivity/critical_batch", figure)
+        write_png(writer, "sensitivity/critical_batch", png)
 
 
 def _as_json(series: Series) -> dict[str, Any]:

@@ -39,6 +39,8 @@ def write_sensitivity(sweep_dir: Path, runs: list[RunRecord], keys: list[str],
     averaged), the layout that charts them, and the figure, also saved as sensitivity.png in the sweep folder."""
     from torch.utils.tensorboard import SummaryWriter
 
+    from diagnose.diagnostics.writing import png_of, write_png
+
     by_metric = {name: points(runs, keys, read) for name, read in metrics.items()}
     by_metric = {name: found for name, found in by_metric.items() if found}
     for series in sorted({series for found in by_metric.values() for series in found}):
@@ -52,9 +54,9 @@ def write_sensitivity(sweep_dir: Path, runs: list[RunRecord], keys: list[str],
         writer.add_custom_scalars({"batch-size sensitivity (x: batch size)": {
             f"final {name} against batch size": ["Multiline", [f"^sensitivity/{name}$"]] for name in by_metric}})
         folder = sweep_dir.resolve()
-        figure = sensitivity_figure(by_metric, f"{folder.parent.name}/{folder.name}")
-        figure.savefig(sweep_dir / FIGURE)
-        writer.add_figure("sensitivity/figure", figure)
+        png = png_of(sensitivity_figure(by_metric, f"{folder.parent.name}/{folder.name}"))
+        (sweep_dir / FIGURE).write_bytes(png)
+        write_png(writer, "sensitivity/figure", png)
 
 
 def sensitivity_figure(by_metric: dict[str, Points], title: str) -> Any:
