@@ -28,9 +28,23 @@ console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty()
 logger = logging.getLogger("diagnose")
 
 
+_job = ""  # where jobs share the terminal (hydra/launcher=local): the job's name, said at the start of its lines
+
+
+def side_by_side(job: str) -> None:
+    """This process's job runs beside others on one terminal: each line it prints says whose it is, and no progress
+    bar redraws itself over another job's."""
+    global _job
+    _job = job
+
+
+def _whose(line: str) -> str:
+    return f"{escape(f'[{_job}]')} {line}" if _job else line
+
+
 def say(message: str, style: str = "") -> None:
     """One line to the terminal (in `style` on a terminal) and to the run's log."""
-    console.print(f"[{style}]{escape(message)}[/]" if style else escape(message), highlight=False)
+    console.print(_whose(f"[{style}]{escape(message)}[/]" if style else escape(message)), highlight=False)
     logger.info(message)
 
 
@@ -40,7 +54,7 @@ class RunProgress:
 
     def __init__(self, total: int, done: int, steps_per_epoch: int):
         self.total, self.steps_per_epoch = total, steps_per_epoch
-        self.live = console.is_terminal
+        self.live = console.is_terminal and not _job
         self.val = ""
         self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
                             TextColumn("{task.fields[epoch]}"), TimeElapsedColumn(), TextColumn("<"),
@@ -66,13 +80,13 @@ class RunProgress:
         stats = f"loss {loss:.4f}  acc {acc:.3f}  {images_per_s:,.0f} img/s{self.val}"
         self.bar.update(self.task, completed=step, epoch=self._epoch(step), stats=stats)
         line = f"step {step}/{self.total} {self._epoch(step)}  {stats}"
-        console.print(line, highlight=False) if not self.live else None
+        console.print(_whose(escape(line)), highlight=False) if not self.live else None
         logger.info(line)
 
     def evaluation(self, step: int, val_loss: float, val_acc: float) -> None:
         self.val = f"  val acc {val_acc:.3f}"
         line = f"step {step}/{self.total} {self._epoch(step)}  val loss {val_loss:.4f}  val acc {val_acc:.4f}"
-        console.print(line, highlight=False) if not self.live else None
+        console.print(_whose(escape(line)), highlight=False) if not self.live else None
         logger.info(line)
 
 
@@ -86,7 +100,8 @@ def print_summary(metrics: RunMetrics, out_dir: str) -> None:
         if loss is not None:
             table.add_row(split, f"{loss:.4f}", f"{acc:.4f}")
             logger.info(f"{split}: loss {loss:.4f}  accuracy {acc:.4f}")
-    console.print(table)
+    if not _job:  # side by side, the sweep's summary table says it for every job at the end
+        console.print(table)
     say(f"{metrics.steps} steps in {metrics.wall_time_s:.1f} s, {metrics.images_per_s:,.0f} images/s. "
         f"Run folder: {out_dir}")
 
@@ -98,7 +113,7 @@ def print_findings(findings: list[Finding], to: Console = console, log: bool = T
     """Each finding as one line: severity, what is seen with its evidence, and the remedy (also to the run's log)."""
     for f in findings:
         remedy = f" [dim]- {escape(f.remedy)}[/]" if f.remedy else ""
-        to.print(f"[{SEVERITY_STYLE.get(f.severity, '')}]{f.severity}[/]: {escape(f.message)}{remedy}",
-                 highlight=False)
+        line = f"[{SEVERITY_STYLE.get(f.severity, '')}]{f.severity}[/]: {escape(f.message)}{remedy}"
+        to.print(_whose(line) if to is console else line, highlight=False)
         if log:
             logger.info(f"{f.severity}: {f.text()}")

@@ -2,6 +2,11 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import TINY, needs_fashion, run_cli
@@ -149,6 +154,46 @@ def test_launchers_run_a_tiny_sweep(launcher, tmp_path):
     status = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json")}
     assert status == {"norm=bn": "completed", "norm=gn": "completed"}
     assert (sweep / "summary.csv").exists()
+
+
+@pytest.mark.slow
+def test_the_local_launcher_runs_jobs_side_by_side_with_a_share_of_the_cores_each(tmp_path):
+    result = run_cli(["train", "-m", "hydra/launcher=local", "hydra.launcher.workers=2", *SWEEP_TINY, "batch=4,8",
+                      "norm=bn,gn"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    sweep = sweep_dir_of(tmp_path)
+    metrics = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    assert {name: m["status"] for name, m in metrics.items()} == dict.fromkeys(
+        ["batch=4,norm=bn", "batch=4,norm=gn", "batch=8,norm=bn", "batch=8,norm=gn"], "completed")
+    share = max(1, len(os.sched_getaffinity(0)) // 2)  # threads=auto chose among 1 and the job's share
+    assert all(1 <= m["config"]["threads"] <= share for m in metrics.values())
+    assert (sweep / "summary.csv").exists() and "Traceback" not in result.stderr
+    # the jobs share the terminal: each of their lines says whose it is
+    steps = [line for line in result.stderr.splitlines() if "step " in line and "img/s" in line]
+    assert steps and all(line.startswith(("[batch=4,norm=", "[batch=8,norm=")) for line in steps)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_local_sweep_with_its_running_jobs_saved(tmp_path):
+    command = [sys.executable, "-m", "diagnose", "train", "-m", "hydra/launcher=local", "hydra.launcher.workers=2",
+               *[o for o in SWEEP_TINY if not o.startswith("steps=")], "steps=100000", "batch=4,8,16,32"]
+    # a session of its own: Ctrl-C reaches the launcher and its workers, as a terminal's would
+    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True, env={**os.environ, "COLUMNS": "200"},
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("outputs/multirun/**/events.out.tfevents.*"))) < 2:  # two jobs training
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
+        time.sleep(0.2)
+    time.sleep(1)
+    os.killpg(sweep.pid, signal.SIGINT)
+    out, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, err
+    said = " ".join(err.split())
+    assert "Interrupted: the running jobs stopped and saved" in said and "Traceback" not in said
+    status = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep_dir_of(tmp_path).glob("*/metrics.json")}
+    assert status == {"batch=4": "interrupted", "batch=8": "interrupted"}  # the other two never started
+    assert all((sweep_dir_of(tmp_path) / name / "checkpoint.pt").exists() for name in status)
 
 
 @pytest.mark.slow

@@ -1,14 +1,26 @@
 """Hand the config schema (diagnose/config.py and the registries' options) to Hydra's ConfigStore: each yaml file
 extends its schema node, `/schema/<group>/<option>`, so Hydra checks it and every override against the types."""
 
+from dataclasses import dataclass
+
 from hydra.core.config_store import ConfigStore
 
 from diagnose.cli import config_dir
 from diagnose.config import COMMANDS, PRESETS, schemas
 
 
+@dataclass
+class LocalLauncherConf:
+    """`hydra/launcher=local`: jobs side by side on this machine (hydra_plugins/diagnose_launcher)."""
+
+    _target_: str = "hydra_plugins.diagnose_launcher.LocalLauncher"
+    workers: int = 0  # jobs at a time; 0: one per core, or workers_per_device per GPU where there are GPUs
+    workers_per_device: int = 4  # jobs sharing one GPU: a tiny net leaves most of a GPU idle
+
+
 def register() -> None:
     store = ConfigStore.instance()
+    store.store(group="hydra/launcher", name="local", node=LocalLauncherConf, provider="diagnose")
     for command, schema in COMMANDS.items():
         store.store(group="schema", name=command, node=schema)
     presets = {group: {path.stem: schema for path in (config_dir() / group).glob("*.yaml")}
