@@ -98,5 +98,5 @@ def depth_figure(layers: list[Layer], latest: Mapping[str, float], first: Mappin
         fig.legend(handles, names, loc="lower center", ncol=3, fontsize=10, frameon=False)
     fig.suptitle(title, fontsize=14)
     # fixed margins: tight_layout would render the figure once more to measure its text (0.06-0.3 s a figure)
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.25, top=0.84, wspace=0.18)
+    fig.subplots_adjust(left=0.075, right=0.99, bottom=0.25, top=0.84, wspace=0.2)  # room for 2x10^-10
     return fig
