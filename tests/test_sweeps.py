@@ -1,5 +1,6 @@
 """Sweeps: every job runs, failures are recorded, and the sweep's summary and report read right."""
 
+import contextlib
 import csv
 import json
 import os
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import TINY, needs_fashion, run_cli
@@ -173,8 +175,19 @@ def test_the_local_launcher_runs_jobs_side_by_side_with_a_share_of_the_cores_eac
     assert steps and all(line.startswith(("[batch=4,norm=", "[batch=8,norm=")) for line in steps)
 
 
+def processes_in(folder):
+    """The processes whose working directory is `folder`."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if os.readlink(proc / "cwd") == str(folder):
+                found.append(int(proc.name))
+    return found
+
+
 @pytest.mark.slow
-def test_ctrl_c_stops_a_local_sweep_with_its_running_jobs_saved(tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm to the launcher"])
+def test_a_stopped_local_sweep_saves_its_running_jobs_and_leaves_no_process(how, tmp_path):
     command = [sys.executable, "-m", "diagnose", "train", "-m", "hydra/launcher=local", "hydra.launcher.workers=2",
                *[o for o in SWEEP_TINY if not o.startswith("steps=")], "steps=100000", "batch=4,8,16,32"]
     # a session of its own: Ctrl-C reaches the launcher and its workers, as a terminal's would
@@ -186,7 +199,10 @@ def test_ctrl_c_stops_a_local_sweep_with_its_running_jobs_saved(tmp_path):
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
         time.sleep(0.2)
     time.sleep(1)
-    os.killpg(sweep.pid, signal.SIGINT)
+    if how == "ctrl-c":  # a terminal's Ctrl-C reaches every process of the session
+        os.killpg(sweep.pid, signal.SIGINT)
+    else:  # `kill PID`: the launcher alone, which passes the stop on
+        os.kill(sweep.pid, signal.SIGTERM)
     out, err = sweep.communicate(timeout=120)
     assert sweep.returncode == 130, err
     said = " ".join(err.split())
@@ -194,6 +210,10 @@ def test_ctrl_c_stops_a_local_sweep_with_its_running_jobs_saved(tmp_path):
     status = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep_dir_of(tmp_path).glob("*/metrics.json")}
     assert status == {"batch=4": "interrupted", "batch=8": "interrupted"}  # the other two never started
     assert all((sweep_dir_of(tmp_path) / name / "checkpoint.pt").exists() for name in status)
+    deadline = time.monotonic() + 10
+    while processes_in(tmp_path) and time.monotonic() < deadline:  # the workers are gone with the launcher
+        time.sleep(0.2)
+    assert not processes_in(tmp_path)
 
 
 @pytest.mark.slow

@@ -1,8 +1,10 @@
 """What a worker of the `local` launcher (hydra_plugins/diagnose_launcher) does: take the launch context, its share
 of the cores and its GPU once, then run jobs as Hydra's own launchers run them."""
 
+import ctypes
 import os
 import signal
+from contextlib import suppress
 from typing import Any
 
 from hydra.core.singleton import Singleton
@@ -14,14 +16,20 @@ _LAUNCH: tuple[HydraContext, DictConfig, TaskFunction, dict[Any, Any]] | None = 
 _STOPPING: Any = None  # the launcher's event: set, the sweep is ending and a job not yet started does not start
 
 
-def worker_starts(launch: tuple, slots: Any, threads: int, devices: list[str], stopping: Any) -> None:
-    """A worker: the launch context, its share of the cores, its GPU. Ctrl-C reaches every process of the terminal:
-    an idle worker ignores it (the launcher stops the sweep); a job's own handler takes over while it runs."""
+def worker_starts(launch: tuple, slots: Any, pids: Any, threads: int, devices: list[str], stopping: Any) -> None:
+    """A worker: the launch context, its share of the cores, its GPU. Ctrl-C reaches every process of the terminal,
+    and the launcher passes a stop on as SIGTERM: an idle worker ignores both (the launcher ends the sweep); a job's
+    own handler takes over while it runs. Should the launcher die without a word (SIGKILL), the worker dies with
+    it, as a job run by the basic launcher would."""
     global _LAUNCH, _STOPPING
     _LAUNCH, _STOPPING = launch, stopping
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    with suppress(OSError, AttributeError):  # Linux's prctl(PR_SET_PDEATHSIG, SIGKILL)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
     with slots.get_lock():
         slot, slots.value = slots.value, slots.value + 1
+    pids[slot] = os.getpid()
     if devices:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices[slot % len(devices)]
     from diagnose.training.threads import share_cores

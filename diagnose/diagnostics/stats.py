@@ -8,9 +8,10 @@ HIST_BINS = 64
 
 HIST_SAMPLE = 1 << 14
 
-# the shortcut var = E[x²] - E[x]² is trusted while var >= this * E[x²] (|mean| < ~30 std): its float32 row sums,
-# added in float64, are good to ~1e-7 of E[x²], so the std keeps ~4 digits; beyond it, the centred second pass
-CANCELLATION = 1e-3
+# the shortcut var = E[x²] - E[x]² is trusted while var >= this * E[x²] (|mean| < ~10 std): its float32 row sums,
+# added in float64, are good to ~1e-7 of E[x²] (~1e-6 for a row of millions), so the std keeps ~4 digits; beyond
+# it, the centred second pass
+CANCELLATION = 1e-2
 
 
 def in_memory_order(x: torch.Tensor) -> torch.Tensor:
@@ -33,17 +34,19 @@ def mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     On the CPU: the sums of x and x² in one read each, by rows in float32 and across rows in float64, and no copy of
     x (a centred copy `x - mean` cost as much again). Where the mean dwarfs the spread (a saturated sigmoid's outputs
-    near 0.5 with a spread of 1e-4) the shortcut would lose the std to cancellation; there, and on other devices
-    (where checking would make the host wait), the std comes from a second, centred pass, which stays exact.
+    near 0.5 with a spread of 1e-4) the shortcut would lose the std to cancellation; there, on other devices
+    (where checking would make the host wait) and for an empty tensor, the std comes from a second, centred pass,
+    which stays exact.
     """
     x = x.detach()
     n = x.numel()
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" and n:
         rows = memory_rows(x)
         mean = rows.sum(dim=1, dtype=torch.float32).double().sum() / n
         mean_square = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32).double().square().sum() / n
         var = mean_square - mean * mean
-        if var >= CANCELLATION * mean_square:  # a CPU tensor's value: nothing to wait for
+        # a CPU tensor's value: nothing to wait for. Inf: x² overflowed float32 (|x| > 1.8e19) where x did not
+        if var >= CANCELLATION * mean_square and torch.isfinite(mean_square):
             return mean.float(), var.sqrt().float()
         mean = mean.float()
     else:

@@ -5,7 +5,9 @@ Why not joblib: its workers are fresh interpreters that import torch, Hydra and 
 taken from the jobs) and get the launch context pickled with every job. Here the workers are forked from the launching
 process, which has imported all of that already, so a worker starts in milliseconds. The launching process counts the
 GPUs through NVML and never initialises CUDA itself (a CUDA context does not survive a fork); each worker sees only its
-own device (CUDA_VISIBLE_DEVICES), as cuda:0. Fork is Linux's: elsewhere the launcher says to use joblib.
+own device (CUDA_VISIBLE_DEVICES), as cuda:0. Fork is Linux's: elsewhere the launcher says to use joblib. (A process
+that had run multi-threaded torch work before forking would hang its workers' threads: the launching process does
+none, it only composes configs.)
 
 This module is imported whenever Hydra starts (it scans hydra_plugins for launchers): it imports nothing heavy. Its
 config, `hydra/launcher=local`, is registered with diagnose's schema (diagnose/cli/schema.py): Hydra's scan loads this
@@ -15,9 +17,11 @@ module a second time, and a config class defined here would then not be the one 
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +65,13 @@ class LocalLauncher(Launcher):
             log.info(f"\t#{initial_job_idx + idx} : {' '.join(filter_overrides(overrides))}")
         launch = (self.hydra_context, self.config, self.task_function, Singleton.get_state())  # inherited, not sent
         slots = context.Value("i", 0)  # each worker takes the next slot number: its device
+        pids = context.Array("i", workers)  # each worker's process id, at its slot: to pass a stop on
         stopping = context.Event()  # set: a job that has not started yet does not start (the pool queues a few ahead)
         with ProcessPoolExecutor(workers, mp_context=context, initializer=worker_starts,
-                                 initargs=(launch, slots, threads, devices, stopping)) as pool:
+                                 initargs=(launch, slots, pids, threads, devices, stopping)) as pool:
             jobs = [pool.submit(run_one, initial_job_idx + idx, list(overrides))
                     for idx, overrides in enumerate(job_overrides)]
-            return [_outcome(job, pool, stopping) for job in jobs]
+            return _results(jobs, pool, pids, stopping)
 
 
 def forking() -> Any:
@@ -85,24 +90,42 @@ def forking() -> Any:
 
 
 def visible_gpus() -> list[str]:
-    """The CUDA devices this process may use, as a worker's CUDA_VISIBLE_DEVICES names them. Counted through NVML:
-    torch.cuda.device_count() does not initialise CUDA when NVML answers."""
+    """The CUDA devices this process may use, as a worker's CUDA_VISIBLE_DEVICES names them, counted through NVML
+    alone: CUDA's own count would initialise the driver here, and a forked worker could not use CUDA then. Where
+    NVML does not answer, none: the workers fork all the same, and each job finds its device itself."""
     import torch
 
-    count = torch.cuda.device_count()
+    count_by_nvml = getattr(torch.cuda, "_device_count_nvml", None)
+    count = count_by_nvml() if torch.backends.cuda.is_built() and count_by_nvml is not None else 0
+    if count <= 0:
+        return []
     visible = [name.strip() for name in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if name.strip()]
     return (visible or [str(i) for i in range(count)])[:count]
 
 
-def _outcome(job: Future, pool: ProcessPoolExecutor, stopping: Any) -> JobReturn:
-    """A job's result. Ctrl-C, or a job that exits (it was told to stop, saved and stopped), ends the sweep as it
-    would under the basic launcher: no other job starts, the running ones stop at their next step and save."""
+def _results(jobs: list[Future], pool: ProcessPoolExecutor, pids: Any, stopping: Any) -> list[JobReturn]:
+    """Every job's result, in order. A stop ends the sweep as it would under the basic launcher — no other job
+    starts, the running ones stop at their next step and save: Ctrl-C or SIGTERM to this process (passed on to the
+    workers as SIGTERM, which a job takes as a request to stop and an idle worker ignores), or a job that exits
+    because it was told to stop (seen as soon as it happens, not in the jobs' order)."""
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        return job.result()
-    except (KeyboardInterrupt, SystemExit) as stop:
+        done, pending = wait(jobs, return_when=FIRST_EXCEPTION)
+        if pending:  # a job raised: a SystemExit is one that was stopped
+            raise next(job.exception() for job in done if job.exception() is not None)
+        return [job.result() for job in jobs]
+    except BaseException as stop:
         stopping.set()
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                if pid:
+                    os.kill(pid, signal.SIGTERM)
         pool.shutdown(wait=True, cancel_futures=True)
-        if isinstance(stop, SystemExit):
+        if not isinstance(stop, KeyboardInterrupt):
             raise
         from diagnose.cli.exits import EXIT_CODES
         from diagnose.console import say
@@ -110,3 +133,5 @@ def _outcome(job: Future, pool: ProcessPoolExecutor, stopping: Any) -> JobReturn
         say("Interrupted: the running jobs stopped and saved (resume= goes on with each); the others did not start.",
             "yellow")
         raise SystemExit(EXIT_CODES["interrupted"]) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
