@@ -87,6 +87,8 @@ USER_ERRORS = {
     "a combination no job can build": (["train", "-m", "norm=bn,gn", "norm.groups=4"],
                                        r"norm.groups is not a setting of norm=bn"),
     "lr=-1": (train_tiny("lr=-1"), r"lr must be a number > 0, got -1"),
+    "a local launcher without workers": (["train", "-m", "hydra/launcher=local", "hydra.launcher.workers=-1"],
+                                         r"hydra.launcher.workers must be a whole number >= 0, got -1"),
     "epochs=0": (train_tiny("steps=null", "epochs=0"), r"epochs must be a whole number >= 1, got 0"),
     "gn groups": (train_tiny("norm=gn", "norm.groups=3"), r"norm.groups=3 needs every normalised layer's channel"),
     "too deep": (train_tiny("model.widths=[4,4,4,4,4]"), r"5 stages.*cannot be halved again"),

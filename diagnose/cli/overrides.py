@@ -16,6 +16,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException, ValidationError
 
+from diagnose import checks
 from diagnose.cli import config_dir, hand_the_schema_to_hydra
 from diagnose.config import COMMANDS, GROUPS
 from diagnose.errors import UserError
@@ -59,6 +60,7 @@ def check_command_line(command: str, args: list[str]) -> None:
     if overrides is None:
         return
     _check_names(command, overrides)
+    _check_launcher(overrides)
     for job in islice(_jobs_to_check(overrides), CHECKED_JOBS):
         composed(command, job)
 
@@ -86,6 +88,18 @@ def _check_names(command: str, overrides: list[Override]) -> None:
             raise UserError(f"'{key}' is not a setting of `diagnose {command}`.{hint} "
                             f"Settings: {', '.join(sorted(settings))}; component groups (pick with group=option): "
                             f"{', '.join(groups)}.")
+
+
+# the local launcher's settings (hydra_plugins/diagnose_launcher), by the least each takes: checked here so that a
+# bad one gets the usual one-paragraph error, not Hydra's report of a failed instantiation
+LAUNCHER_COUNTS = {"hydra.launcher.workers": 0, "hydra.launcher.workers_per_device": 1}
+
+
+def _check_launcher(overrides: list[Override]) -> None:
+    for override in overrides:
+        least = LAUNCHER_COUNTS.get(override.key_or_group)
+        if least is not None and not override.is_sweep_override():
+            checks.whole(override.key_or_group, override.value(), minimum=least)
 
 
 def _values(override: Override) -> list[str] | None:
