@@ -86,6 +86,8 @@ USER_ERRORS = {
                                                   r"seed=0,0,1 lists 0 more than once: those jobs would be the same"),
     "a combination no job can build": (["train", "-m", "norm=bn,gn", "norm.groups=4"],
                                        r"norm.groups is not a setting of norm=bn"),
+    "two swept values that cannot go together": (["train", "-m", "optim.momentum=0.9,0", "optim.nesterov=false,true"],
+                                                 r"optim.nesterov=true needs optim.momentum > 0"),
     "lr=-1": (train_tiny("lr=-1"), r"lr must be a number > 0, got -1"),
     "a local launcher without workers": (["train", "-m", "hydra/launcher=local", "hydra.launcher.workers=-1"],
                                          r"hydra.launcher.workers must be a whole number >= 0, got -1"),
