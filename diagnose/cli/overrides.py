@@ -18,6 +18,7 @@ from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException, Valid
 
 from diagnose import checks
 from diagnose.cli import config_dir, hand_the_schema_to_hydra
+from diagnose.cli.schema import LAUNCHER_LEAST
 from diagnose.config import COMMANDS, GROUPS
 from diagnose.errors import UserError
 
@@ -111,16 +112,14 @@ def _check_names(command: str, overrides: list[Override]) -> None:
                             f"{', '.join(groups)}.")
 
 
-# the local launcher's settings (hydra_plugins/diagnose_launcher), by the least each takes: checked here so that a
-# bad one gets the usual one-paragraph error, not Hydra's report of a failed instantiation
-LAUNCHER_COUNTS = {"hydra.launcher.workers": 0, "hydra.launcher.workers_per_device": 1}
-
-
 def _check_launcher(overrides: list[Override]) -> None:
+    """The local launcher's settings, checked here too so that a bad one gets the usual one-paragraph error, not
+    Hydra's report of a failed instantiation."""
     for override in overrides:
-        least = LAUNCHER_COUNTS.get(override.key_or_group)
-        if least is not None and not override.is_sweep_override():
-            checks.whole(override.key_or_group, override.value(), minimum=least)
+        key = override.key_or_group
+        setting = key.removeprefix("hydra.launcher.")
+        if setting != key and setting in LAUNCHER_LEAST and not override.is_sweep_override():
+            checks.whole(key, override.value(), minimum=LAUNCHER_LEAST[setting])
 
 
 def _values(override: Override) -> list[str] | None:

@@ -18,6 +18,9 @@ class LocalLauncherConf:
     workers_per_device: int = 4  # jobs sharing one GPU: a tiny net leaves most of a GPU idle
 
 
+LAUNCHER_LEAST = {"workers": 0, "workers_per_device": 1}  # the least each of its settings takes
+
+
 def register() -> None:
     store = ConfigStore.instance()
     store.store(group="hydra/launcher", name="local", node=LocalLauncherConf, provider="diagnose")

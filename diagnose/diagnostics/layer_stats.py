@@ -117,8 +117,9 @@ class WeightStats(Instrument):
         self._before: list[tuple[Layer, torch.Tensor, torch.Tensor]] = []  # (layer, weight, its norm) before the step
 
     def after_backward(self, step: int, readings: Readings) -> None:
-        layers = [layer for layer in self.layers if layer.module.weight.grad is not None]
-        if self.schedule.stats(step) and layers:
+        layers = [layer for layer in self.layers if layer.module.weight.grad is not None] \
+            if self.schedule.stats(step) else []  # only on the steps that measure: this runs every step
+        if layers:
             weights = [layer.module.weight.detach() for layer in layers]
             grads = [layer.module.weight.grad.detach() for layer in layers]
             # every layer's norms in one call each, rather than a few calls per layer

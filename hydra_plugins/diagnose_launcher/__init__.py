@@ -41,9 +41,10 @@ log = logging.getLogger(__name__)
 class LocalLauncher(Launcher):
     def __init__(self, workers: int = 0, workers_per_device: int = 4) -> None:
         from diagnose import checks
+        from diagnose.cli.schema import LAUNCHER_LEAST
 
-        checks.whole("hydra.launcher.workers", workers, minimum=0)
-        checks.whole("hydra.launcher.workers_per_device", workers_per_device)
+        for key, value in (("workers", workers), ("workers_per_device", workers_per_device)):
+            checks.whole(f"hydra.launcher.{key}", value, minimum=LAUNCHER_LEAST[key])
         self.workers, self.workers_per_device = workers, workers_per_device
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
