@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from diagnose.build import build_run
 from diagnose.cli.overrides import composed
 from diagnose.config import TrainConfig, to_dict
-from diagnose.data import to_input
+from diagnose.data.batches import to_input
 from diagnose.training.loop import train
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -22,7 +22,9 @@ from diagnose.components.optim import (
     scaled_lr,
 )
 from diagnose.config import DiagConfig, ModelConfig, SplitConfig, SyntheticConfig, Thresholds, TrainConfig
-from diagnose.data import DeviceData, make_synthetic, read_dataset, split, to_input
+from diagnose.data.batches import to_input
+from diagnose.data.datasets import DeviceData, read_dataset, split
+from diagnose.data.synthetic import make_synthetic
 from diagnose.diagnostics.layer_stats import CURVE_POINTS, stride
 from diagnose.errors import UserError
 from diagnose.models import MODELS

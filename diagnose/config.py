@@ -14,7 +14,15 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from diagnose import checks
+from diagnose.components.activations import ACTIVATIONS
+from diagnose.components.downsample import DOWNSAMPLES
+from diagnose.components.inits import INITS
+from diagnose.components.losses import LOSSES
+from diagnose.components.norms import NORMS
+from diagnose.components.optim import CLIPS, OPTIMIZERS, SCHEDULES
+from diagnose.data.sources import SOURCES
 from diagnose.errors import UserError
+from diagnose.models import MODELS
 from diagnose.registry import Options, lookup
 
 PRECISIONS = ("fp32", "bf16")
@@ -270,17 +278,8 @@ class ProbeConfig(Flatness, ModelConfig):
 
 @cache
 def schemas() -> dict[str, dict[str, type]]:
-    """group -> option name -> the schema of that option's config: the groups whose options are registry entries.
-    Built on first use: the registries import torch, which reading results (`diagnose report`) does not need."""
-    from diagnose.components.activations import ACTIVATIONS
-    from diagnose.components.downsample import DOWNSAMPLES
-    from diagnose.components.inits import INITS
-    from diagnose.components.losses import LOSSES
-    from diagnose.components.norms import NORMS
-    from diagnose.components.optim import CLIPS, OPTIMIZERS, SCHEDULES
-    from diagnose.data.sources import SOURCES
-    from diagnose.models import MODELS
-
+    """group -> option name -> the schema of that option's config: the groups whose options are registry entries
+    (torch-free: their makers import torch when they build)."""
     registries = {"act": ACTIVATIONS, "init": INITS, "norm": NORMS, "downsample": DOWNSAMPLES, "loss": LOSSES,
                   "model": MODELS, "optim": OPTIMIZERS, "schedule": SCHEDULES, "clip": CLIPS}
     found = {group: {name: entry.options for name, entry in registry.items()} for group, registry in registries.items()}

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from statistics import median
 from typing import Any
 
+from diagnose.components.activations import ACTIVATIONS
 from diagnose.config import Thresholds
 from diagnose.results import Finding, RunMetrics
 
@@ -32,8 +33,6 @@ def about(value: float) -> str:
 
 def _activation(m: RunMetrics) -> Any:
     """The registry entry of the run's activation (relu's for a run that does not say)."""
-    from diagnose.components.activations import ACTIVATIONS  # torch: only where a remedy needs it
-
     return ACTIVATIONS.get(m.config.get("act", {}).get("name"), ACTIVATIONS["relu"])
 
 

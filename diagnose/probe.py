@@ -8,11 +8,12 @@ from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
 from diagnose.build import build_loss, build_model, load_data, pick_device
-from diagnose.components.activations import ACTIVATIONS, width_multiplier
+from diagnose.components.activations import ACTIVATIONS
+from diagnose.components.layers import width_multiplier
 from diagnose.components.norms import BATCH, NORMS
 from diagnose.config import ProbeConfig, to_dict
 from diagnose.console import console, say
-from diagnose.data import to_input
+from diagnose.data.batches import to_input
 from diagnose.diagnostics import metrics as metric_table
 from diagnose.diagnostics.instruments import for_probe
 from diagnose.diagnostics.jacobian import jacobian_spectrum

@@ -10,11 +10,13 @@ from conftest import CONF, TINY_DATA, compose_config, options_of
 from torch import nn
 
 from diagnose.build import build_loss, build_model
-from diagnose.components.activations import ACTIVATIONS, Maxout, _gaussian_second_moment
+from diagnose.components.activations import ACTIVATIONS, _gaussian_second_moment
 from diagnose.components.downsample import DOWNSAMPLES
 from diagnose.components.inits import INITS
-from diagnose.components.losses import LOSSES, Focal
-from diagnose.components.norms import NORMS, BatchInstanceNorm
+from diagnose.components.layers import BatchInstanceNorm, Maxout
+from diagnose.components.loss_modules import Focal
+from diagnose.components.losses import LOSSES
+from diagnose.components.norms import NORMS
 from diagnose.components.optim import (
     CLIPS,
     OPTIMIZERS,

@@ -11,20 +11,13 @@ import torch
 from conftest import compose_config, needs_fashion
 from idx_files import write_idx
 
-from diagnose.data import (
-    DeviceData,
-    RawData,
-    augment,
-    make_synthetic,
-    read_dataset,
-    shuffled_batches,
-    split,
-    to_input,
-)
 from diagnose.data import datasets as datasets_module
+from diagnose.data.batches import augment, shuffled_batches, to_input
 from diagnose.data.cifar import CIFAR10, CIFAR100, CifarLayout, read_cifar
+from diagnose.data.datasets import DeviceData, RawData, read_dataset, split
 from diagnose.data.idx import read_images, read_labels
 from diagnose.data.sources import SOURCES
+from diagnose.data.synthetic import make_synthetic
 from diagnose.errors import UserError
 
 IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]

@@ -13,7 +13,7 @@ import pytest
 from idx_files import write_idx
 
 from diagnose.data import datasets as datasets_module
-from diagnose.data import read_dataset
+from diagnose.data.datasets import read_dataset
 from diagnose.data.download import download
 from diagnose.data.sources import SOURCES
 from diagnose.errors import UserError

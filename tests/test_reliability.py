@@ -259,3 +259,21 @@ def test_report_reads_results_without_importing_torch(tmp_path):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("no torch")  # torch's import alone takes 0.7 s idle, several s under load
+
+
+@pytest.mark.parametrize("command_line", [["train", "--help"], ["probe", "--help"], ["train", "norm=batchnorm"],
+                                          ["train", "-m", "norm=bn,gn", "batch=2,4", "--help"]])
+def test_help_and_a_mistake_are_said_without_importing_torch(command_line):
+    """`--help` (Hydra composes the config it shows) and the check of a command line read the registries' options,
+    not their makers: torch is imported only to build something."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom diagnose.cli.commands import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+              "    pass\nprint('torch imported' if 'torch' in sys.modules else 'no torch')")
+    result = subprocess.run([sys.executable, "-c", script, *command_line], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    said = result.stdout + result.stderr
+    assert ("norm: bin, bn, gn" in said) if "--help" in command_line else ("no norm option 'batchnorm'" in said)
+    assert result.stdout.strip().endswith("no torch")

@@ -33,8 +33,7 @@ def free(path: str) -> str:
 @cache
 def hand_the_schema_to_hydra() -> None:
     """The yaml files extend the schema's nodes: they must exist before any composition (diagnose.cli.overrides
-    calls this when imported). Not at this package's import: the schema's registries import torch, which
-    `diagnose report` does not need."""
+    calls this when imported). Not at this package's import: `diagnose report` composes nothing."""
     from omegaconf import OmegaConf
 
     from diagnose.cli.schema import register

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         if command not in SUBCOMMANDS:
             known = ", ".join([*SUBCOMMANDS, *PLAIN_COMMANDS])
             raise UserError(f"unknown command '{command}'. Valid commands: {known}. Run `diagnose --help` for usage.")
-        from diagnose.cli.overrides import check_command_line, name_jobs_by_swept_keys  # the schema: torch
+        from diagnose.cli.overrides import check_command_line, name_jobs_by_swept_keys  # not for report
 
         check_command_line(command, rest)
         if "-h" in rest or "--help" in rest:

@@ -1,18 +1,20 @@
 """Activation functions by short name: each entry says how to build it, its init gain, and what can go wrong
 with it (the diagnostics measure dead units, saturation or neither from that)."""
 
+from __future__ import annotations
+
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from diagnose import checks
 from diagnose.kinds import IDENTITY, RELU_LIKE, SATURATING, SMOOTH  # noqa: F401 - the kinds, also from here
+from diagnose.lazy import later
 from diagnose.registry import Component, Options
+
+torch, nn, F = later("torch"), later("torch.nn"), later("torch.nn.functional")  # imported when a layer is built
+layers = later("diagnose.components.layers")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,21 +29,6 @@ class Activation(Component):
     init: str = "kaiming_normal"  # the init scheme that keeps its signal's scale over depth (with its gain)
     instead: str = "leaky_relu"  # what to try instead when its failure (dead units, saturation) shows
     channels_last: bool = True  # False: a CNN with it runs slower in channels_last (measured, models/layout.py)
-
-
-class Maxout(nn.Module):
-    """Max over `pieces` consecutive channels: the layer before it must produce pieces x channels."""
-
-    def __init__(self, pieces: int = 2):
-        super().__init__()
-        self.pieces = pieces
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, C*k, ...) -> (B, C, k, ...) -> max over k; works for conv maps and MLP vectors alike
-        return x.unflatten(1, (-1, self.pieces)).amax(dim=2)
-
-    def extra_repr(self) -> str:
-        return f"pieces={self.pieces}"
 
 
 @dataclass
@@ -60,11 +47,6 @@ class MaxoutOptions(Options):
 
     def __post_init__(self) -> None:
         checks.whole("act.pieces", self.pieces, minimum=2)  # a max over one piece is the identity
-
-
-def width_multiplier(act: nn.Module) -> int:
-    """How many inputs the activation consumes per output unit (maxout: its pieces; others: 1)."""
-    return act.pieces if isinstance(act, Maxout) else 1
 
 
 def _gaussian_second_moment(f: Callable[[torch.Tensor], torch.Tensor]) -> float:
@@ -86,19 +68,20 @@ def _maxout_second_moment(pieces: int) -> float:
 # follows the principle Kaiming used for ReLU: gain = 1 / sqrt(E[f(z)^2]), which keeps the second moment of
 # the signal constant from layer to layer (relu gives sqrt(2), as calculate_gain does).
 ACTIVATIONS: dict[str, Activation] = {
-    "relu": Activation(make=nn.ReLU, gain=lambda: nn.init.calculate_gain("relu"), kind=RELU_LIKE),
+    "relu": Activation(make=lambda: nn.ReLU(), gain=lambda: nn.init.calculate_gain("relu"), kind=RELU_LIKE),
     "leaky_relu": Activation(make=lambda slope: nn.LeakyReLU(slope), options=LeakyReLUOptions, kind=SMOOTH,
                              gain=lambda slope: nn.init.calculate_gain("leaky_relu", slope)),
     "elu": Activation(make=lambda alpha: nn.ELU(alpha), options=ELUOptions, kind=SMOOTH,
                       gain=lambda alpha: 1 / math.sqrt(_gaussian_second_moment(lambda z: F.elu(z, alpha)))),
-    "sigmoid": Activation(make=nn.Sigmoid, gain=lambda: nn.init.calculate_gain("sigmoid"), kind=SATURATING,
+    "sigmoid": Activation(make=lambda: nn.Sigmoid(), gain=lambda: nn.init.calculate_gain("sigmoid"), kind=SATURATING,
                           init="xavier_normal", instead="relu",
                           saturated=lambda y, diag: (y < diag.sigmoid_flat) | (y > 1 - diag.sigmoid_flat)),
-    "tanh": Activation(make=nn.Tanh, gain=lambda: nn.init.calculate_gain("tanh"), kind=SATURATING,
+    "tanh": Activation(make=lambda: nn.Tanh(), gain=lambda: nn.init.calculate_gain("tanh"), kind=SATURATING,
                        init="xavier_normal", instead="relu", saturated=lambda y, diag: y.abs() > diag.tanh_flat),
-    "gelu": Activation(make=nn.GELU, gain=lambda: 1 / math.sqrt(_gaussian_second_moment(F.gelu)), kind=SMOOTH),
+    "gelu": Activation(make=lambda: nn.GELU(), kind=SMOOTH,
+                       gain=lambda: 1 / math.sqrt(_gaussian_second_moment(F.gelu))),
     # channels_last makes a CNN with maxout's max over channel pieces slower: 0.8x at batch 8, 0.54x at 128
-    "maxout": Activation(make=Maxout, options=MaxoutOptions, kind=SMOOTH, channels_last=False,
-                         gain=lambda pieces: 1 / math.sqrt(_maxout_second_moment(pieces))),
-    "identity": Activation(make=nn.Identity, gain=lambda: 1.0, kind=IDENTITY),
+    "maxout": Activation(make=lambda pieces: layers.Maxout(pieces), options=MaxoutOptions, kind=SMOOTH,
+                         channels_last=False, gain=lambda pieces: 1 / math.sqrt(_maxout_second_moment(pieces))),
+    "identity": Activation(make=lambda: nn.Identity(), gain=lambda: 1.0, kind=IDENTITY),
 }

@@ -4,9 +4,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torch import nn
-
+from diagnose.lazy import later
 from diagnose.registry import Component
+
+nn = later("torch.nn")  # imported when a layer is built
 
 
 @dataclass(frozen=True, kw_only=True)

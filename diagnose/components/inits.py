@@ -1,14 +1,19 @@
 """Weight initialisation schemes by short name: each fills a weight in place, given the gain of the activation
 the layer feeds."""
 
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from diagnose import checks
+from diagnose.lazy import later
 from diagnose.registry import Component, Options
+
+nn = later("torch.nn")  # imported when a weight is filled
+if TYPE_CHECKING:
+    import torch
 
 
 def _fan_in(weight: torch.Tensor) -> int:

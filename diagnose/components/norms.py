@@ -1,16 +1,17 @@
 """Normalisation layers by short name; each entry builds its layer from (channels, spatial) and says what
 statistics it normalises by."""
 
-from dataclasses import dataclass
+from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from dataclasses import dataclass
 
 from diagnose import checks
 from diagnose.errors import UserError
 from diagnose.kinds import BATCH, EXAMPLE, NONE  # noqa: F401 - the kinds, also from here
+from diagnose.lazy import later
 from diagnose.registry import Component, Options
+
+nn, layers = later("torch.nn"), later("diagnose.components.layers")  # imported when a layer is built
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,42 +20,6 @@ class Norm(Component):
 
     kind: str  # BATCH, EXAMPLE or NONE
     channels_last: bool = True  # False: a CNN with it runs slower in channels_last (measured, models/layout.py)
-
-
-class BatchInstanceNorm(nn.modules.batchnorm._BatchNorm):
-    """Batch-Instance Norm (Nam & Kim 2018): y = (rho * x_BN + (1 - rho) * x_IN) * gamma + beta.
-
-    One learnable rho per channel, starting at 1 (pure BN); the trainer clamps it to [0, 1] after every
-    optimizer step and trains it with 10x lr and no weight decay, as the paper's code does. Subclassing
-    _BatchNorm keeps running stats, state_dict keys and isinstance checks identical to BatchNorm.
-    """
-
-    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1):
-        super().__init__(channels, eps, momentum, affine=True, track_running_stats=True)
-        self.rho = nn.Parameter(torch.ones(channels))
-
-    def _check_input_dim(self, x: torch.Tensor) -> None:
-        if x.dim() not in (2, 4):
-            raise ValueError(f"BatchInstanceNorm expects (B, C) or (B, C, H, W) input, got {tuple(x.shape)}")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(x)
-        use_batch_stats = self.training or self.running_mean is None
-        x_bn = F.batch_norm(
-            x, self.running_mean, self.running_var, None, None, use_batch_stats, self.momentum, self.eps
-        )
-        x_in = _instance_normalise(x, self.eps)
-        shape = (1, -1) + (1,) * (x.dim() - 2)  # broadcast per channel
-        rho = self.rho.view(shape)
-        return (rho * x_bn + (1 - rho) * x_in) * self.weight.view(shape) + self.bias.view(shape)
-
-
-def _instance_normalise(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Each example and channel over its positions; an MLP unit has one position, so there each
-    example is normalised over its features instead (normalising one number would zero it)."""
-    if x.dim() == 4:
-        return F.instance_norm(x, eps=eps)
-    return F.layer_norm(x, x.shape[1:], eps=eps)
 
 
 @dataclass
@@ -90,17 +55,5 @@ NORMS: dict[str, Norm] = {
     # IN for MLP blocks: see _instance_normalise (per example over the features, as LN does).
     "in": Norm(make=lambda channels, spatial: nn.InstanceNorm2d(channels, affine=True) if spatial
                else nn.LayerNorm(channels), kind=EXAMPLE, channels_last=False),
-    "bin": Norm(make=lambda channels, spatial: BatchInstanceNorm(channels), kind=BATCH, channels_last=False),
+    "bin": Norm(make=lambda channels, spatial: layers.BatchInstanceNorm(channels), kind=BATCH, channels_last=False),
 }
-
-
-def gates(model: nn.Module) -> list[nn.Parameter]:
-    """The rho of every Batch-Instance Norm layer in `model`."""
-    return [m.rho for m in model.modules() if isinstance(m, BatchInstanceNorm)]
-
-
-@torch.no_grad()
-def clamp_gates_(rhos: list[nn.Parameter]) -> None:
-    """Keep Batch-Instance Norm gates in [0, 1]: called after every optimizer step."""
-    for rho in rhos:
-        rho.clamp_(0.0, 1.0)

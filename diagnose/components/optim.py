@@ -1,16 +1,18 @@
 """Optimizers, learning-rate schedules and the batch-size lr rule."""
 
+from __future__ import annotations
+
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
-import torch
-from torch import nn
-
 from diagnose import checks
-from diagnose.components.norms import clamp_gates_, gates
 from diagnose.errors import UserError
+from diagnose.lazy import later
 from diagnose.registry import Component, Options, lookup, settings
+
+torch, nn = later("torch"), later("torch.nn")  # imported when an optimizer is built
+layers = later("diagnose.components.layers")
 
 
 @dataclass
@@ -89,7 +91,7 @@ def make_optimizer(options: OptimOptions, model: nn.Module, lr: float, fused: bo
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
     """All parameters at `lr`, except Batch-Instance Norm gates: 10x lr, no weight decay (Nam & Kim 2018)."""
-    rhos = gates(model)
+    rhos = layers.gates(model)
     gate_ids = {id(p) for p in rhos}
     rest = [p for p in model.parameters() if id(p) not in gate_ids]
     groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
@@ -100,9 +102,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]
 
 def clamp_gates_after_each_step(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
     """Batch-Instance Norm gates go back into [0, 1] after every step of `optimizer`, whoever calls it."""
-    rhos = gates(model)
+    rhos = layers.gates(model)
     if rhos:
-        optimizer.register_step_post_hook(lambda *_: clamp_gates_(rhos))
+        optimizer.register_step_post_hook(lambda *_: layers.clamp_gates_(rhos))
 
 
 def _constant(progress: float) -> float:

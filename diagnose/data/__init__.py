@@ -1,16 +1,4 @@
-"""Datasets as whole uint8 tensors on the training device, and the batches cut from them."""
+"""Datasets as whole uint8 tensors on the training device (`datasets`, read from `idx` and `cifar` files or made by
+`synthetic`), and the batches cut from them (`batches`); `sources` says where each published dataset comes from.
 
-from diagnose.data.batches import augment, shuffled_batches, to_input
-from diagnose.data.datasets import DeviceData, RawData, read_dataset, split
-from diagnose.data.synthetic import make_synthetic
-
-__all__ = [
-    "DeviceData",
-    "RawData",
-    "augment",
-    "make_synthetic",
-    "read_dataset",
-    "shuffled_batches",
-    "split",
-    "to_input",
-]
+Nothing is imported here: the config schema reads `sources` without torch."""

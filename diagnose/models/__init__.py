@@ -4,9 +4,10 @@ from dataclasses import dataclass, field
 
 from diagnose import checks
 from diagnose.errors import UserError
-from diagnose.models.cnn import build_cnn
-from diagnose.models.mlp import build_mlp
+from diagnose.lazy import later
 from diagnose.registry import Component, Options
+
+cnn, mlp = later("diagnose.models.cnn"), later("diagnose.models.mlp")  # torch: imported when a model is built
 
 
 @dataclass
@@ -40,7 +41,7 @@ class MLPOptions(Options):
 # `norm` build a layer (norm may be None), `downsample` is a DOWNSAMPLES entry.
 MODELS: dict[str, Component] = {
     "cnn": Component(options=CNNOptions, make=lambda shape, n_classes, act, norm, downsample, widths, blocks, dropout:
-                     build_cnn(shape[0], min(shape[1:]), n_classes, widths, blocks, act, norm, downsample, dropout)),
+        cnn.build_cnn(shape[0], min(shape[1:]), n_classes, widths, blocks, act, norm, downsample, dropout)),
     "mlp": Component(options=MLPOptions, make=lambda shape, n_classes, act, norm, downsample, depth, width, dropout:
-                     build_mlp(shape[0] * shape[1] * shape[2], n_classes, depth, width, act, norm, dropout)),
+        mlp.build_mlp(shape[0] * shape[1] * shape[2], n_classes, depth, width, act, norm, dropout)),
 }

@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from diagnose.components.activations import width_multiplier
+from diagnose.components.layers import width_multiplier
 
 ActFactory = Callable[[], nn.Module]
 NormFactory = Callable[[int, bool], nn.Module]  # (channels, spatial) -> module

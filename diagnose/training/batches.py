@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import torch
 
 from diagnose.build import Run
-from diagnose.data import augment, shuffled_batches
+from diagnose.data.batches import augment, shuffled_batches
 from diagnose.training.state import epoch_generator
 
 
