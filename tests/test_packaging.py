@@ -41,12 +41,13 @@ def test_wheel_installs_into_a_fresh_venv_and_trains_from_another_directory(tmp_
     assert result.returncode == 0, result.stderr
     (metrics,) = elsewhere.glob("outputs/*/*/metrics.json")
     assert json.loads(metrics.read_text())["status"] == "completed"
-    # the wheel carries the local launcher where Hydra looks for launchers
+    # the wheel carries the local launcher and the sweeper (every sweep's) where Hydra looks for plugins
     sweep = subprocess.run(
         [venv / "bin" / "diagnose", "train", "-m", "hydra/launcher=local", "data=synthetic", "data.size=8",
          "data.train_count=128", "data.test_count=32", "data.val_size=32", "batch=8,16", "steps=2", "device=cpu",
          "model.widths=[8]"], cwd=elsewhere, capture_output=True, text=True, timeout=300)
     assert sweep.returncode == 0, sweep.stderr
     assert len(list(elsewhere.glob("outputs/multirun/*/*/batch=*/metrics.json"))) == 2
-    assert str(venv) in subprocess.run([python, "-c", "import hydra_plugins.diagnose_launcher as m; print(m.__file__)"],
-                                       cwd=elsewhere, check=True, capture_output=True, text=True).stdout
+    for plugin in ("diagnose_launcher", "diagnose_sweeper"):
+        assert str(venv) in subprocess.run([python, "-c", f"import hydra_plugins.{plugin} as m; print(m.__file__)"],
+                                           cwd=elsewhere, check=True, capture_output=True, text=True).stdout

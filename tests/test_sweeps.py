@@ -240,3 +240,43 @@ def test_batchnorm_collapses_at_batch_2_while_groupnorm_does_not(tmp_path):
     # measured over seeds 0-2: BN 0.41-0.49 at batch 2 vs 0.81-0.82 at 32; GN 0.78-0.80 at both
     assert acc["bn", 2] < acc["bn", 32] - 0.2
     assert abs(acc["gn", 2] - acc["gn", 32]) < (acc["bn", 32] - acc["bn", 2]) / 3
+
+
+def test_the_sweeper_composes_only_the_jobs_the_command_lines_check_did_not_see():
+    """Hydra's basic sweeper composes every job before the first starts (~0.15 s each); diagnose's check of the
+    command line has checked them already, so only a job it did not see, or one for the hydra.* settings, is."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from diagnose.cli.overrides import check_command_line, checked_already
+
+    check_command_line("train", ["-m", "norm=bn,gn", "batch=2,4", "lr=1e-3"])
+    # imported as Hydra would: after its plugin scan (the check's first composition), which loads Hydra's basic
+    # sweeper module again, the class this one extends
+    from hydra_plugins.diagnose_sweeper import CheckedSweeper
+
+    assert checked_already(["norm=gn", "batch=4", "lr=0.001", "hydra.job.config.override_dirname.exclude_keys=[lr]"])
+    assert not checked_already(["norm=gn", "batch=8", "lr=0.001"])  # not in the sweep that was checked
+    assert not checked_already(["norm=gn", "batch=4", "lr=0.1"])
+
+    composed = []
+    sweeper = CheckedSweeper(max_batch_size=None)
+    sweeper.config = OmegaConf.create({})
+    sweeper.hydra_context = SimpleNamespace(config_loader=SimpleNamespace(
+        load_sweep_config=lambda master_config, sweep_overrides: composed.append(sweep_overrides)))
+    batch = [[f"norm={norm}", f"batch={batch}", "lr=0.001", "hydra.verbose=false"] for norm in ("bn", "gn")
+             for batch in (2, 4)]
+    sweeper.validate_batch_is_legal(batch)
+    assert composed == [batch[0]]  # one job, for its hydra.* settings
+    composed.clear()
+    unseen = ["norm=ln", "batch=2", "lr=0.001", "hydra.verbose=false"]
+    sweeper.validate_batch_is_legal([*batch, unseen])
+    assert composed == [unseen]
+    composed.clear()
+    swept_hydra_setting = [[*job[:3], f"hydra.verbose={flag}"] for job in batch[:2] for flag in ("false", "true")]
+    sweeper.validate_batch_is_legal(swept_hydra_setting)
+    assert composed == swept_hydra_setting
+
+    check_command_line("train", ["-m", "norm=bn", "batch=2,4"])  # the next command line's check: a fresh record
+    assert not checked_already(["norm=gn", "batch=4", "lr=0.001"])

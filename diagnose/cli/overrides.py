@@ -5,6 +5,7 @@ import difflib
 import itertools
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import fields
 from itertools import islice
 from typing import Any
@@ -30,6 +31,7 @@ hand_the_schema_to_hydra()
 # the other keys hold.
 CHECKED_JOBS = 64
 TYPE_WORDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false"}
+_checked: set[frozenset[str]] = set()  # the jobs the last command line's check found fit to run (hydra.* aside)
 
 
 def _is_override(arg: str) -> bool:
@@ -64,6 +66,7 @@ def check_command_line(command: str, args: list[str]) -> None:
     _check_names(command, overrides)
     _check_launcher(overrides)
     groups, bases = groups_and_options(command), {}
+    _checked.clear()
     for job in islice(_jobs_to_check(overrides), CHECKED_JOBS):
         choice = tuple(o for o in job if o.split("=")[0] in groups)  # the job's component options: norm=gn, ...
         if choice not in bases:
@@ -71,6 +74,20 @@ def check_command_line(command: str, args: list[str]) -> None:
             _as_objects(bases[choice])  # checked as `composed` checks: its error, if any, is raised
         elif not _fits(bases[choice], [o for o in job if o not in choice]):
             composed(command, job)  # raises the error, worded as for a single run
+        if not any(o.startswith("~") for o in job):  # a deletion: `_fits` leaves it out, Hydra checks it
+            _checked.add(_settings(job))
+
+
+def checked_already(job: Sequence[str]) -> bool:
+    """Whether the command line's check found this job (a sweep job's overrides, as Hydra's sweeper lists them) fit
+    to run; its hydra.* settings aside, which only Hydra checks (hydra_plugins/diagnose_sweeper)."""
+    return _settings(job) in _checked
+
+
+def _settings(job: Sequence[str]) -> frozenset[str]:
+    """A job's overrides but hydra.*, each as Hydra's sweeper writes it (`lr=1e-3` as lr=0.001)."""
+    parsed = OverridesParser.create().parse_overrides([o for o in job if not o.lstrip("+").startswith("hydra")])
+    return frozenset(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed)
 
 
 def _fits(base: DictConfig, values: list[str]) -> bool:

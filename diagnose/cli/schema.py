@@ -21,9 +21,20 @@ class LocalLauncherConf:
 LAUNCHER_LEAST = {"workers": 0, "workers_per_device": 1}  # the least each of its settings takes
 
 
+@dataclass
+class CheckedSweeperConf:
+    """`hydra/sweeper=diagnose`, the default: Hydra's basic sweeper, less its second check of each job
+    (hydra_plugins/diagnose_sweeper); the same settings."""
+
+    _target_: str = "hydra_plugins.diagnose_sweeper.CheckedSweeper"
+    max_batch_size: int | None = None
+    params: dict[str, str] | None = None
+
+
 def register() -> None:
     store = ConfigStore.instance()
     store.store(group="hydra/launcher", name="local", node=LocalLauncherConf, provider="diagnose")
+    store.store(group="hydra/sweeper", name="diagnose", node=CheckedSweeperConf, provider="diagnose")
     for command, schema in COMMANDS.items():
         store.store(group="schema", name=command, node=schema)
     presets = {group: {path.stem: schema for path in (config_dir() / group).glob("*.yaml")}
