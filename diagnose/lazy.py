@@ -24,6 +24,9 @@ class Later:
             self._module = importlib.import_module(self._name)
         return getattr(self._module, attribute)
 
+    def __reduce__(self) -> tuple:  # a copy, or a pickle, is a proxy again, not the module it may have loaded
+        return later, (self._name,)
+
     def __repr__(self) -> str:
         return f"<{self._name}, imported at first use>"
 

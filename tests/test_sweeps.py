@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from diagnose.cli.commands import main
+from diagnose.errors import UserError
 
 SWEEP_TINY = [o for o in TINY if not o.startswith("batch=")]
 
@@ -242,41 +243,34 @@ def test_batchnorm_collapses_at_batch_2_while_groupnorm_does_not(tmp_path):
     assert abs(acc["gn", 2] - acc["gn", 32]) < (acc["bn", 32] - acc["bn", 2]) / 3
 
 
-def test_the_sweeper_composes_only_the_jobs_the_command_lines_check_did_not_see():
-    """Hydra's basic sweeper composes every job before the first starts (~0.15 s each); diagnose's check of the
-    command line has checked them already, so only a job it did not see, or one for the hydra.* settings, is."""
-    from types import SimpleNamespace
+@pytest.mark.slow  # a 4-job sweep, ~6 s
+def test_the_sweeper_composes_only_the_jobs_the_command_lines_check_did_not_see(tmp_path, monkeypatch):
+    """Hydra's basic sweeper composes every job before the first starts (~0.1 s each); diagnose's check of the
+    command line has checked them already, so the sweeper composes one job only, for the hydra.* settings."""
+    import inspect
 
-    from omegaconf import OmegaConf
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
     from diagnose.cli.overrides import check_command_line, checked_already
 
-    check_command_line("train", ["-m", "norm=bn,gn", "batch=2,4", "lr=1e-3"])
-    # imported as Hydra would: after its plugin scan (the check's first composition), which loads Hydra's basic
-    # sweeper module again, the class this one extends
-    from hydra_plugins.diagnose_sweeper import CheckedSweeper
+    before_launch = []  # the jobs composed to be checked, before the launcher composes each to run it
+    load_sweep_config = ConfigLoaderImpl.load_sweep_config
 
-    assert checked_already(["norm=gn", "batch=4", "lr=0.001", "hydra.job.config.override_dirname.exclude_keys=[lr]"])
-    assert not checked_already(["norm=gn", "batch=8", "lr=0.001"])  # not in the sweep that was checked
-    assert not checked_already(["norm=gn", "batch=4", "lr=0.1"])
+    def spied(self, master_config, sweep_overrides):
+        if any(frame.function == "validate_batch_is_legal" for frame in inspect.stack()):
+            before_launch.append(list(sweep_overrides))
+        return load_sweep_config(self, master_config, sweep_overrides)
 
-    composed = []
-    sweeper = CheckedSweeper(max_batch_size=None)
-    sweeper.config = OmegaConf.create({})
-    sweeper.hydra_context = SimpleNamespace(config_loader=SimpleNamespace(
-        load_sweep_config=lambda master_config, sweep_overrides: composed.append(sweep_overrides)))
-    batch = [[f"norm={norm}", f"batch={batch}", "lr=0.001", "hydra.verbose=false"] for norm in ("bn", "gn")
-             for batch in (2, 4)]
-    sweeper.validate_batch_is_legal(batch)
-    assert composed == [batch[0]]  # one job, for its hydra.* settings
-    composed.clear()
-    unseen = ["norm=ln", "batch=2", "lr=0.001", "hydra.verbose=false"]
-    sweeper.validate_batch_is_legal([*batch, unseen])
-    assert composed == [unseen]
-    composed.clear()
-    swept_hydra_setting = [[*job[:3], f"hydra.verbose={flag}"] for job in batch[:2] for flag in ("false", "true")]
-    sweeper.validate_batch_is_legal(swept_hydra_setting)
-    assert composed == swept_hydra_setting
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", spied)
+    monkeypatch.chdir(tmp_path)
+    main(["train", "-m", *SWEEP_TINY, "norm=bn,gn", "batch=8,16", "lr=1e-3"])
+    assert len(list(sweep_dir_of(tmp_path).glob("*/metrics.json"))) == 4  # every job ran
+    assert len(before_launch) == 1
+    assert checked_already("train", before_launch[0]) and not checked_already("probe", before_launch[0])
 
-    check_command_line("train", ["-m", "norm=bn", "batch=2,4"])  # the next command line's check: a fresh record
-    assert not checked_already(["norm=gn", "batch=4", "lr=0.001"])
+    check_command_line("train", ["-m", "model.widths=[8,8,8]", "model.widths.2=4,16"])  # Hydra's order: the last wins
+    assert checked_already("train", ["model.widths=[8,8,8]", "model.widths.2=16"])
+    assert not checked_already("train", ["model.widths.2=16", "model.widths=[8,8,8]"])
+    with pytest.raises(UserError):
+        check_command_line("train", ["-m", "norm=bn,gn", "lr=-1"])
+    assert not checked_already("train", ["norm=bn", "lr=-1"])  # a command line that fails leaves nothing checked

@@ -126,7 +126,7 @@ def resumable(cfg: DictConfig, command_line: list[str]) -> tuple[dict, Path]:
     different = []
     for override in overrides:
         key = override.key_or_group
-        if key == "resume" or key.startswith("hydra"):
+        if key == "resume" or override.is_hydra_override():
             continue
         given, before = _plain(OmegaConf.select(cfg, key)), _plain(OmegaConf.select(saved, key))
         if given != before:

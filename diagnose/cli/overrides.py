@@ -7,7 +7,6 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import fields
-from itertools import islice
 from typing import Any
 
 from hydra import compose, initialize_config_dir
@@ -31,7 +30,7 @@ hand_the_schema_to_hydra()
 # the other keys hold.
 CHECKED_JOBS = 64
 TYPE_WORDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false"}
-_checked: set[frozenset[str]] = set()  # the jobs the last command line's check found fit to run (hydra.* aside)
+_checked: set[tuple[str, tuple[str, ...]]] = set()  # (command, job) the last check found fit to run, hydra.* aside
 
 
 def _is_override(arg: str) -> bool:
@@ -60,14 +59,14 @@ def settings_of(command: str) -> list[str]:
 def check_command_line(command: str, args: list[str]) -> None:
     """Raise a UserError, one paragraph, for a command line that cannot run: an option or setting that does not
     exist, a value of the wrong type or out of range, for a single run and for every value a sweep takes."""
+    _checked.clear()  # first: a command line that does not pass leaves no job checked
     overrides = _parsed(args)
     if overrides is None:
         return
     _check_names(command, overrides)
     _check_launcher(overrides)
     groups, bases = groups_and_options(command), {}
-    _checked.clear()
-    for job in islice(_jobs_to_check(overrides), CHECKED_JOBS):
+    for job in _jobs_to_check(overrides):
         choice = tuple(o for o in job if o.split("=")[0] in groups)  # the job's component options: norm=gn, ...
         if choice not in bases:
             bases[choice] = _composed_config(command, job)
@@ -75,19 +74,26 @@ def check_command_line(command: str, args: list[str]) -> None:
         elif not _fits(bases[choice], [o for o in job if o not in choice]):
             composed(command, job)  # raises the error, worded as for a single run
         if not any(o.startswith("~") for o in job):  # a deletion: `_fits` leaves it out, Hydra checks it
-            _checked.add(_settings(job))
+            _checked.add((command, _settings(job)))
 
 
-def checked_already(job: Sequence[str]) -> bool:
-    """Whether the command line's check found this job (a sweep job's overrides, as Hydra's sweeper lists them) fit
-    to run; its hydra.* settings aside, which only Hydra checks (hydra_plugins/diagnose_sweeper)."""
-    return _settings(job) in _checked
+def checked_already(command: str, job: Sequence[str]) -> bool:
+    """Whether the command line's check found this job of `diagnose <command>` (a sweep job's overrides, as Hydra's
+    sweeper lists them) fit to run; its hydra.* settings aside, which only Hydra checks (see diagnose_sweeper)."""
+    return (command, _settings(job)) in _checked
 
 
-def _settings(job: Sequence[str]) -> frozenset[str]:
-    """A job's overrides but hydra.*, each as Hydra's sweeper writes it (`lr=1e-3` as lr=0.001)."""
-    parsed = OverridesParser.create().parse_overrides([o for o in job if not o.lstrip("+").startswith("hydra")])
-    return frozenset(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed)
+def _settings(job: Sequence[str]) -> tuple[str, ...]:
+    """A job's overrides but hydra.*, in their order, each as Hydra's sweeper writes it (`lr=1e-3` as lr=0.001)."""
+    parsed = OverridesParser.create().parse_overrides([o for o in job if not _for_hydra(o)])
+    return tuple(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed)
+
+
+def _for_hydra(arg: str) -> bool:
+    """Whether an override (`hydra.launcher.workers=2`, `hydra/launcher=local`, `~hydra.x`) sets Hydra's own config,
+    which the schema does not hold: Hydra's rule (Override.is_hydra_override) for a command-line string."""
+    key = arg.lstrip("+~").split("=", 1)[0]
+    return key.startswith(("hydra.", "hydra/"))
 
 
 def _fits(base: DictConfig, values: list[str]) -> bool:
@@ -95,7 +101,7 @@ def _fits(base: DictConfig, values: list[str]) -> bool:
     composes at ~0.1 s a job, this takes ~1 ms), make a config that passes the schema's type and range checks."""
     cfg = base.copy()
     try:
-        settings = [o for o in values if not o.startswith(("hydra", "~"))]
+        settings = [o for o in values if not _for_hydra(o) and not o.startswith("~")]
         for override in OverridesParser.create().parse_overrides(settings):
             OmegaConf.update(cfg, override.key_or_group, override.value(), merge=False)
         OmegaConf.to_object(cfg)
@@ -110,7 +116,7 @@ def _check_names(command: str, overrides: list[Override]) -> None:
     groups, settings = groups_and_options(command), settings_of(command)
     for override in overrides:
         key = override.key_or_group
-        if key.startswith("hydra"):
+        if override.is_hydra_override():
             continue
         if override.is_add() or override.is_force_add():  # the schema holds every key: one added would be ignored
             raise UserError(f"{override.input_line}: diagnose has no setting '{key}' to add; every setting exists "
@@ -151,25 +157,30 @@ def _values(override: Override) -> list[str] | None:
 
 def _jobs_to_check(overrides: list[Override]) -> Any:
     """The override lists of every job of a sweep of up to CHECKED_JOBS jobs; of a larger one, lists that give every
-    swept value once. A single run is one such list. A sweep that lists a value twice is refused: its two jobs
-    would write one folder."""
-    fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
-    swept = [(o.get_key_element(), _values(o)) for o in overrides if o.is_sweep_override()]
-    swept = [(key, values) for key, values in swept if values]
-    for key, values in swept:
+    swept value once. A single run is one such list. Each list is in the command line's order, as Hydra's sweeper
+    makes them (a later override of a key wins). A sweep that lists a value twice is refused: its two jobs would write
+    one folder."""
+    choices = []  # per override: its one value, or a sweep's values
+    for override in overrides:
+        if not override.is_sweep_override():
+            choices.append([override.input_line])
+            continue
+        key, values = override.get_key_element(), _values(override)
+        if not values:  # glob(...): only Hydra can expand it, and composes those jobs itself
+            continue
         if len(set(values)) < len(values):
             twice = next(v for v in values if values.count(v) > 1)
             raise UserError(f"{key}={','.join(values)} lists {twice} more than once: those jobs would be the same run "
                             f"and write one folder. List each value once (a seed sweep: seed=0,1,2).")
-    if math.prod(len(values) for _, values in swept) <= CHECKED_JOBS:
-        for combination in itertools.product(*(values for _, values in swept)):
-            yield fixed + [f"{key}={value}" for (key, _), value in zip(swept, combination, strict=True)]
+        choices.append([f"{key}={value}" for value in values])
+    if math.prod(len(options) for options in choices) <= CHECKED_JOBS:
+        yield from (list(job) for job in itertools.product(*choices))
         return
-    firsts = {key: values[0] for key, values in swept}
-    yield fixed + [f"{key}={value}" for key, value in firsts.items()]
-    for key, values in swept:
-        for value in values[1:]:
-            yield fixed + [f"{k}={value if k == key else first}" for k, first in firsts.items()]
+    firsts = [options[0] for options in choices]
+    yield firsts
+    for i, options in enumerate(choices):
+        for option in options[1:]:
+            yield [option if j == i else first for j, first in enumerate(firsts)]
 
 
 def composed(command: str, overrides: list[str]) -> Any:
@@ -182,7 +193,7 @@ def _composed_config(command: str, overrides: list[str]) -> DictConfig:
     """`composed`, before it becomes the schema's objects; a UserError where Hydra cannot compose it."""
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(command, overrides=[o for o in overrides if not o.lstrip("+~").startswith("hydra")])
+            return compose(command, overrides=[o for o in overrides if not _for_hydra(o)])
     except HydraException as err:
         raise UserError(_one_line(err, command)) from None
     except OmegaConfBaseException as err:
@@ -241,7 +252,7 @@ def name_jobs_by_swept_keys(args: list[str]) -> list[str]:
     overrides = _parsed(args)
     if overrides is None:
         return args
-    fixed = [o.key_or_group for o in overrides if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    fixed = [o.key_or_group for o in overrides if not o.is_sweep_override() and not o.is_hydra_override()]
     if not fixed or len(fixed) == len(overrides):
         return args
     exclude = f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"

@@ -3,6 +3,7 @@ extends its schema node, `/schema/<group>/<option>`, so Hydra checks it and ever
 
 from dataclasses import dataclass
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 
 from diagnose.cli import config_dir
@@ -22,13 +23,11 @@ LAUNCHER_LEAST = {"workers": 0, "workers_per_device": 1}  # the least each of it
 
 
 @dataclass
-class CheckedSweeperConf:
+class CheckedSweeperConf(BasicSweeperConf):
     """`hydra/sweeper=diagnose`, the default: Hydra's basic sweeper, less its second check of each job
     (hydra_plugins/diagnose_sweeper); the same settings."""
 
     _target_: str = "hydra_plugins.diagnose_sweeper.CheckedSweeper"
-    max_batch_size: int | None = None
-    params: dict[str, str] | None = None
 
 
 def register() -> None:

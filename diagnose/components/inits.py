@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from diagnose import checks
 from diagnose.lazy import later
 from diagnose.registry import Component, Options
 
-nn = later("torch.nn")  # imported when a weight is filled
-if TYPE_CHECKING:
-    import torch
+torch, nn = later("torch"), later("torch.nn")  # imported when a weight is filled
 
 
 def _fan_in(weight: torch.Tensor) -> int:
