@@ -244,3 +244,37 @@ def test_valid_command_lines_pass_the_early_checks(args):
 def test_the_early_checks_stop_an_unknown_option_among_valid_ones():
     with pytest.raises(UserError, match="there is no norm option 'ggn'"):
         check_command_line("train", ["-m", "norm=bn,gn,ggn", "batch=2,4"])
+
+
+@pytest.mark.parametrize(("line", "offered", "not_offered"), [
+    ("diagnose t", ["train"], ["probe", "check"]),
+    ("diagnose ", ["train", "probe", "check", "report"], []),
+    ("diagnose train norm=", ["norm=bn", "norm=gn", "norm=bin"], ["act=relu"]),
+    ("diagnose train ", ["batch=", "norm=", "optim.", "hydra."], ["probe_model=", "schema", "probe."]),
+    ("diagnose probe act=t", ["act=tanh"], ["act=relu"]),
+    ("diagnose train norm=gn norm.g", ["norm.groups="], []),
+])
+def test_tab_completion_completes_the_command_then_its_settings(line, offered, not_offered, capsys, monkeypatch):
+    """What Hydra's installed completion script asks (`diagnose -sc query=bash` with the typed line in COMP_LINE)."""
+    monkeypatch.setenv("COMP_LINE", line)
+    main(["-sc", "query=bash"])
+    words = capsys.readouterr().out.split()
+    assert set(offered) <= set(words), words
+    assert not set(not_offered) & set(words), words
+
+
+def test_tab_completion_works_in_bash(tmp_path):
+    """The script `diagnose -sc install=bash` prints, run by bash as it completes a word."""
+    import os
+    import subprocess
+    import sys
+
+    script = ('eval "$(diagnose -sc install=bash)"\n'
+              'COMP_LINE="diagnose train norm=g"; COMP_WORDS=(diagnose train norm=g); COMP_CWORD=2\n'
+              'hydra_bash_completion; echo "after norm=g: ${COMPREPLY[*]}"\n'
+              'COMP_LINE="diagnose pro"; COMP_WORDS=(diagnose pro); COMP_CWORD=1\n'
+              'hydra_bash_completion; echo "after pro: ${COMPREPLY[*]}"\n')
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "after norm=g: norm=gn\n" in result.stdout and "after pro: probe\n" in result.stdout, result.stdout

@@ -2,12 +2,17 @@
 
 Hydra has no subcommands (hydra #215), so the console script pops the subcommand from argv, picks that
 subcommand's primary config and calls the matching @hydra.main function with the remaining arguments:
-`-m`, overrides and tab completion all keep working. The command line is checked against the schema first,
-so that a mistake is one line and no run folder is made for it.
+`-m`, overrides and tab completion (`_complete`) all keep working. The command line is checked against the schema
+first, so that a mistake is one line and no run folder is made for it.
 """
 
+import contextlib
+import io
+import os
+import re
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -16,7 +21,7 @@ from diagnose.cli import config_dir
 from diagnose.cli.callbacks import SWEEP
 from diagnose.cli.exits import USER_ERROR_EXIT, fail
 from diagnose.cli.jobs import check_job, probe_job, train_job
-from diagnose.config import to_dict
+from diagnose.config import COMMANDS, to_dict
 from diagnose.errors import UserError
 
 
@@ -89,8 +94,50 @@ def command_help(command: str, overrides: list[str]) -> str:
     return "\n".join(lines)
 
 
+COMPLETION_FLAGS = ("-sc", "--shell-completion")
+
+
+def _complete(argv: list[str]) -> None:
+    """Hydra's tab completion for `diagnose <command> ...`: `eval "$(diagnose -sc install=bash)"` (zsh: the same;
+    fish: install=fish). Hydra completes one app's command line, so the script it installs calls
+    `diagnose -sc query=<shell>` with the line being typed in COMP_LINE: while the command is typed, it is completed
+    here; after it, the rest of the line goes to that command's Hydra app as if it were the whole line."""
+    flag = next(arg for arg in argv if arg in COMPLETION_FLAGS)
+    request = argv[argv.index(flag) + 1] if argv.index(flag) + 1 < len(argv) else ""
+    if not request.startswith("query="):  # install or uninstall: a script naming `diagnose`, the same for all
+        command, prefix = "train", ""
+    else:
+        line = os.environ.get("COMP_LINE", "")
+        words = line.split()
+        if len(words) < 2 or (len(words) == 2 and not line[-1:].isspace()):  # the command is being typed
+            typed = words[1] if len(words) == 2 else ""
+            matches = [name for name in [*SUBCOMMANDS, *PLAIN_COMMANDS] if name.startswith(typed)]
+            print(("\n" if request == "query=fish" else " ").join(matches))
+            return
+        command = words[1]
+        if command not in SUBCOMMANDS:  # report takes a folder: the shell's own completion of paths
+            return
+        os.environ["COMP_LINE"] = f"diagnose-{command} " + re.match(r"\s*\S+\s+\S+\s?(.*)", line, re.S).group(1)
+        prefix = f"-{command}"
+    from diagnose.cli import hand_the_schema_to_hydra
+
+    hand_the_schema_to_hydra()
+    sys.argv = [f"diagnose{prefix}", flag, request]  # argv[0]: the program Hydra's script completes
+    app = hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")(SUBCOMMANDS[command][0])
+    if not prefix:
+        return app()
+    with contextlib.redirect_stdout(io.StringIO()) as said:
+        app()
+    # Hydra offers every config group it can see: the schema's own and the other commands' groups go
+    keys = {field.name for field in fields(COMMANDS[command])} | {"hydra"}
+    separator = "\n" if request == "query=fish" else " "
+    print(separator.join(word for word in said.getvalue().split() if re.split(r"[=.]", word)[0] in keys))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if any(arg in COMPLETION_FLAGS for arg in argv):
+        return _complete(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         sys.exit(0 if argv else USER_ERROR_EXIT)
