@@ -58,7 +58,8 @@ def _usage() -> str:
     lines += [f"  {name:<8} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
     lines += [f"  {name:<8} {help_text}" for name, (_, help_text) in PLAIN_COMMANDS.items()]
     lines += ["", "Each command takes Hydra overrides (e.g. `diagnose train norm=gn batch=4`),",
-              "-m for a sweep, and --help for its config groups and options."]
+              "-m for a sweep, and --help for its config groups and options.",
+              'Tab completion in bash: eval "$(diagnose -sc install=bash)".']
     return "\n".join(lines)
 
 
@@ -104,34 +105,34 @@ def _complete(argv: list[str]) -> None:
     here; after it, the rest of the line goes to that command's Hydra app as if it were the whole line."""
     flag = next(arg for arg in argv if arg in COMPLETION_FLAGS)
     request = argv[argv.index(flag) + 1] if argv.index(flag) + 1 < len(argv) else ""
-    if not request.startswith("query="):  # install or uninstall: a script naming `diagnose`, the same for all
-        command, prefix = "train", ""
-    else:
-        line = os.environ.get("COMP_LINE", "")
-        words = line.split()
-        if len(words) < 2 or (len(words) == 2 and not line[-1:].isspace()):  # the command is being typed
-            typed = words[1] if len(words) == 2 else ""
-            matches = [name for name in [*SUBCOMMANDS, *PLAIN_COMMANDS] if name.startswith(typed)]
-            print(("\n" if request == "query=fish" else " ").join(matches))
-            return
-        command = words[1]
-        if command not in SUBCOMMANDS:  # report takes a folder: the shell's own completion of paths
-            return
-        os.environ["COMP_LINE"] = f"diagnose-{command} " + re.match(r"\s*\S+\s+\S+\s?(.*)", line, re.S).group(1)
-        prefix = f"-{command}"
+    if not request.startswith("query="):  # install or uninstall: Hydra's script, for the program `diagnose`
+        return _run_hydra_app("train", ["diagnose", flag, request])
+    separator = "\n" if request == "query=fish" else " "
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if len(words) < 2 or (len(words) == 2 and not line[-1:].isspace()):  # the command is being typed
+        typed = words[1] if len(words) == 2 else ""
+        print(separator.join(name for name in [*SUBCOMMANDS, *PLAIN_COMMANDS] if name.startswith(typed)))
+        return None
+    command = words[1]
+    if command not in SUBCOMMANDS:  # report takes a folder: the shell's own completion of paths
+        return None
+    os.environ["COMP_LINE"] = f"diagnose-{command} " + re.match(r"\s*\S+\s+\S+\s?(.*)", line, re.S).group(1)
     from diagnose.cli import hand_the_schema_to_hydra
 
     hand_the_schema_to_hydra()
-    sys.argv = [f"diagnose{prefix}", flag, request]  # argv[0]: the program Hydra's script completes
-    app = hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")(SUBCOMMANDS[command][0])
-    if not prefix:
-        return app()
-    with contextlib.redirect_stdout(io.StringIO()) as said:
-        app()
+    with contextlib.redirect_stdout(io.StringIO()) as offered:
+        _run_hydra_app(command, [f"diagnose-{command}", flag, request])
     # Hydra offers every config group it can see: the schema's own and the other commands' groups go
     keys = {field.name for field in fields(COMMANDS[command])} | {"hydra"}
-    separator = "\n" if request == "query=fish" else " "
-    print(separator.join(word for word in said.getvalue().split() if re.split(r"[=.]", word)[0] in keys))
+    print(separator.join(word for word in offered.getvalue().split() if re.split(r"[=.]", word)[0] in keys))
+    return None
+
+
+def _run_hydra_app(command: str, argv: list[str]) -> None:
+    """Run `diagnose <command>`'s Hydra app on `argv`, the command line Hydra reads (argv[0] names the job)."""
+    sys.argv = argv
+    hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")(SUBCOMMANDS[command][0])()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,8 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(USER_ERROR_EXIT)
     # -m first: Hydra's argparse wants the overrides side by side, and users put -m anywhere
     rest = [a for a in rest if a in ("-m", "--multirun")] + [a for a in rest if a not in ("-m", "--multirun")]
-    sys.argv = [f"diagnose-{command}", *name_jobs_by_swept_keys(rest)]  # Hydra reads sys.argv; argv[0] names the job
-    hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")(SUBCOMMANDS[command][0])()
+    _run_hydra_app(command, [f"diagnose-{command}", *name_jobs_by_swept_keys(rest)])
     if SWEEP["code"]:  # a sweep goes on past a failed or diverged job; its exit code says it had them
         fail(str(SWEEP["message"]))
         sys.exit(SWEEP["code"])
