@@ -253,14 +253,26 @@ def test_the_early_checks_stop_an_unknown_option_among_valid_ones():
     ("diagnose train ", ["batch=", "norm=", "optim.", "hydra."], ["probe_model=", "schema", "probe."]),
     ("diagnose probe act=t", ["act=tanh"], ["act=relu"]),
     ("diagnose train norm=gn norm.g", ["norm.groups="], []),
+    ("diagnose train hydra/launcher=", ["hydra/launcher=local", "hydra/launcher=basic"], []),
+    ("diagnose train +no", ["+norm="], []),
+    ("diagnose pr| norm=gn", ["probe"], ["train"]),  # | the cursor: what follows it is not completed
 ])
 def test_tab_completion_completes_the_command_then_its_settings(line, offered, not_offered, capsys, monkeypatch):
-    """What Hydra's installed completion script asks (`diagnose -sc query=bash` with the typed line in COMP_LINE)."""
-    monkeypatch.setenv("COMP_LINE", line)
+    """What Hydra's installed completion script asks (`diagnose -sc query=bash` with the typed line in COMP_LINE,
+    the cursor in COMP_POINT)."""
+    monkeypatch.setenv("COMP_LINE", line.replace("|", ""))
+    monkeypatch.setenv("COMP_POINT", str(line.index("|") if "|" in line else len(line)))
     main(["-sc", "query=bash"])
     words = capsys.readouterr().out.split()
     assert set(offered) <= set(words), words
     assert not set(not_offered) & set(words), words
+
+
+def test_tab_completion_without_a_request_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "-sc"])
+    assert stop.value.code == 2
+    assert "-sc takes install=<shell>, uninstall=<shell> or query=<shell>" in capsys.readouterr().err
 
 
 def test_tab_completion_works_in_bash(tmp_path):

@@ -7,6 +7,7 @@ first, so that a mistake is one line and no run folder is made for it.
 """
 
 import contextlib
+import glob
 import io
 import os
 import re
@@ -96,49 +97,79 @@ def command_help(command: str, overrides: list[str]) -> str:
 
 
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
+COMPLETION_REQUEST = re.compile(r"^(install|uninstall|query)=(bash|zsh|fish)$")
 
 
 def _complete(argv: list[str]) -> None:
-    """Hydra's tab completion for `diagnose <command> ...`: `eval "$(diagnose -sc install=bash)"` (zsh: the same;
-    fish: install=fish). Hydra completes one app's command line, so the script it installs calls
-    `diagnose -sc query=<shell>` with the line being typed in COMP_LINE: while the command is typed, it is completed
-    here; after it, the rest of the line goes to that command's Hydra app as if it were the whole line."""
+    """Hydra's tab completion for `diagnose <command> ...` (README: how to install it in bash, zsh or fish). Hydra
+    completes one app's command line, so the script it installs calls `diagnose -sc query=<shell>` with the line
+    being typed in COMP_LINE: while the command is typed, it is completed here; after it, the rest of the line goes
+    to that command's Hydra app as if it were the whole line."""
     flag = next(arg for arg in argv if arg in COMPLETION_FLAGS)
-    request = argv[argv.index(flag) + 1] if argv.index(flag) + 1 < len(argv) else ""
+    request = next((arg for arg in argv if COMPLETION_REQUEST.match(arg)), None)
+    if request is None:
+        raise UserError(f"{flag} takes install=<shell>, uninstall=<shell> or query=<shell>, the shell one of bash, "
+                        f"zsh or fish: e.g. eval \"$(diagnose {flag} install=bash)\".")
     if not request.startswith("query="):  # install or uninstall: Hydra's script, for the program `diagnose`
         return _run_hydra_app("train", ["diagnose", flag, request])
-    separator = "\n" if request == "query=fish" else " "
+    fish = request == "query=fish"  # fish reads an offer a line; bash and zsh, words
     line = os.environ.get("COMP_LINE", "")
+    point = os.environ.get("COMP_POINT", "")
+    line = line[:int(point)] if point.isdigit() else line  # up to the cursor
     words = line.split()
     if len(words) < 2 or (len(words) == 2 and not line[-1:].isspace()):  # the command is being typed
         typed = words[1] if len(words) == 2 else ""
-        print(separator.join(name for name in [*SUBCOMMANDS, *PLAIN_COMMANDS] if name.startswith(typed)))
-        return None
-    command = words[1]
-    if command not in SUBCOMMANDS:  # report takes a folder: the shell's own completion of paths
-        return None
-    os.environ["COMP_LINE"] = f"diagnose-{command} " + re.match(r"\s*\S+\s+\S+\s?(.*)", line, re.S).group(1)
+        offers = [name for name in [*SUBCOMMANDS, *PLAIN_COMMANDS] if name.startswith(typed)]
+    elif words[1] in SUBCOMMANDS:
+        offers = _settings_offered(words[1], line, request)
+    elif words[1] in PLAIN_COMMANDS and fish:  # report takes a folder: bash and zsh complete paths themselves
+        typed = "" if line[-1:].isspace() else words[-1]
+        offers = [path + ("/" if os.path.isdir(path) else "") for path in sorted(glob.glob(glob.escape(typed) + "*"))]
+    else:
+        offers = []
+    print(("\n" if fish else " ").join(offers))
+    return None
+
+
+def _settings_offered(command: str, line: str, request: str) -> list[str]:
+    """What Hydra offers to complete `line` (`diagnose <command> ...`), as for an app of that command alone."""
     from diagnose.cli import hand_the_schema_to_hydra
 
     hand_the_schema_to_hydra()
-    with contextlib.redirect_stdout(io.StringIO()) as offered:
-        _run_hydra_app(command, [f"diagnose-{command}", flag, request])
+    typed = re.match(r"\s*\S+\s+\S+\s?(.*)", line, re.S).group(1)  # the line after `diagnose <command>`
+    before = os.environ.get("COMP_LINE")
+    os.environ["COMP_LINE"] = f"diagnose-{command} {typed}"
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as said:
+            _run_hydra_app(command, [f"diagnose-{command}", "-sc", request])
+    finally:
+        if before is None:
+            del os.environ["COMP_LINE"]
+        else:
+            os.environ["COMP_LINE"] = before
+    offers = said.getvalue().splitlines() if request == "query=fish" else said.getvalue().split()
     # Hydra offers every config group it can see: the schema's own and the other commands' groups go
     keys = {field.name for field in fields(COMMANDS[command])} | {"hydra"}
-    print(separator.join(word for word in offered.getvalue().split() if re.split(r"[=.]", word)[0] in keys))
-    return None
+    return [offer for offer in offers if re.split(r"[=./]", offer.lstrip("+~"))[0] in keys]
 
 
 def _run_hydra_app(command: str, argv: list[str]) -> None:
     """Run `diagnose <command>`'s Hydra app on `argv`, the command line Hydra reads (argv[0] names the job)."""
-    sys.argv = argv
-    hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")(SUBCOMMANDS[command][0])()
+    before, sys.argv = sys.argv, argv
+    try:
+        hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")(SUBCOMMANDS[command][0])()
+    finally:
+        sys.argv = before
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if any(arg in COMPLETION_FLAGS for arg in argv):
-        return _complete(argv)
+        try:
+            return _complete(argv)
+        except UserError as err:
+            fail(str(err))
+            sys.exit(USER_ERROR_EXIT)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         sys.exit(0 if argv else USER_ERROR_EXIT)
