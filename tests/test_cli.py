@@ -1,5 +1,6 @@
 """`diagnose` as a user runs it: a subprocess in a scratch folder."""
 
+import contextlib
 import gzip
 import json
 import re
@@ -290,3 +291,10 @@ def test_tab_completion_works_in_bash(tmp_path):
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "after norm=g: norm=gn\n" in result.stdout and "after pro: probe\n" in result.stdout, result.stdout
+
+
+def test_hydras_own_help_gives_the_completion_commands_for_diagnose(capsys):
+    with contextlib.suppress(SystemExit):
+        main(["train", "--hydra-help"])
+    said = capsys.readouterr().out
+    assert 'eval "$(diagnose -sc install=bash)"' in said and "diagnose-train" not in said

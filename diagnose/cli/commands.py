@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(USER_ERROR_EXIT)
     # -m first: Hydra's argparse wants the overrides side by side, and users put -m anywhere
     rest = [a for a in rest if a in ("-m", "--multirun")] + [a for a in rest if a not in ("-m", "--multirun")]
-    _run_hydra_app(command, [f"diagnose-{command}", *name_jobs_by_swept_keys(rest)])
+    # argv[0] names the job; Hydra's own help names it as the program that its shell completion calls: `diagnose`
+    program = "diagnose" if "--hydra-help" in rest else f"diagnose-{command}"
+    _run_hydra_app(command, [program, *name_jobs_by_swept_keys(rest)])
     if SWEEP["code"]:  # a sweep goes on past a failed or diverged job; its exit code says it had them
         fail(str(SWEEP["message"]))
         sys.exit(SWEEP["code"])
