@@ -298,3 +298,18 @@ def test_every_config_option_composes_into_its_schema(group, option):
     config = compose_config([f"{group}={option}"])  # checked against the schema, ranges included
     chosen = getattr(config, group)
     assert chosen.name == option and type(chosen) is schema(group, option)
+
+
+def test_a_module_imported_later_stands_for_it_and_copies_as_a_proxy():
+    """diagnose/lazy.py: the registries name torch through it, so that the schema is read without torch."""
+    import copy
+    import pickle
+
+    from diagnose.lazy import later
+
+    proxy = later("torch.nn")
+    assert proxy.ReLU is nn.ReLU  # imported at the first attribute read
+    for again in (copy.deepcopy(proxy), pickle.loads(pickle.dumps(proxy))):  # e.g. a registry entry copied
+        assert again.Linear is nn.Linear
+    with pytest.raises(AttributeError):
+        proxy.NoSuchLayer  # noqa: B018 - the module's own error
