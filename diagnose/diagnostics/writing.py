@@ -2,6 +2,7 @@
 
 import io
 import struct
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,5 +56,9 @@ def write_png(writer: Any, tag: str, png: bytes, step: int | None = None) -> Non
     writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
-def write_figure(writer: Any, tag: str, figure: Any, step: int | None = None) -> None:
-    write_png(writer, tag, png_of(figure), step)
+def write_figure(writer: Any, tag: str, figure: Any, step: int | None = None, file: Path | None = None) -> None:
+    """A matplotlib figure to TensorBoard, rendered once; the same PNG also to `file` where given."""
+    png = png_of(figure)
+    if file is not None:
+        file.write_bytes(png)
+    write_png(writer, tag, png, step)

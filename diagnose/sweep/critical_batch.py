@@ -138,13 +138,11 @@ def write_critical_batches(sweep_dir: Path, found: list[Series]) -> None:
     """critical_batch.json, and the figure as critical_batch.png and in TensorBoard (the sweep folder's run)."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from diagnose.diagnostics.writing import png_of, write_png
+    from diagnose.diagnostics.writing import write_figure
 
     (sweep_dir / RESULT).write_text(json.dumps([_as_json(series) for series in found], indent=2))
-    png = png_of(critical_batch_figure(found))
-    (sweep_dir / FIGURE).write_bytes(png)
     with SummaryWriter(str(sweep_dir / "sensitivity")) as writer:
-        write_png(writer, "sensitivity/critical_batch", png)
+        write_figure(writer, "sensitivity/critical_batch", critical_batch_figure(found), file=sweep_dir / FIGURE)
 
 
 def _as_json(series: Series) -> dict[str, Any]:

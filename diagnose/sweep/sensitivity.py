@@ -39,7 +39,7 @@ def write_sensitivity(sweep_dir: Path, runs: list[RunRecord], keys: list[str],
     averaged), the layout that charts them, and the figure, also saved as sensitivity.png in the sweep folder."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from diagnose.diagnostics.writing import png_of, write_png
+    from diagnose.diagnostics.writing import write_figure
 
     by_metric = {name: points(runs, keys, read) for name, read in metrics.items()}
     by_metric = {name: found for name, found in by_metric.items() if found}
@@ -54,9 +54,8 @@ def write_sensitivity(sweep_dir: Path, runs: list[RunRecord], keys: list[str],
         writer.add_custom_scalars({"batch-size sensitivity (x: batch size)": {
             f"final {name} against batch size": ["Multiline", [f"^sensitivity/{name}$"]] for name in by_metric}})
         folder = sweep_dir.resolve()
-        png = png_of(sensitivity_figure(by_metric, f"{folder.parent.name}/{folder.name}"))
-        (sweep_dir / FIGURE).write_bytes(png)
-        write_png(writer, "sensitivity/figure", png)
+        write_figure(writer, "sensitivity/figure", sensitivity_figure(by_metric, f"{folder.parent.name}/{folder.name}"),
+                     file=sweep_dir / FIGURE)
 
 
 def sensitivity_figure(by_metric: dict[str, Points], title: str) -> Any:
