@@ -92,7 +92,7 @@ class DiagConfig(Flatness, Options):
     hist_every: int = 1000  # histograms every N steps (0: never)
     probe_every: int = 1000  # dead units on the fixed probe batch every N steps (0: never)
     probe_size: int = 512  # examples in the probe batch, taken from the validation split
-    dead_since: int = 0  # "permanently dead" = dead at every probe from this step on
+    dead_since: int = 0  # "dead for good" counts the probes from this step on
     bn_eval_gap: bool = True  # at each evaluation: val accuracy with BN in train mode vs eval mode
     locate_nonfinite: bool = True  # on divergence, replay from the last good state to name the first bad layer
     landscape: bool = False  # loss-landscape smoothness along the gradient (Santurkar et al. 2018), ~9 passes

@@ -143,6 +143,9 @@ class RunMetrics:
     nonfinite: NonFinite | None = None
     layers: dict[str, LayerRecord] = field(default_factory=dict)  # in forward order
     dead_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # layer -> (step, dead share)
+    # metric -> layer -> (step, value) at every measuring step, for the metrics whose history the findings read
+    # (diagnostics/metrics.py: `history`): an early failure that training later hides is a finding too
+    layer_history: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
     run_means: dict[str, float] = field(default_factory=dict)  # tag -> mean over every measuring step
     symmetric_layers: list[str] = field(default_factory=list)  # every unit with the same weights: never breaks
     config: dict[str, Any] = field(default_factory=dict)
@@ -159,6 +162,22 @@ class RunMetrics:
         """(layer, last value) of every layer (of `role`) that has `metric`, in forward order."""
         return [(name, record.values[metric]) for name, record in self.layers.items()
                 if metric in record.values and role in (None, record.role)]
+
+    def over_steps(self, metric: str, role: str | None = None) -> list[tuple[int, list[tuple[str, float]]]]:
+        """(step, [(layer, value) in forward order]) at each step that measured `metric` on the layers (of `role`),
+        over the whole run; the last values alone where no history was kept (an older metrics.json)."""
+        history = self.layer_history.get(metric)
+        if not history:
+            last = self.over_layers(metric, role)
+            return [(self.steps, last)] if last else []
+        order = {name: i for i, name in enumerate(self.layers)}  # forward order (gradients arrive backwards)
+        names = sorted((name for name in history if role in (None, self.layers.get(name, LayerRecord(role, "")).role)),
+                       key=lambda name: order.get(name, len(order)))
+        at: dict[int, list[tuple[str, float]]] = {}
+        for name in names:
+            for step, value in history[name]:
+                at.setdefault(step, []).append((name, value))
+        return sorted(at.items())
 
     def over_run(self, metric: str) -> dict[str, float]:
         """{layer: value} of `metric`: its mean over the run where it is kept (a single step's value is noisy, and a
@@ -213,6 +232,8 @@ class RunMetrics:
             values["curvature"] = Curvature([tuple(point) for point in data["curvature"].get("history") or []])
         values["dead_history"] = {name: [tuple(point) for point in points]
                                   for name, points in (data.get("dead_history") or {}).items()}
+        values["layer_history"] = {metric: {name: [tuple(point) for point in points] for name, points in by.items()}
+                                   for metric, by in (data.get("layer_history") or {}).items()}
         values["findings"] = [Finding(**f) for f in data.get("findings") or []]
         return cls(**values)
 

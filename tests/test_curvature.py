@@ -143,10 +143,11 @@ def test_the_finding_says_when_the_sharpness_is_above_what_the_lr_allows():
 
     history = [(10, 5.0, 50.0, 20.0), (20, 30.0, 80.0, 20.0), (30, 25.0, 90.0, 20.0)]
     (diverged,) = sharpness(RunMetrics(status="diverged", curvature=Curvature(history)), Thresholds())
-    assert diverged.severity == "error" and "1.5x the stability threshold" in diverged.message
+    assert diverged.severity == "error" and "up to 1.5x it at step 20" in diverged.message
     assert "the lr is above what this curvature allows" in diverged.remedy and diverged.step == 20
     (edge,) = sharpness(RunMetrics(status="completed", curvature=Curvature(history)), Thresholds())
-    assert edge.severity == "info" and "edge of stability" in edge.message and "2 of 3" in edge.message
+    assert edge.severity == "info" and "edge of stability" in edge.message  # 1.5x and 1.25x after reaching it
+    assert "over the 2 measurements since, it stayed at 1.2-1.5x the threshold" in edge.message
     below = [(10, 5.0, 50.0, 20.0), (20, 19.0, 80.0, 20.0)]
     assert sharpness(RunMetrics(status="diverged", curvature=Curvature(below)), Thresholds()) == []
     assert sharpness(RunMetrics(status="completed", curvature=Curvature([(10, 50.0, 1.0, None)])), Thresholds()) == []

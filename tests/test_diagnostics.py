@@ -159,7 +159,7 @@ def test_the_probe_stops_early_only_when_no_unit_can_be_dead_any_more():
     assert len(forwards) == 1
 
 
-def test_permanently_dead_counts_only_units_dead_at_every_probe():
+def test_dead_for_good_counts_units_dead_at_every_probe_since_they_died():
     model = model_for("model=mlp", "model.depth=1", "model.width=4", "norm=none")
     probe = DeadUnits(model, model.measured, torch.randn(64, 1, 8, 8), every=1, since=0)
     bias = model.features[0].linear.bias
@@ -168,9 +168,12 @@ def test_permanently_dead_counts_only_units_dead_at_every_probe():
         first = probe.measure(1)
         bias.copy_(torch.tensor([-1e3, 1e3, -1e3, 1e3]))  # unit 1 comes back, unit 2 dies
         second = probe.measure(2)
-    assert first["dead/features.0.act"].item() == 0.5
-    assert second["dead/features.0.act"].item() == 0.5
-    assert second["dead_permanent/features.0.act"].item() == 0.25  # only unit 0 was dead both times
+        bias.copy_(torch.tensor([-1e3, -1e3, 1e3, 1e3]))  # unit 1 dies again, unit 2 comes back
+        third = probe.measure(3)
+    assert [p["dead/features.0.act"].item() for p in (first, second, third)] == [0.5, 0.5, 0.5]
+    # units 0 and 1 at first; then 0 (dead since step 1) and 2 (died at step 2, new deaths count); then 0 alone:
+    # unit 1 came back once, unit 2 came back
+    assert [p["dead_permanent/features.0.act"].item() for p in (first, second, third)] == [0.5, 0.5, 0.25]
 
 
 @pytest.mark.parametrize("act", [name for name, entry in ACTIVATIONS.items() if entry.kind == SATURATING])

@@ -29,7 +29,8 @@ def test_unit_gaussian_weights_explode(tmp_path):
     stds = [a["act_std"] for a in acts]
     # each layer multiplies the std by about std * sqrt(width / 2) = 11
     assert all(later > 5 * earlier for earlier, later in zip(stds, stds[1:], strict=False))
-    assert "exploding_activations" in rules(metrics)
+    (finding,) = [f for f in metrics.findings if f.rule == "exploding_signal"]
+    assert finding.message.startswith("exploding signal: activation std grows")
     events = EventAccumulator(str(tmp_path)).Reload()
     assert "findings/text_summary" in events.Tags()["tensors"]
 
@@ -38,7 +39,10 @@ def test_small_gaussian_weights_vanish(tmp_path):
     acts, metrics = probe_layers(tmp_path, "init=normal", "init.std=0.01", "act=tanh", "model.depth=8")
     stds = [a["act_std"] for a in acts]
     assert stds[-1] < 1e-3 * stds[0]
-    assert "vanishing_activations" in rules(metrics) and "vanishing_gradients" in rules(metrics)
+    # one cause, one finding: the signal falls forward and its gradient backward
+    (finding,) = [f for f in metrics.findings if f.rule == "vanishing_signal"]
+    assert "activation std falls" in finding.message and "the gradient w.r.t. the layers' outputs falls" in \
+        finding.message
 
 
 def local_sigmoid_gradient(metrics: RunMetrics, depth: int) -> list[float]:
@@ -53,18 +57,18 @@ def test_sigmoid_with_large_weights_saturates_and_its_gradient_vanishes(tmp_path
     assert min(a["saturation"] for a in acts) > 0.5
     # the gradient passing through a saturated sigmoid shrinks to a few percent ...
     assert max(local_sigmoid_gradient(metrics, 8)) < 0.1
-    assert "saturation" in rules(metrics)
+    assert any("of outputs saturated" in f.message for f in metrics.findings)  # its own, or a depth finding's
     # ... where an unsaturated one passes close to its maximum slope, 1/4
     _, healthy = probe_layers(tmp_path, "init=xavier_normal", "act=sigmoid", "model.depth=8")
     assert min(local_sigmoid_gradient(healthy, 8)) > 0.19
-    assert "saturation" not in rules(healthy)
+    assert not any("saturated" in f.message for f in healthy.findings)
 
 
 def test_kaiming_normal_keeps_relu_std_within_a_factor_of_two_over_30_layers(tmp_path):
     acts, metrics = probe_layers(tmp_path, "init=kaiming_normal", "act=relu", "model.depth=30", "model.width=512")
     stds = [a["act_std"] for a in acts]
     assert len(stds) == 30 and max(stds) / min(stds) < 2
-    assert not rules(metrics) & {"vanishing_activations", "exploding_activations"}
+    assert not rules(metrics) & {"vanishing_signal", "exploding_signal"}
 
 
 def test_lecun_normal_halves_relu_variance_per_layer(tmp_path):
@@ -116,8 +120,8 @@ def test_the_probe_shows_the_jacobian_spectrum_with_the_mean_field_prediction(tm
 
     _, ordered = probe_layers(tmp_path / "tanh", "model.depth=30", "model.width=64", "probe.shape=[1,8,8]",
                               "act=tanh", "init=normal", "init.std=0.1", "probe.jacobian=auto")  # σ_w² 0.64: χ₁ ~0.6
-    (finding,) = [f for f in ordered.findings if f.rule == "jacobian_depth"]
-    assert finding.severity == "warning" and "the net will not train, and it has 30" in finding.message
+    (finding,) = [f for f in ordered.findings if f.rule == "vanishing_signal"]  # χ₁ is part of its evidence
+    assert finding.severity == "warning" and "a net does not train, and it has 30" in finding.message
 
     _, moments = probe_layers(tmp_path / "moments", "model.depth=3", "model.width=64", "probe.shape=[1,8,8]",
                               "probe.jacobian=moments")

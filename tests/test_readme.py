@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_raw, needs_fashion, run_cli
+from findings_check import contradictions
 from omegaconf import OmegaConf
 
 from diagnose.cli.overrides import check_command_line
@@ -69,6 +70,7 @@ def test_tour_command_runs_shrunk(command, tmp_path):
     assert len(metrics) == jobs
     for path in metrics:  # a sweep goes on past a failed job: each job must have finished
         assert json.loads(path.read_text())["status"] == "completed", path
+        assert not contradictions(path.parent), path  # no finding says what its own numbers do not show
 
 
 def one_job(command: str) -> tuple[str, list[str]]:

@@ -22,8 +22,9 @@ class DeadUnits(Instrument):
     enough for PROBES points over the run) and at the `last` one; `always`: every step (the probe's one).
 
     A unit (a channel of a conv map, a neuron of an MLP) is dead when its output is <= 0 (zero for a ReLU) for
-    every probe example and position: no gradient reaches it. Besides the share dead now, it tracks the share
-    dead at every probe since step `since`: permanently dead units, as opposed to ones that flicker back to life.
+    every probe example and position: no gradient reaches it. Besides the share dead now, it tracks the share that
+    died for good: dead now and at every probe since they first died (from step `since` on), as opposed to units
+    that flicker back to life. (A unit that came back once and died again is dead, not dead for good.)
     """
 
     def __init__(self, model: nn.Module, layers: list[Layer], probe_x: torch.Tensor, every: int = 0, last: int = 0,
@@ -31,7 +32,9 @@ class DeadUnits(Instrument):
         self.model, self.probe_x, self.chunk = model, probe_x, chunk
         self.every, self.last, self.since, self.always = every, last, since, always
         self.layers = [layer for layer in layers if layer.kind == RELU_LIKE]
-        self.always_dead: dict[str, torch.Tensor] = {}  # (units,) bool per layer, on the device
+        # (units,) bool per layer, on the device: dead at some probe so far; dead once and alive at a later probe
+        self.ever_dead: dict[str, torch.Tensor] = {}
+        self.revived: dict[str, torch.Tensor] = {}
         self.history: dict[str, list[tuple[int, float]]] = {}  # layer -> (step, share dead)
 
     def after_step(self, step: int, readings: Readings) -> None:
@@ -65,8 +68,10 @@ class DeadUnits(Instrument):
         for name, dead in outputs.items():
             result[f"dead/{name}"] = dead.float().mean()
             if step >= self.since:
-                self.always_dead[name] = self.always_dead.get(name, dead) & dead
-                result[f"dead_permanent/{name}"] = self.always_dead[name].float().mean()
+                ever = self.ever_dead.get(name, dead)
+                self.revived[name] = self.revived.get(name, torch.zeros_like(dead)) | (ever & ~dead)
+                self.ever_dead[name] = ever | dead
+                result[f"dead_permanent/{name}"] = (dead & ~self.revived[name]).float().mean()
         return result
 
     def read_back(self, step: int, values: dict[str, float]) -> None:
@@ -80,9 +85,11 @@ class DeadUnits(Instrument):
         metrics.dead_history = {name: list(points) for name, points in self.history.items()}
 
     def state(self) -> dict[str, Any]:
-        return {"always_dead": dict(self.always_dead), "history": {k: list(v) for k, v in self.history.items()}}
+        return {"ever_dead": dict(self.ever_dead), "revived": dict(self.revived),
+                "history": {k: list(v) for k, v in self.history.items()}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         device = self.probe_x.device
-        self.always_dead = {name: mask.to(device) for name, mask in state.get("always_dead", {}).items()}
+        self.ever_dead = {name: mask.to(device) for name, mask in state.get("ever_dead", {}).items()}
+        self.revived = {name: mask.to(device) for name, mask in state.get("revived", {}).items()}
         self.history = {name: [tuple(p) for p in points] for name, points in state.get("history", {}).items()}

@@ -71,6 +71,7 @@ class LayerMetric:
     column: str | None = None  # its column in `diagnose report`'s layer table
     probe: str | None = None  # its column in `diagnose probe`'s table (and a probe/<name> series against depth)
     run_mean: bool = False  # also kept as a mean over the measuring steps while the run learns: findings read that
+    history: bool = False  # also kept at every measuring step (metrics.json's layer_history): findings read the run
     reference: float | None = None  # a healthy value, drawn as a line on its chart
     of: str | None = None  # what the generic instruments compute it from; None: an instrument of its own
     compute: Callable[[Seen], torch.Tensor] | None = None  # called only for the layers it `applies` to
@@ -93,22 +94,22 @@ ACT, NORM, WEIGHT = ("act",), ("norm",), ("weight",)
 
 LAYER_METRICS = [
     # activations: every conv/linear, norm and activation output
-    LayerMetric("act_std", "std of the output", "activations", column="act std", probe="act std",
+    LayerMetric("act_std", "std of the output", "activations", column="act std", probe="act std", history=True,
                 of="output", compute=lambda seen: seen.std),
     LayerMetric("act_mean", "mean of the output", "activations", roles=ACT, probe="act mean",
                 of="output", compute=lambda seen: seen.mean),
     LayerMetric("act_zero", "fraction of exact zeros", "activations", roles=ACT,
                 applies=lambda layer: layer.kind == RELU_LIKE, of="output", compute=_zero_fraction),
     LayerMetric("saturation", "saturated fraction", "activations", roles=ACT, applies=_saturating,
-                column="saturated", probe="saturated", of="output", compute=_saturation),
+                column="saturated", probe="saturated", history=True, of="output", compute=_saturation),
     # dead units: DeadUnits, on a fixed probe batch
     LayerMetric("dead", "dead ReLU units on the probe batch", "dead units", roles=ACT,
                 applies=lambda layer: layer.kind == RELU_LIKE, column="dead", probe="dead"),
-    LayerMetric("dead_permanent", "ReLU units dead at every probe", "dead units", roles=ACT,
+    LayerMetric("dead_permanent", "ReLU units dead for good (at every probe since they died)", "dead units", roles=ACT,
                 applies=lambda layer: layer.kind == RELU_LIKE),
     # gradients w.r.t. each output, and of the weights
     LayerMetric("grad_norm", "L2 norm of the gradient w.r.t. the output", "gradients", roles=("act", "weight"),
-                log10=True, column="grad norm", of="output_grad", compute=lambda seen: seen.norm),
+                log10=True, column="grad norm", history=True, of="output_grad", compute=lambda seen: seen.norm),
     LayerMetric("grad_std", "std of the gradient w.r.t. the output", None, probe="grad std",
                 of="output_grad", compute=lambda seen: seen.std),
     LayerMetric("grad_mean", "mean of the gradient w.r.t. the output", None,

@@ -72,6 +72,17 @@ class Instrument:
         """Remove whatever it attached (a run may end in the middle of a measuring step)."""
 
 
+HISTORY_POINTS = 256  # a series' history keeps at most twice this many points: every other one goes when it is full
+
+
+def _keep(points: list[tuple[int, float]], point: tuple[int, float]) -> None:
+    """Append `point`, thinning a long series to every other point (initialisation, the first, stays): a run that
+    measures every step keeps its history at a bounded size."""
+    points.append(point)
+    if len(points) > 2 * HISTORY_POINTS:
+        points[:] = points[::2]
+
+
 class Monitor:
     """Calls its instruments, in their order, at each moment, and writes what they read."""
 
@@ -86,6 +97,7 @@ class Monitor:
         self.readings = Readings()
         self.latest: dict[str, float] = {}  # tag -> the last value written
         self._sums: dict[str, tuple[float, int]] = {}  # tag -> (sum, count) of the metrics that keep a run mean
+        self._history: dict[str, list[tuple[int, float]]] = {}  # tag -> (step, value), the metrics that keep one
 
     def before_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> None:
         for instrument in self.instruments:
@@ -125,6 +137,9 @@ class Monitor:
                     total, count = self._sums.get(tag, (0.0, 0))
                     self._sums[tag] = (total + value, count + 1)
         self.latest.update(measured)
+        for tag, value in measured.items():
+            if (metric := metric_of(tag)) is not None and metric.history:
+                _keep(self._history.setdefault(tag, []), (step, value))
         for instrument in self.instruments:
             instrument.read_back(step, measured)
         bad = next(((layer, what) for (layer, what, _), value in zip(readings.finite, flags, strict=True)
@@ -160,17 +175,21 @@ class Monitor:
             if prefix_values:
                 metrics.layers[layer.name] = LayerRecord(layer.role, layer.kind, prefix_values)
         metrics.run_means = {tag: total / count for tag, (total, count) in self._sums.items()}
+        for tag, points in self._history.items():
+            metric, _, layer = tag.partition("/")
+            metrics.layer_history.setdefault(metric, {})[layer] = list(points)
         for instrument in self.instruments:
             instrument.finish(metrics)
 
     def state(self) -> dict[str, Any]:
         """What a resumed run needs to go on measuring as if it had never stopped."""
-        return {"sums": dict(self._sums), "latest": dict(self.latest),
+        return {"sums": dict(self._sums), "latest": dict(self.latest), "history": dict(self._history),
                 **{instrument.name: instrument.state() for instrument in self.instruments}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self._sums = {tag: tuple(pair) for tag, pair in state.get("sums", {}).items()}
         self.latest = dict(state.get("latest", {}))
+        self._history = {tag: [tuple(point) for point in points] for tag, points in state.get("history", {}).items()}
         for instrument in self.instruments:
             instrument.load_state(state.get(instrument.name, state))  # a checkpoint from before: flat
 
