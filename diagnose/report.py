@@ -67,11 +67,11 @@ def sensitivity_table(runs: list[RunRecord], keys: list[str], metric: str = "val
             cells[series_name(run, others)][run.overrides["batch"]] = run
     batches = sorted({b for row in cells.values() for b in row})
     table = Table(title=f"final {metric} by batch size", header_style="bold")
-    table.add_column(",".join(others) or "runs")
+    table.add_column(escape(",".join(others)) or "runs")
     for batch in batches:
         table.add_column(f"batch={batch}", justify="right")
     for series, row in sorted(cells.items()):
-        table.add_row(series, *(cell(row[b], metric) if b in row else "-" for b in batches))
+        table.add_row(escape(series), *(cell(row[b], metric) if b in row else "-" for b in batches))
     return table
 
 
@@ -110,7 +110,7 @@ def main(argv: list[str]) -> None:
         print_tables(sweep_table(runs, keys, "runs"), console, keys=1 + len(keys))
         if "batch" in keys:
             print_tables(sensitivity_table(runs, keys), console)
-        findings = report_findings(runs)
+        findings = report_findings(runs, sweep_findings(runs))
     for run in runs:  # what went wrong with a run, whole: it may end in the resume= command to copy
         if run.metrics.error:
             where = f"{run.path.name}: " if len(runs) > 1 else ""  # its status is in the table above

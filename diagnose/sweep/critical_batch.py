@@ -149,8 +149,8 @@ def no_fit_note(runs: list[RunRecord]) -> str:
     if len(batches) < MIN_BATCHES:
         return (f"no critical batch: the fit of steps against batch size needs {MIN_BATCHES} batch sizes or more, "
                 f"this sweep has {len(batches)} ({listed})")
-    return (f"no critical batch: no series reached its target train loss at {MIN_BATCHES} of the batch sizes "
-            f"({listed}) completed")
+    return (f"no critical batch: no series reached its target train loss at {MIN_BATCHES} or more of the batch "
+            f"sizes ({listed})")
 
 
 def write_critical_batches(sweep_dir: Path, found: list[Series]) -> None:

@@ -170,8 +170,8 @@ def _holders(names: list[str], of: int) -> str:
     return f"all {of} runs" if len(names) == of else f"{len(names)} runs ({'; '.join(names)})"
 
 
-def report_findings(runs: list[RunRecord]) -> list[Finding]:
-    """What a sweep's report says: the sweep's own findings first, then the runs', each said once with the runs it
+def report_findings(runs: list[RunRecord], sweep: list[Finding]) -> list[Finding]:
+    """What a sweep's report says: the `sweep`'s own findings first, then the runs', each said once with the runs it
     holds for named (a 'no findings' every job shares: once), errors first."""
     holders: dict[tuple[str, str, str, str], tuple[Finding, list[str]]] = {}
     for run in in_order(runs, swept_keys(runs)):
@@ -179,7 +179,7 @@ def report_findings(runs: list[RunRecord]) -> list[Finding]:
             holders.setdefault((f.rule, f.severity, f.message, f.remedy), (f, []))[1].append(run.path.name)
     said = [replace(f, message=f"{_holders(names, len(runs))}: {f.message}") for f, names in holders.values()]
     said.sort(key=lambda f: SEVERITIES.index(f.severity) if f.severity in SEVERITIES else len(SEVERITIES))
-    return [replace(f, message=f"the sweep: {f.message}") for f in sweep_findings(runs)] + said
+    return [replace(f, message=f"the sweep: {f.message}") for f in sweep] + said
 
 
 def write_findings(sweep_dir: Path, runs: list[RunRecord], findings: list[Finding]) -> None:
@@ -188,8 +188,9 @@ def write_findings(sweep_dir: Path, runs: list[RunRecord], findings: list[Findin
     from torch.utils.tensorboard import SummaryWriter
 
     (sweep_dir / FINDINGS_JSON).write_text(json.dumps(as_dicts(findings), indent=2))
-    with SummaryWriter(str(sweep_dir / SENSITIVITY_DIR)) as writer:
-        writer.add_text("findings", as_markdown(report_findings(runs)), 0)
+    if said := report_findings(runs, findings):
+        with SummaryWriter(str(sweep_dir / SENSITIVITY_DIR)) as writer:
+            writer.add_text("findings", as_markdown(said), 0)
 
 
 def summarise_sweep(sweep_dir: Path, console: Console | None = None) -> list[RunRecord]:
