@@ -2,20 +2,24 @@
 
 import argparse
 import json
+import math
 from collections import defaultdict
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from diagnose.console import print_findings
+from diagnose.console import line, print_findings, print_tables
 from diagnose.diagnostics import metrics as metric_table
 from diagnose.diagnostics.metrics import LayerMetric
 from diagnose.findings import as_dicts
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
 from diagnose.sweep.sensitivity import series_name
-from diagnose.sweep.summary import METRICS, sweep_findings, sweep_table
+from diagnose.sweep.summary import METRICS, cell, report_findings, sweep_findings, sweep_table
+
+TRAINED = ("completed", "diverged", "interrupted")  # the statuses of a run that has steps to count
 
 
 def columns() -> list[LayerMetric]:
@@ -25,30 +29,30 @@ def columns() -> list[LayerMetric]:
 
 def run_table(run: RunRecord) -> Table:
     m = run.metrics
-    table = Table(title=f"{run.path}: {run.status}", header_style="bold", show_header=False)
+    table = Table(header_style="bold", show_header=False)
     for key, value in asdict(m.final).items():
         if value is not None:
-            table.add_row(key, f"{value:.4f}")
-    if m.command == "train" and m.status != "failed":
+            table.add_row(key, "-" if not math.isfinite(value) else f"{value:.4f}")
+    if m.command == "train" and m.status in TRAINED:
         table.add_row("steps", str(m.steps))
         table.add_row("wall_time_s", f"{m.wall_time_s:.1f}")
         table.add_row("images_per_s", f"{m.images_per_s:,.0f}")
     if m.nonfinite:
         table.add_row("first non-finite", f"step {m.nonfinite.step}, {m.nonfinite.tensor} of {m.nonfinite.layer}")
-    if m.error:
-        table.add_row("error", m.error)
     return table
 
 
 def layer_table(run: RunRecord) -> Table | None:
-    if not run.metrics.layers:
+    """The last value of each metric per layer, a column for each metric some layer has."""
+    layers = run.metrics.layers
+    if not layers:
         return None
     table = Table(title="per layer, at the last measurement", header_style="bold")
     table.add_column("layer")
-    shown = columns()
+    shown = [m for m in columns() if any(m.name in record.values for record in layers.values())]
     for metric in shown:
         table.add_column(metric.column, justify="right")
-    for name, record in run.metrics.layers.items():
+    for name, record in layers.items():
         table.add_row(name, *(f"{record.values[m.name]:.3g}" if m.name in record.values else "" for m in shown))
     return table
 
@@ -56,18 +60,18 @@ def layer_table(run: RunRecord) -> Table | None:
 def sensitivity_table(runs: list[RunRecord], keys: list[str], metric: str = "val_acc") -> Table:
     """Final `metric` with one row per combination of the other swept keys and one column per batch size."""
     others = [k for k in keys if k != "batch"]
-    cells: dict[str, dict[int, float]] = defaultdict(dict)
+    cells: dict[str, dict[int, RunRecord]] = defaultdict(dict)
     for run in runs:
-        value = METRICS[metric](run)
-        if run.status == "completed" and value is not None and isinstance(run.overrides.get("batch"), int):
-            cells[series_name(run, others)][run.overrides["batch"]] = value
+        if run.status == "completed" and METRICS[metric](run) is not None and isinstance(run.overrides.get("batch"),
+                                                                                          int):
+            cells[series_name(run, others)][run.overrides["batch"]] = run
     batches = sorted({b for row in cells.values() for b in row})
-    table = Table(title=f"batch-size sensitivity: final {metric}", header_style="bold")
-    table.add_column(",".join(others) or "runs")
+    table = Table(title=f"final {metric} by batch size", header_style="bold")
+    table.add_column(escape(",".join(others)) or "runs")
     for batch in batches:
         table.add_column(f"batch={batch}", justify="right")
     for series, row in sorted(cells.items()):
-        table.add_row(series, *(f"{row[b]:.4f}" if b in row else "-" for b in batches))
+        table.add_row(escape(series), *(cell(row[b], metric) if b in row else "-" for b in batches))
     return table
 
 
@@ -93,15 +97,22 @@ def main(argv: list[str]) -> None:
         return
     console = Console()
     if len(runs) == 1:
-        console.print(run_table(runs[0]))
-        if (table := layer_table(runs[0])) is not None:
+        (run,) = runs
+        line(console, escape(f"run {run.path}: {run.status}"))  # a folder to copy: a line of its own, never cut
+        if (table := run_table(run)).row_count:
             console.print(table)
-        findings = runs[0].metrics.findings
+        if (table := layer_table(run)) is not None:
+            print_tables(table, console)
+        findings = run.metrics.findings
     else:
         keys = swept_keys(runs)
-        console.print(sweep_table(runs, keys, f"sweep {args.path}: {len(runs)} runs"))
+        line(console, escape(f"sweep {args.path}: {len(runs)} runs"))
+        print_tables(sweep_table(runs, keys, "runs"), console, keys=1 + len(keys))
         if "batch" in keys:
-            console.print(sensitivity_table(runs, keys))
-        findings = [replace(f, message=f"{r.path.name}: {f.message}") for r in runs for f in r.metrics.findings]
-        findings += sweep_findings(runs)
+            print_tables(sensitivity_table(runs, keys), console)
+        findings = report_findings(runs, sweep_findings(runs))
+    for run in runs:  # what went wrong with a run, whole: it may end in the resume= command to copy
+        if run.metrics.error:
+            where = f"{run.path.name}: " if len(runs) > 1 else ""  # its status is in the table above
+            line(console, escape(f"{where}{run.metrics.error}"))
     print_findings(findings, console, log=False)

@@ -12,9 +12,10 @@ import pytest
 from conftest import FASHION, TINY, TINY_DATA, compose_config, needs_fashion, scalars, tags
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from diagnose.build import build_run
+from diagnose.build import build_model, build_run
 from diagnose.config import to_dict
 from diagnose.diagnostics.dashboard import custom_scalars_layout
+from diagnose.diagnostics.depth import PANELS, depth_figure
 from diagnose.diagnostics.layer_stats import Schedule
 from diagnose.diagnostics.layers import depth_labels, measured_layers
 from diagnose.training.loop import train
@@ -73,6 +74,46 @@ def entries():
     from diagnose.components.norms import NORMS
 
     return ACTIVATIONS["relu"], NORMS["bn"]
+
+
+def mlp_layers(depth: int) -> list:
+    """The measured layers of an MLP of `depth` hidden layers, built without its data."""
+    config = compose_config(TINY_DATA + ["model=mlp", f"model.depth={depth}", "model.width=8"])
+    model = build_model(config, (1, 8, 8), 10)
+    return measured_layers(model, *entries())
+
+
+def test_the_depth_figure_draws_the_logits_as_a_point_of_their_own_not_on_the_conv_linear_line():
+    layers = mlp_layers(30)
+    weights = [layer.name for layer in layers if layer.role == "weight"]
+    assert len(weights) == 31 and weights[-1] == "head"
+    now = {f"{metric}/{layer.name}": 0.5 + depth for depth, layer in enumerate(layers) for metric, _ in PANELS}
+    now["act_std/head"] = 1e4  # logits far above the signal: on the line they would be a cliff
+    figure = depth_figure(layers, now, {key: 2 * value for key, value in now.items()}, "run, step 9")
+    for ax, (metric, _) in zip(figure.axes, PANELS, strict=False):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        conv = lines["conv/linear layers (now)"]
+        assert list(conv.get_xdata()) == list(range(1, 31))  # the 30 hidden layers, the head not among them
+        assert list(conv.get_ydata()) == [now[f"{metric}/{name}"] for name in weights[:-1]]
+        logits = lines["logits, head (now)"]
+        assert list(logits.get_xdata()) == [31] and logits.get_linestyle() == "None"  # a marker, no line
+        assert list(logits.get_ydata()) == [now[f"{metric}/head"]]
+        assert list(lines["logits, head (at init)"].get_ydata()) == [2 * now[f"{metric}/head"]]
+
+
+def test_a_long_run_name_is_shortened_in_the_middle_to_fit_the_depth_figure():
+    layers = mlp_layers(2)
+    values = {f"{metric}/{layer.name}": 1.0 for layer in layers for metric, _ in PANELS}
+    name = "2026-12-03/10-00-00_" + ",".join(f"key{i}=value{i}" for i in range(30))
+    figure = depth_figure(layers, values, values, f"{name}, step 1500")
+    title = figure._suptitle
+    shown = title.get_text()
+    assert shown.startswith("2026-12-03/10-00-00_key0") and shown.endswith("key29=value29, step 1500")
+    assert "…" in shown and len(shown) < len(name)
+    box = title.get_window_extent(figure.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.width  # neither end cut off
+    short = depth_figure(layers, values, values, "10-00-00_norm=gn, step 3")
+    assert short._suptitle.get_text() == "10-00-00_norm=gn, step 3"
 
 
 def test_full_diagnostics_measure_every_step(run_dir):

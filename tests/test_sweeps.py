@@ -2,22 +2,32 @@
 
 import contextlib
 import csv
+import io
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import TINY, needs_fashion, run_cli
 from filelock import FileLock
+from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from diagnose.cli.commands import main
 from diagnose.errors import UserError
+from diagnose.findings import about
+from diagnose.results import Final, Finding, NoiseScale, RunMetrics
+from diagnose.sweep.critical_batch import Fit, Series, critical_batch_figure
+from diagnose.sweep.runs import RunRecord, find_runs
+from diagnose.sweep.summary import cell, report_findings, summarise_sweep, sweep_table
+from diagnose.training.outputs import write_metrics
 
 SWEEP_TINY = [o for o in TINY if not o.startswith("batch=")]
 
@@ -91,6 +101,7 @@ def test_summary_csv_and_the_terminal_table(bn_gn_sweep):
         ("bn", "16", "completed"), ("bn", "8", "completed"), ("gn", "16", "completed"), ("gn", "8", "completed")]
     assert all(0 <= float(r["val_acc"]) <= 1 for r in rows)
     assert "bn_train_eval_gap" in printed and "sweep" in printed
+    assert not (sweep / "critical_batch.png").exists() and "this sweep has 2 (8, 16)" in " ".join(printed.split())
 
 
 @pytest.mark.slow
@@ -130,7 +141,7 @@ def test_report_on_a_sweep_and_on_one_run(bn_gn_sweep, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     sweep, _ = bn_gn_sweep
     table = report([str(sweep)], capsys)
-    assert "batch-size sensitivity" in table and "norm=gn" in table and "batch=16" in table
+    assert "final val_acc by batch size" in table and "norm=gn" in table and "batch=16" in table
     as_json = json.loads(report([str(sweep), "--json"], capsys))
     assert as_json["swept"] == ["norm", "batch"] and len(as_json["runs"]) == 4
     (run,) = json.loads(report([str(sweep / "batch=8,norm=bn"), "--json"], capsys))["runs"]
@@ -144,6 +155,97 @@ def test_report_on_a_folder_without_runs_is_a_clear_error(tmp_path, capsys):
         main(["report", str(tmp_path)])
     said = capsys.readouterr().err
     assert stopped.value.code == 2 and "holds no runs" in " ".join(said.split()) and "Traceback" not in said
+
+
+NO_FINDINGS = Finding("no_findings", "info", "no findings: these checks passed - divergence", "")
+LEARNS_SLOWLY = Finding("update_ratio", "warning", "updates are only 1e-05 of the weights per step", "raise the lr")
+
+
+def fake_sweep(root: Path, accuracy: dict[tuple[str, int], float], findings: dict[tuple[str, int], list[Finding]],
+               curve: Callable[[int], list[tuple[int, float]]] = lambda batch: []) -> Path:
+    """A finished norm x batch sweep's folder as its jobs leave it (metrics.json, the overrides), without training:
+    `accuracy` and `findings` by (norm, batch), the train loss curve by batch."""
+    for (norm, batch), acc in accuracy.items():
+        job = root / f"batch={batch},norm={norm}"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- norm={norm}\n- batch={batch}\n")
+        write_metrics(job, RunMetrics(status="completed", final=Final(val_acc=acc, train_loss=curve(batch)[-1][1]
+                                                                      if curve(batch) else 0.5),
+                                      config={"batch": batch, "norm": {"name": norm}}, train_curve=curve(batch),
+                                      findings=findings[norm, batch]))
+    return root
+
+
+BN_COLLAPSE = {("bn", 2): 0.45, ("bn", 32): 0.81, ("gn", 2): 0.79, ("gn", 32): 0.80}  # the lecture's numbers
+
+
+def test_a_sweeps_report_says_its_own_findings_first_and_each_run_finding_once_naming_its_runs(tmp_path, capsys,
+                                                                                            monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    findings = {job: [NO_FINDINGS] for job in BN_COLLAPSE}
+    findings["bn", 2] = findings["gn", 2] = [LEARNS_SLOWLY]
+    said = report([str(fake_sweep(tmp_path / "mixed", BN_COLLAPSE, findings))], capsys).splitlines()
+    lines = [line for line in said if line.startswith(("error:", "warning:", "info:"))]
+    assert lines == [
+        "warning: the sweep: BN at batch 2: val accuracy 36 points below batch 32, while GN drops 1 over the same "
+        "batches - use norm=gn (or ln), which does not depend on the batch",
+        "warning: 2 runs (batch=2,norm=bn; batch=2,norm=gn): updates are only 1e-05 of the weights per step - raise "
+        "the lr",
+        "info: 2 runs (batch=32,norm=bn; batch=32,norm=gn): no findings: these checks passed - divergence"]
+    same = fake_sweep(tmp_path / "same", BN_COLLAPSE, dict.fromkeys(BN_COLLAPSE, [NO_FINDINGS]))
+    assert [f.message for f in report_findings(find_runs(same), [])] == [f"all 4 runs: {NO_FINDINGS.message}"]
+
+
+def test_the_sweep_table_writes_numbers_as_the_rest_of_diagnose_and_never_nan(tmp_path):
+    def run(b_simple: float, low: float, val_acc: float | None) -> RunRecord:
+        noise = NoiseScale(b_simple=b_simple, b_simple_low=low, grad_sq=1.0, trace_cov=1.0, batch=8, micro_batch=8)
+        return RunRecord(tmp_path, {}, RunMetrics(status="completed", noise=noise, final=Final(val_acc=val_acc)))
+
+    assert cell(run(197.8465, 150.0, 0.81234), "b_simple") == about(197.8465) == "200"  # as the findings say it
+    assert cell(run(197.8465, 150.0, 0.81234), "val_acc") == "0.8123"
+    assert cell(run(math.nan, 41.3, math.nan), "b_simple") == ">= 41"  # not resolved: its lower bound
+    assert cell(run(math.nan, math.nan, None), "b_simple") == "not resolved"
+    assert cell(run(1.0, 1.0, math.nan), "val_acc") == cell(run(1.0, 1.0, None), "val_acc") == "-"
+    table = Console(file=io.StringIO(), width=200, record=True)
+    table.print(sweep_table([run(197.8465, 150.0, 0.8), run(math.nan, math.nan, math.nan)], [], "runs"))
+    assert "nan" not in table.export_text().lower()
+
+
+def findings_in_tensorboard(sweep: Path) -> str:
+    (text,) = EventAccumulator(str(sweep / "sensitivity")).Reload().Tensors("findings/text_summary")
+    return text.tensor_proto.string_val[0].decode()
+
+
+def test_a_sweeps_findings_reach_tensorboard_and_two_batch_sizes_get_no_critical_batch_figure(tmp_path):
+    sweep = fake_sweep(tmp_path, BN_COLLAPSE, dict.fromkeys(BN_COLLAPSE, [NO_FINDINGS]),
+                       curve=lambda batch: [(step, 2.0 / step) for step in range(1, 50)])
+    shown = Console(file=io.StringIO(), width=80, record=True)
+    summarise_sweep(sweep, shown)
+    printed = shown.export_text()
+    text = findings_in_tensorboard(sweep)  # the sweep folder's run: `tensorboard --logdir SWEEP` lists it
+    assert text.index("the sweep: BN at batch 2") < text.index(f"all 4 runs: {NO_FINDINGS.message}")
+    assert json.loads((sweep / "findings.json").read_text())[0]["rule"] == "bn_small_batch"
+    assert not (sweep / "critical_batch.png").exists() and not (sweep / "critical_batch.json").exists()
+    assert "no critical batch: the fit of steps against batch size needs 3 batch sizes or more, this sweep has 2 " \
+           "(2, 32)" in printed and "critical batch: steps" not in printed
+    assert max(len(line) for line in printed.splitlines() if line.startswith(("┏", "┃", "│", "└"))) <= 80  # tables
+
+
+def test_a_sweep_of_enough_batch_sizes_draws_the_critical_batch_with_a_title_that_says_what_is_drawn(tmp_path):
+    # steps to loss 1 follow S(B) = 50 (1 + 64 / B): B_crit = 64 in the range swept
+    batches = (16, 32, 64, 128, 256)
+    sweep = fake_sweep(tmp_path, {("gn", b): 0.8 for b in batches}, {("gn", b): [NO_FINDINGS] for b in batches},
+                       curve=lambda b: [(step, 2.0 ** (-step / (50 * (1 + 64 / b)))) for step in range(5, 800, 5)])
+    shown = Console(file=io.StringIO(), width=80, record=True)
+    summarise_sweep(sweep, shown)
+    assert (sweep / "critical_batch.png").stat().st_size > 10_000 and "B_crit ~ 64 (fit)" in shown.export_text()
+    (series,) = json.loads((sweep / "critical_batch.json").read_text())
+    assert series["fit"]["b_crit"] == pytest.approx(64, rel=0.1)
+    drawn = Series("gn", 0.5, fit=Fit(50.0, 3200.0, 64.0), steps=dict.fromkeys(batches, 1.0))
+    title = "critical batch: steps to the target"
+    assert critical_batch_figure([drawn]).axes[0].get_title() == f"{title} (fit, B_crit dashed)"
+    drawn.fit, drawn.b_simple = None, {16: 90.0}
+    assert critical_batch_figure([drawn]).axes[0].get_title() == f"{title} (median B_simple dotted)"
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from pathlib import Path
 from statistics import mean, median
 from typing import Any
 
+from diagnose.findings import about
 from diagnose.sweep.runs import RunRecord
 from diagnose.sweep.sensitivity import series_name
 
@@ -84,7 +85,8 @@ def fit_critical_batch(batches: list[float], steps: list[float]) -> Fit:
 
 
 def critical_batches(runs: list[RunRecord], keys: list[str]) -> list[Series]:
-    """A Series for each combination of the other swept keys whose completed runs span at least MIN_BATCHES sizes."""
+    """A Series for each combination of the other swept keys with completed runs; fitted where MIN_BATCHES or more
+    batch sizes reached its target."""
     grouped: dict[str, list[RunRecord]] = {}
     for run in runs:
         if run.status == "completed" and isinstance(run.overrides.get("batch"), int) and run.metrics.train_curve:
@@ -126,12 +128,29 @@ def critical_batches(runs: list[RunRecord], keys: list[str]) -> list[Series]:
                 series.why_no_fit = f"the steps do not fall with the batch: B_crit is below {low}, sweep smaller"
             elif not low / 2 <= fit.b_crit <= 2 * high:  # an extrapolation says little
                 side = "smaller" if fit.b_crit < low else "larger"
-                series.why_no_fit = (f"the fit puts it at ~{fit.b_crit:.3g}, outside the swept batches {low}-{high}: "
-                                     f"sweep {side} ones")
+                series.why_no_fit = (f"the fit puts it at ~{about(fit.b_crit)}, outside the swept batches "
+                                     f"{low}-{high}: sweep {side} ones")
             else:
                 series.fit = fit
         found.append(series)
     return found
+
+
+def worth_fitting(found: list[Series]) -> bool:
+    """Some series reached its target at MIN_BATCHES batch sizes or more: the fit the figure and the table promise
+    can be tried (it may still put B_crit out of range, and say so)."""
+    return any(len(series.steps) >= MIN_BATCHES for series in found)
+
+
+def no_fit_note(runs: list[RunRecord]) -> str:
+    """One line for a batch sweep without a critical-batch fit: why there is no figure or table."""
+    batches = sorted({run.overrides["batch"] for run in runs if isinstance(run.overrides.get("batch"), int)})
+    listed = ", ".join(map(str, batches))
+    if len(batches) < MIN_BATCHES:
+        return (f"no critical batch: the fit of steps against batch size needs {MIN_BATCHES} batch sizes or more, "
+                f"this sweep has {len(batches)} ({listed})")
+    return (f"no critical batch: no series reached its target train loss at {MIN_BATCHES} or more of the batch "
+            f"sizes ({listed})")
 
 
 def write_critical_batches(sweep_dir: Path, found: list[Series]) -> None:
@@ -167,10 +186,10 @@ def critical_batch_figure(found: list[Series]) -> Any:
         if series.fit is not None:
             grid = np.geomspace(min(batches), max(batches), 100)
             ax.plot(grid, series.fit.s_min + series.fit.e_min / grid, "-", color=colour, alpha=0.7,
-                    label=f"fit: B_crit ~ {series.fit.b_crit:.3g}")
+                    label=f"fit: B_crit ~ {about(series.fit.b_crit)}")
             ax.axvline(series.fit.b_crit, color=colour, linestyle="--", alpha=0.8)
         if (b_simple := series.b_simple_median) is not None:
-            ax.axvline(b_simple, color=colour, linestyle=":", alpha=0.9, label=f"median B_simple ~ {b_simple:.3g}")
+            ax.axvline(b_simple, color=colour, linestyle=":", alpha=0.9, label=f"median B_simple ~ {about(b_simple)}")
     from matplotlib.ticker import ScalarFormatter
 
     batches = sorted({b for series in found for b in series.steps})
@@ -181,7 +200,10 @@ def critical_batch_figure(found: list[Series]) -> Any:
     ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("batch size", fontsize=11)
     ax.set_ylabel("steps to the target train loss", fontsize=11)
-    ax.set_title("critical batch: measured (fit, dashed) vs predicted (B_simple, dotted)", fontsize=11)
+    drawn = [what for what, shown in (("fit, B_crit dashed", any(series.fit for series in found)),
+                                       ("median B_simple dotted", any(series.b_simple_median for series in found)))
+             if shown]  # the title names only what is drawn
+    ax.set_title("critical batch: steps to the target" + (f" ({'; '.join(drawn)})" if drawn else ""), fontsize=11)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=9)
     fig.tight_layout()
