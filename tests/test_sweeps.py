@@ -188,7 +188,7 @@ def test_a_sweeps_report_says_its_own_findings_first_and_each_run_finding_once_n
     lines = [line for line in said if line.startswith(("error:", "warning:", "info:"))]
     assert lines == [
         "warning: the sweep: BN at batch 2: val accuracy 36 points below batch 32, while GN drops 1 over the same "
-        "batches - use norm=gn (or ln), which does not depend on the batch",
+        "batches - use norm=gn (0.79 at batch 2), which measured better at batch 2 and does not depend on the batch",
         "warning: 2 runs (batch=2,norm=bn; batch=2,norm=gn): updates are only 1e-05 of the weights per step - raise "
         "the lr",
         "info: 2 runs (batch=32,norm=bn; batch=32,norm=gn): no findings: these checks passed - divergence"]
