@@ -359,7 +359,7 @@ VERDICT_STYLE = {"pass": "green", "fail": "bold red", "note": "yellow"}
 def check_table(found: list[Check]) -> Table:
     table = Table(title="diagnose check", header_style="bold", show_lines=True)
     for column in ("check", "measured", "expected", "verdict", "remedy"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # prose wraps between words; a key too long for its cell folds whole
     for c in found:
         table.add_row(c.name, c.measured, c.expected, f"[{VERDICT_STYLE[c.verdict]}]{c.verdict}[/]", c.remedy)
     return table

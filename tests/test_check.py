@@ -146,3 +146,17 @@ def test_a_sweep_of_checks_exits_1_naming_the_jobs_that_failed(tmp_path):
     assert checks.sweep_outcome(tmp_path) == (1, "checks failed in 1 of the sweep's 2 jobs: init=zeros.")
     (tmp_path / "init=zeros" / "check.json").unlink()
     assert checks.sweep_outcome(tmp_path) == (0, "")
+
+
+def test_the_check_table_at_80_columns_cuts_no_word():
+    import io
+
+    from rich.console import Console
+
+    long = checks.Check("examples stay independent", "leak 0.43", "(data.center=true)", "note",
+                        "a batch-independent norm (norm=gn or ln) with optim.base_batch=128 removes it")
+    shown = Console(file=io.StringIO(), width=80, record=True)
+    shown.print(checks.check_table([long]))
+    text = shown.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert "batch-independe" in text and "(data.center=t" in text  # folded, whole across its lines
