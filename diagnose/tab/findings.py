@@ -1,0 +1,65 @@
+"""The findings of a target, as its files hold them: a run's from its metrics.json; a sweep's own from its
+findings.json, and its jobs' gathered by rule. No rule or text is known here: whatever the files say is shown."""
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from diagnose.results import Finding
+from diagnose.sweep.summary import FINDINGS_JSON
+from diagnose.tab.targets import SWEEP, Target
+
+SEVERITIES = ("error", "warning", "info")  # the order of the jobs' rules; any other severity comes last
+
+
+@dataclass
+class JobFinding:
+    job: str
+    finding: Finding
+
+
+@dataclass
+class RuleFindings:
+    """One rule over a sweep's jobs: each job's finding, the most severe first."""
+
+    rule: str
+    severity: str
+    jobs: list[JobFinding]
+
+
+@dataclass
+class FindingsView:
+    own: list[Finding]  # the run's, or the sweep's own, in the order their writer gave them (errors first)
+    jobs: list[RuleFindings] = field(default_factory=list)  # a sweep: its jobs' findings by rule
+    sweep_file: bool = True  # a sweep: whether its findings.json was there (a sweep still running has none)
+
+
+def findings_view(target: Target) -> FindingsView:
+    if target.kind != SWEEP:
+        return FindingsView(target.runs[0].metrics.findings)
+    path = target.path / FINDINGS_JSON
+    own = _read(path) if path.exists() else []
+    by_rule: dict[str, RuleFindings] = {}
+    for run in target.runs:
+        for finding in run.metrics.findings:
+            group = by_rule.setdefault(finding.rule, RuleFindings(finding.rule, finding.severity, []))
+            group.jobs.append(JobFinding(run.path.name, finding))
+            group.severity = min(group.severity, finding.severity, key=_rank)
+    groups = sorted(by_rule.values(), key=lambda g: (_rank(g.severity), -len(g.jobs), g.rule))
+    for group in groups:
+        group.jobs.sort(key=lambda j: _rank(j.finding.severity))
+    return FindingsView(own, groups, path.exists())
+
+
+def _rank(severity: str) -> int:
+    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
+
+
+def _read(path: Path) -> list[Finding]:
+    """findings.json: a list of Finding objects (keys a newer writer may add are left out)."""
+    try:
+        items = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    known = {f.name for f in fields(Finding)}
+    return [Finding(**{k: v for k, v in item.items() if k in known}) for item in items if isinstance(item, dict)]

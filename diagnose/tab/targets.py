@@ -1,0 +1,93 @@
+"""What the tab can show under TensorBoard's logdir: each run, probe and sweep, found by what they leave behind
+(a run's metrics.json, a sweep folder's multirun.yaml or summary.csv), read with diagnose's own readers."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diagnose.errors import UserError
+from diagnose.sweep.runs import RunRecord, find_runs
+from diagnose.sweep.summary import SUMMARY_CSV
+from diagnose.training.outputs import METRICS_FILE
+
+RUN, PROBE, SWEEP = "run", "probe", "sweep"
+SWEEP_MARKS = ("multirun.yaml", SUMMARY_CSV)  # Hydra writes the first when a sweep starts, diagnose the second
+
+
+@dataclass
+class Target:
+    """A run, a probe or a sweep, by its folder relative to the logdir: TensorBoard's name of that run ('.': the
+    logdir itself), so the event files of a target are read under its id."""
+
+    id: str
+    kind: str
+    runs: list[RunRecord]  # the run itself, or a sweep's jobs in folder order
+    sweep: str | None = None  # the sweep a job belongs to
+    path: Path = field(default=Path("."))
+
+    @property
+    def probes(self) -> bool:
+        return all(run.metrics.command == "probe" for run in self.runs)
+
+
+@dataclass
+class Scan:
+    targets: dict[str, Target]  # by id: sweeps first, each followed by its jobs, then the runs of no sweep
+    default: str | None  # the one to show first: the logdir's own, else the newest sweep or run
+
+
+def run_id(logdir: Path, folder: Path) -> str:
+    relative = folder.resolve().relative_to(logdir.resolve()).as_posix()
+    return relative or "."
+
+
+def scan(logdir: Path) -> Scan:
+    """Every target below `logdir`."""
+    try:
+        runs = find_runs(logdir)
+    except UserError:  # no runs (yet): nothing to show
+        return Scan({}, None)
+    runs = [run for run in runs if (run.path / METRICS_FILE).exists()]
+    sweeps: dict[Path, list[RunRecord]] = {}
+    for run in runs:
+        parent = run.path.parent
+        inside = parent.resolve().is_relative_to(logdir.resolve())  # the logdir may be one job of a sweep
+        if inside and any((parent / mark).exists() for mark in SWEEP_MARKS):
+            sweeps.setdefault(parent, []).append(run)
+    targets: dict[str, Target] = {}
+    for folder, jobs in sweeps.items():
+        sweep = run_id(logdir, folder)
+        targets[sweep] = Target(sweep, SWEEP, jobs, path=folder)
+        for job in jobs:
+            targets[run_id(logdir, job.path)] = Target(run_id(logdir, job.path), _kind(job), [job], sweep, job.path)
+    for run in runs:
+        targets.setdefault(run_id(logdir, run.path), Target(run_id(logdir, run.path), _kind(run), [run],
+                                                            path=run.path))
+    return Scan(targets, _first(targets))
+
+
+def job_ids(sweep: Target) -> list[str]:
+    """TensorBoard's names of a sweep's jobs, in its order."""
+    return [run.path.name if sweep.id == "." else f"{sweep.id}/{run.path.name}" for run in sweep.runs]
+
+
+def _kind(run: RunRecord) -> str:
+    return PROBE if run.metrics.command == "probe" else RUN
+
+
+def _first(targets: dict[str, Target]) -> str | None:
+    """The logdir's own target, else the newest target that is not a sweep's job."""
+    if "." in targets:
+        return "."
+    tops = [t for t in targets.values() if t.sweep is None]
+    if not tops:
+        return None
+    return max(tops, key=lambda t: max((r.path / METRICS_FILE).stat().st_mtime for r in t.runs)).id
+
+
+def label(target: Target) -> str:
+    """How the selector names it: a job by its folder (the swept values), anything else by its path."""
+    if target.sweep is not None:
+        return target.path.name
+    what = {RUN: "run", PROBE: "probe", SWEEP: "probe sweep" if target.probes else "sweep"}[target.kind]
+    jobs = f", {len(target.runs)} jobs" if target.kind == SWEEP else ""
+    return f"{target.id} ({what}{jobs})"
