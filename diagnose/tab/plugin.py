@@ -3,6 +3,7 @@
 `tensorboard_plugins` entry point; active when the logdir holds a diagnose run (a metrics.json)."""
 
 import mimetypes
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ class DiagnosePlugin(base_plugin.TBPlugin):
         self.data_provider = context.data_provider
         self.logdir = Path(context.logdir) if context.logdir else None
         self._active = False
+        self._scanner = None  # made at the first request: importing what it reads is left out of TensorBoard's start
+        self._lock = threading.Lock()
 
     def frontend_metadata(self) -> base_plugin.FrontendMetadata:
         return base_plugin.FrontendMetadata(es_module_path="/static/index.js", tab_name="diagnose",
@@ -80,9 +83,13 @@ class DiagnosePlugin(base_plugin.TBPlugin):
         return self._json(request, steps_charts(self._target(request), self._events(request)))
 
     def _scan(self) -> Any:
-        from diagnose.tab.targets import Scan, scan
+        from diagnose.tab.targets import Scan, Scanner
 
-        return scan(self.logdir) if self.logdir is not None else Scan({}, None)
+        if self.logdir is None:
+            return Scan({}, None)
+        with self._lock:
+            self._scanner = self._scanner or Scanner(self.logdir)
+        return self._scanner()
 
     def _target(self, request: Request) -> Any:
         wanted = request.args.get("target", "")

@@ -56,14 +56,15 @@ CHARTS = (
 def steps_charts(target: Target, events: Events) -> list[Chart]:
     if target.kind == PROBE or (target.kind == SWEEP and target.probes):
         return []
-    ids = [target.id] if target.kind != SWEEP else job_ids(target)
-    listing = events.tags(ids)
-    wanted = sorted({tag for tags in listing.values() for tag in tags
-                     if any(tag == line.tag for chart in CHARTS for line in chart.lines)
-                     or ((parsed := layer_of(tag)) and any(parsed[0] == chart.per_layer for chart in CHARTS))})
-    data = events.read(ids, wanted)
     if target.kind != SWEEP:
-        return [chart for spec in CHARTS if (chart := run_chart(spec, data.get(target.id, {})))]
+        tags = events.tags([target.id]).get(target.id, [])
+        wanted = [tag for tag in tags if any(tag == line.tag for chart in CHARTS for line in chart.lines)
+                  or ((parsed := layer_of(tag)) and any(parsed[0] == chart.per_layer for chart in CHARTS))]
+        series = events.read([target.id], wanted).get(target.id, {})
+        return [chart for spec in CHARTS if (chart := run_chart(spec, series))]
+    # a sweep's jobs draw fixed tags, no per-layer ones: read without listing every tag of every job
+    ids = job_ids(target)
+    data = events.read(ids, sorted({line.tag for chart in CHARTS for line in chart.lines if line.in_sweep}))
     by_epoch = len({run.metrics.steps / run.metrics.epochs for run in target.runs if run.metrics.epochs}) > 1
     jobs = [(run.path.name, run.metrics, data.get(run_id, {})) for run, run_id in zip(target.runs, ids, strict=True)]
     return [chart for spec in CHARTS if (chart := sweep_chart(spec, jobs, by_epoch))]
