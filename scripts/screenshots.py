@@ -96,10 +96,13 @@ def with_playwright(browser: str, base: str, dashboards: list[str], out: Path, w
                 frame.select_option("#target", target)
                 frame.wait_for_function(f"document.body.dataset.drawn === {target!r}", timeout=60_000)
                 name = "diagnose.png" if target == opened and targets != ["all"] else f"diagnose-{slug(target)}.png"
-                top = page.eval_on_selector("iframe", "frame => frame.getBoundingClientRect().top")
-                tall = min(TALLEST, int(top + frame.evaluate("document.documentElement.scrollHeight")) + 8)
-                page.set_viewport_size({"width": width, "height": max(height, tall)})
-                page.wait_for_timeout(500)  # the charts take the frame's new size
+                for _ in range(4):  # the frame's page reflows at the new size: grow until it fits
+                    top = page.eval_on_selector("iframe", "frame => frame.getBoundingClientRect().top")
+                    tall = min(TALLEST, int(top + frame.evaluate("document.documentElement.scrollHeight")) + 8)
+                    if tall <= page.viewport_size["height"]:
+                        break
+                    page.set_viewport_size({"width": width, "height": tall})
+                    page.wait_for_timeout(500)  # the charts take the frame's new size
                 page.screenshot(path=str(out / name))
                 saved.append(out / name)
         chromium.close()

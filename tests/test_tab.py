@@ -172,12 +172,14 @@ def test_a_probe_is_drawn_against_depth_beside_the_theory(logdir, events):
     assert acts.y == pytest.approx([v for _, v in scalars(logdir / "probe")["probe/act_std"]])
     flat = next(s for s in std.series if s.dash)
     assert flat.y == [acts.y[0]] * len(acts.y)  # a variance-preserving init: the first layer's std at every depth
-    jacobian = next(c for t, c in charts.items() if "Jacobian" in t)
+    jacobian = next(c for t, c in charts.items() if "mean squared singular value" in t)
     measured, predicted = jacobian.series
     spectrum = written["jacobian"]
     assert measured.y == pytest.approx([row[1] for row in spectrum["depths"]])
     chi = spectrum["chi_predicted"]
     assert predicted.y == pytest.approx([measured.y[0] * chi ** d for d in range(len(measured.y))])
+    spread = next(c for t, c in charts.items() if "spread" in t)
+    assert spread.series[0].y == pytest.approx([row[2] for row in spectrum["depths"]])
 
 
 def test_a_probe_sweep_puts_its_probes_side_by_side(logdir, events):
@@ -381,6 +383,15 @@ def test_chromium_draws_the_tab_for_a_run_a_probe_and_a_sweep(tensorboard, with_
         assert accuracy["labels"] == ["norm=bn", "norm=gn"] and accuracy["data"][0] == [8, 16]
         bn = metrics_of(logdir / "sweep" / "batch=8,norm=bn")["final"]["val_acc"]
         assert accuracy["data"][1][0] == pytest.approx(bn)  # BN at batch 8 where it is, not smoothed
+        # its value on hover: the cursor on that point puts it into the chart's legend
+        chart = 'window.diagnose.charts.find(c => c.title === "final val accuracy against batch size").u'
+        x, y = frame.evaluate(f"""() => {{ const u = {chart}, box = u.over.getBoundingClientRect();
+            return [box.left + u.valToPos(u.data[0][0], "x"), box.top + u.valToPos(u.data[1][0], "y")]; }}""")
+        left, top = page.eval_on_selector("iframe", "f => [f.getBoundingClientRect().x, f.getBoundingClientRect().y]")
+        page.mouse.move(left + x, top + y)
+        shown = frame.evaluate(f"() => {chart}.root.querySelectorAll('.u-series')[1].querySelector('.u-value')"
+                               ".textContent")
+        assert float(shown) == pytest.approx(bn, abs=5e-4)
         assert "Findings" in frame.inner_text("main") and frame.locator(".finding").count() >= 1
 
         run = show("run")
@@ -400,7 +411,7 @@ def test_chromium_draws_the_tab_for_a_run_a_probe_and_a_sweep(tensorboard, with_
         assert {"loss", "accuracy", "dead ReLU units on the probe batch"} <= set(run)
 
         probe_view = show("probe")
-        jacobian = next(chart for title, chart in probe_view.items() if "Jacobian" in title)
+        jacobian = next(chart for title, chart in probe_view.items() if "mean squared singular value" in title)
         assert jacobian["y"] == 3 and len(jacobian["labels"]) == 2  # measured and χ₁'s prediction
         spectrum = metrics_of(logdir / "probe")["jacobian"]["depths"]
         assert jacobian["data"][1] == pytest.approx([row[1] for row in spectrum])

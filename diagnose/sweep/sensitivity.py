@@ -26,6 +26,11 @@ def series_name(run: RunRecord, keys: list[str]) -> str:
     return ",".join(f"{k}={run.overrides.get(k)}" for k in keys if k not in ("batch", SEED)) or "all"
 
 
+def setting(run: RunRecord, keys: list[str]) -> str:
+    """`batch=2,norm=gn` for the swept keys other than the seed: the runs of one setting differ only by their seed."""
+    return ",".join(f"{k}={run.overrides.get(k)}" for k in keys if k != SEED) or run.path.name
+
+
 def points(runs: list[RunRecord], keys: list[str], read: Callable[[RunRecord], float | None]) -> Points:
     """The metric `read` of each completed run, by series and batch size."""
     found: Points = defaultdict(lambda: defaultdict(list))

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from diagnose.diagnostics.metrics import ROLES, metric_of
 from diagnose.results import JacobianSpectrum, RunMetrics
+from diagnose.sweep.runs import swept_keys
+from diagnose.sweep.sensitivity import setting
 from diagnose.tab.charts import LOG, Chart, Series, metric_scale
 from diagnose.tab.events import Events, Points, layer_of
 from diagnose.tab.targets import PROBE, SWEEP, Target, job_ids
@@ -101,8 +103,10 @@ def run_profile(run: str, metrics: RunMetrics, events: Events) -> DepthProfile |
 
 
 def sweep_charts(target: Target, events: Events) -> list[Chart]:
-    """A chart per profile metric, a colour per job: at its first measurement (initialisation, dashed) and at its
-    last, for the layers of SIGNAL_ROLE (or the metric's own, where it has no activations)."""
+    """A chart per profile metric, a line per job at its first measurement (initialisation, dashed) and at its last,
+    a colour per setting (a job's seeds share one), for the layers of SIGNAL_ROLE (or the metric's own, where it
+    has no activations)."""
+    keys = swept_keys(target.runs)
     roles = {metric: SIGNAL_ROLE if SIGNAL_ROLE in metric_of(metric).roles else metric_of(metric).roles[0]
              for metric in PROFILE}
     ids = job_ids(target)
@@ -121,9 +125,10 @@ def sweep_charts(target: Target, events: Events) -> list[Chart]:
                 continue
             depths = list(range(1, len(members) + 1))
             layers = [layer for layer, _ in members]
-            series.append(Series(f"{name} (last)", name, depths, [points[-1][1] for _, points in members],
+            group = setting(run, keys)
+            series.append(Series(f"{name} (last)", group, depths, [points[-1][1] for _, points in members],
                                  names=layers))
-            series.append(Series(f"{name} (init)", name, depths, [points[0][1] for _, points in members], dash=True,
+            series.append(Series(f"{name} (init)", group, depths, [points[0][1] for _, points in members], dash=True,
                                  names=layers))
         if series:
             charts.append(Chart(f"{_title(metric)}: {ROLES[role]}", "depth (layer of its kind, input to output)",
@@ -161,7 +166,7 @@ def probe_charts(probes: list[tuple[str, RunMetrics]], by_role: bool) -> list[Ch
                                 note="dashed: flat, what a variance-preserving init keeps at every depth"))
     jacobian = [(name, metrics.jacobian) for name, metrics in probes if metrics.jacobian is not None]
     if jacobian:
-        charts.append(jacobian_chart(jacobian, single=by_role))
+        charts += [jacobian_chart(jacobian, single=by_role), spread_chart(jacobian, single=by_role)]
     return charts
 
 
@@ -183,6 +188,15 @@ def jacobian_chart(spectra: list[tuple[str, JacobianSpectrum]], single: bool) ->
                      f"{'none (normalisation or maxout)' if chi is None else f'{chi:.3g}'}")
     return Chart("input-output Jacobian: mean squared singular value of ∂h_l/∂x", "depth", "mean σ²", series,
                  y_scale=LOG, note="; ".join(notes))
+
+
+def spread_chart(spectra: list[tuple[str, JacobianSpectrum]], single: bool) -> Chart:
+    """The std of J_l's squared singular values against depth: how unequally directions are stretched, which grows
+    with depth unless the network is dynamically isometric (orthogonal weights spread less than Gaussian ones)."""
+    series = [Series("measured" if single else name, "jacobian" if single else name, [row[0] for row in s.depths],
+                     [row[2] for row in s.depths]) for name, s in spectra]
+    return Chart("input-output Jacobian: spread (std) of the squared singular values", "depth", "std σ²", series,
+                 y_scale=LOG)
 
 
 def _title(metric: str) -> str:

@@ -31,6 +31,7 @@ class RuleFindings:
 class FindingsView:
     own: list[Finding]  # the run's, or the sweep's own, in the order their writer gave them (errors first)
     jobs: list[RuleFindings] = field(default_factory=list)  # a sweep: its jobs' findings by rule
+    job_count: int = 1  # a sweep's jobs
     sweep_file: bool = True  # a sweep: whether its findings.json was there (a sweep still running has none)
 
 
@@ -48,7 +49,7 @@ def findings_view(target: Target) -> FindingsView:
     groups = sorted(by_rule.values(), key=lambda g: (_rank(g.severity), -len(g.jobs), g.rule))
     for group in groups:
         group.jobs.sort(key=lambda j: _rank(j.finding.severity))
-    return FindingsView(own, groups, path.exists())
+    return FindingsView(own, groups, job_count=len(target.runs), sweep_file=path.exists())
 
 
 def _rank(severity: str) -> int:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from diagnose.diagnostics.metrics import metric_of
 from diagnose.results import RunMetrics
+from diagnose.sweep.runs import swept_keys
+from diagnose.sweep.sensitivity import setting
 from diagnose.tab.charts import LINEAR, LOG, Chart, Series
 from diagnose.tab.events import Events, Points, layer_of
 from diagnose.tab.targets import PROBE, SWEEP, Target, job_ids
@@ -66,7 +68,9 @@ def steps_charts(target: Target, events: Events) -> list[Chart]:
     ids = job_ids(target)
     data = events.read(ids, sorted({line.tag for chart in CHARTS for line in chart.lines if line.in_sweep}))
     by_epoch = len({run.metrics.steps / run.metrics.epochs for run in target.runs if run.metrics.epochs}) > 1
-    jobs = [(run.path.name, run.metrics, data.get(run_id, {})) for run, run_id in zip(target.runs, ids, strict=True)]
+    keys = swept_keys(target.runs)
+    jobs = [(run.path.name, setting(run, keys), run.metrics, data.get(run_id, {}))
+            for run, run_id in zip(target.runs, ids, strict=True)]
     return [chart for spec in CHARTS if (chart := sweep_chart(spec, jobs, by_epoch))]
 
 
@@ -84,16 +88,18 @@ def run_chart(spec: OverSteps, series: dict[str, Points]) -> Chart | None:
     return Chart(_title(spec), "step", spec.y_label, found, y_scale=spec.y_scale, y_range=spec.y_range)
 
 
-def sweep_chart(spec: OverSteps, jobs: list[tuple[str, RunMetrics, dict[str, Points]]], by_epoch: bool) -> Chart | None:
+def sweep_chart(spec: OverSteps, jobs: list[tuple[str, str, RunMetrics, dict[str, Points]]],
+                by_epoch: bool) -> Chart | None:
+    """A line per job, a colour per setting (its seeds share one)."""
     lines = [line for line in spec.lines if line.in_sweep]
     found = []
-    for name, metrics, series in jobs:
+    for name, group, metrics, series in jobs:
         per_epoch = metrics.epochs / metrics.steps if by_epoch and metrics.steps else 1.0
         for line in lines:
             if line.tag in series:
                 x, y = _xy(series[line.tag])
                 label = name if len(lines) == 1 else f"{name}: {line.label}"
-                found.append(Series(label, name, [step * per_epoch for step in x], y, dash=line.dash))
+                found.append(Series(label, group, [step * per_epoch for step in x], y, dash=line.dash))
     if not any(len(series.x) > 1 for series in found):  # one point a job (a single evaluation): no curve to read
         return None
     title = _title(spec) if len(lines) > 1 else f"{_title(spec)}: {lines[0].label}"

@@ -114,4 +114,5 @@ def label(target: Target) -> str:
         return target.path.name
     what = {RUN: "run", PROBE: "probe", SWEEP: "probe sweep" if target.probes else "sweep"}[target.kind]
     jobs = f", {len(target.runs)} jobs" if target.kind == SWEEP else ""
-    return f"{target.id} ({what}{jobs})"
+    where = target.path.resolve().name if target.id == "." else target.id  # the logdir itself: by its name
+    return f"{where} ({what}{jobs})"

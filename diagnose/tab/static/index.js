@@ -108,11 +108,12 @@ function findingsSection(view, findings) {
     element.append(heading);
     for (const group of findings.jobs) {
       const details = document.createElement("details");
-      details.open = group.severity === "error" || group.severity === "warning" || group.jobs.length <= 3;
+      details.open = group.jobs.length <= 3;  // more: one line says it, with the first job's words
       const jobs = group.jobs.map(j => j.job);
       details.innerHTML = `<summary><span class="severity ${escape(group.severity)}">${escape(group.severity)}</span>
-        <code>${escape(group.rule)}</code> in ${jobs.length} job${jobs.length > 1 ? "s" : ""}:
-        ${escape(jobs.slice(0, 6).join(", "))}${jobs.length > 6 ? ", \u2026" : ""}</summary>`;
+        <code>${escape(group.rule)}</code> in ${jobs.length} of ${findings.job_count} jobs:
+        ${escape(jobs.slice(0, 4).join("; "))}${jobs.length > 4 ? "; \u2026" : ""}
+        ${details.open ? "" : `<div class="example">e.g. ${escape(group.jobs[0].finding.message)}</div>`}</summary>`;
       for (const job of group.jobs) details.append(findingItem(job.finding, job.job));
       element.append(details);
     }
