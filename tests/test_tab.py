@@ -23,7 +23,7 @@ from diagnose.build import build_run
 from diagnose.config import to_dict
 from diagnose.diagnostics.layers import depth_labels, measured_layers
 from diagnose.probe import probe
-from diagnose.results import Evaluation, Final, Finding, RunMetrics
+from diagnose.results import Evaluation, Final, Finding, NonFinite, RunMetrics
 from diagnose.sweep.critical_batch import critical_batches
 from diagnose.sweep.runs import RunRecord
 from diagnose.tab.batch import batch_charts
@@ -129,10 +129,14 @@ def test_a_sweeps_findings_are_grouped_by_rule_most_severe_first():
     broke = Finding("diverged", "error", "diverged", "lower the lr")
     target = Target("s", SWEEP, [run("a", dead), run("b", dead, broke), run("c", Finding("x", "info", "", ""))],
                     path=Path("/nowhere"))
+    target.runs[1].metrics.status, target.runs[1].metrics.nonfinite = "diverged", NonFinite(7, "loss", "loss")
     view = findings_view(target)
     assert [(g.rule, g.severity, [j.job for j in g.jobs]) for g in view.jobs] == [
         ("diverged", "error", ["b"]), ("dead_relu", "warning", ["a", "b"]), ("x", "info", ["c"])]
-    assert view.own == [] and not view.sweep_file
+    assert view.own == [] and not view.sweep_file and view.job_count == 3
+    # a job that did not complete says so first, with where it went wrong
+    assert [(u.job, u.status, u.why) for u in view.unfinished] == [
+        ("b", "diverged", "first non-finite value at step 7, in the loss")]
 
 
 def test_a_runs_depth_profile_is_every_measured_step_of_its_per_layer_scalars(logdir, events):
@@ -212,6 +216,8 @@ def test_over_steps_every_point_unsmoothed(logdir, events):
     assert loss["train"].x == [step for step, _ in written["train/loss"]]
     assert loss["train"].y == pytest.approx([value for _, value in written["train/loss"]])
     assert charts["loss"].y_scale == LOG
+    chance = next(s for s in charts["accuracy"].series if s.group == "chance")
+    assert chance.dash and chance.y == [1 / metrics_of(logdir / "run")["classes"]] * 2
     dead = charts["dead ReLU units on the probe batch"]
     assert [s.label for s in dead.series] == ["01 features.0.act", "02 features.1.act", "03 features.2.act"]
     assert dead.y_range == (0.0, 1.0)

@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from diagnose.results import Finding
+from diagnose.results import Finding, RunMetrics
 from diagnose.sweep.summary import FINDINGS_JSON
 from diagnose.tab.targets import SWEEP, Target
 
@@ -28,16 +28,28 @@ class RuleFindings:
 
 
 @dataclass
+class Unfinished:
+    """A run that did not complete: diverged, interrupted, failed; and why, as its metrics.json says."""
+
+    job: str | None  # a sweep's job; None: the run itself
+    status: str
+    why: str
+
+
+@dataclass
 class FindingsView:
     own: list[Finding]  # the run's, or the sweep's own, in the order their writer gave them (errors first)
     jobs: list[RuleFindings] = field(default_factory=list)  # a sweep: its jobs' findings by rule
     job_count: int = 1  # a sweep's jobs
     sweep_file: bool = True  # a sweep: whether its findings.json was there (a sweep still running has none)
+    unfinished: list[Unfinished] = field(default_factory=list)
 
 
 def findings_view(target: Target) -> FindingsView:
+    unfinished = [Unfinished(run.path.name if target.kind == SWEEP else None, run.status, _why(run.metrics))
+                  for run in target.runs if run.status != "completed"]
     if target.kind != SWEEP:
-        return FindingsView(target.runs[0].metrics.findings)
+        return FindingsView(target.runs[0].metrics.findings, unfinished=unfinished)
     path = target.path / FINDINGS_JSON
     own = _read(path) if path.exists() else []
     by_rule: dict[str, RuleFindings] = {}
@@ -49,7 +61,13 @@ def findings_view(target: Target) -> FindingsView:
     groups = sorted(by_rule.values(), key=lambda g: (_rank(g.severity), -len(g.jobs), g.rule))
     for group in groups:
         group.jobs.sort(key=lambda j: _rank(j.finding.severity))
-    return FindingsView(own, groups, job_count=len(target.runs), sweep_file=path.exists())
+    return FindingsView(own, groups, job_count=len(target.runs), sweep_file=path.exists(), unfinished=unfinished)
+
+
+def _why(metrics: RunMetrics) -> str:
+    if metrics.nonfinite is not None:
+        return metrics.nonfinite.describe()
+    return metrics.error or ""
 
 
 def _rank(severity: str) -> int:

@@ -19,7 +19,8 @@ class Line:
     label: str
     group: str = ""  # its colour (default: its label); a second reading of the same quantity shares it, dashed
     dash: bool = False
-    in_sweep: bool = False  # drawn for each job of a sweep, a colour per job
+    in_sweep: bool = False  # drawn for each job of a sweep, a colour per setting: the chart's first such line
+    # solid, the others dashed
 
 
 @dataclass(frozen=True)
@@ -30,17 +31,18 @@ class OverSteps:
     per_layer: str | None = None  # a per-layer metric: a line per layer (a single run only)
     y_scale: str = LINEAR
     y_range: tuple[float, float] | None = None
+    chance: bool = False  # an accuracy: chance (1 / classes) drawn across it
 
 
 SHARE = (0.0, 1.0)
 
 CHARTS = (
-    OverSteps("loss", "loss", (Line("train/loss", "train", in_sweep=True), Line("val/loss", "val"),
+    OverSteps("loss", "loss", (Line("train/loss", "train", in_sweep=True), Line("val/loss", "val", in_sweep=True),
                                Line("test/loss", "test")), y_scale=LOG),  # a first step's loss can be 100x the rest
-    OverSteps("accuracy", "accuracy", (Line("train/acc", "train"), Line("val/acc", "val", in_sweep=True),
+    OverSteps("accuracy", "accuracy", (Line("train/acc", "train", in_sweep=True), Line("val/acc", "val", in_sweep=True),
                                        Line("bn/val_acc_train_mode", "val, BN on batch statistics (train mode)",
                                             group="val", dash=True),
-                                       Line("test/acc", "test"))),
+                                       Line("test/acc", "test")), chance=True),
     OverSteps("", "share of units", per_layer="dead", y_range=SHARE),
     OverSteps("", "share of outputs", per_layer="saturation", y_range=SHARE),
     OverSteps("sharpness λ_max against the stability threshold 2(1+momentum)/lr", "curvature",
@@ -63,7 +65,7 @@ def steps_charts(target: Target, events: Events) -> list[Chart]:
         wanted = [tag for tag in tags if any(tag == line.tag for chart in CHARTS for line in chart.lines)
                   or ((parsed := layer_of(tag)) and any(parsed[0] == chart.per_layer for chart in CHARTS))]
         series = events.read([target.id], wanted).get(target.id, {})
-        return [chart for spec in CHARTS if (chart := run_chart(spec, series))]
+        return [chart for spec in CHARTS if (chart := run_chart(spec, series, target.runs[0].metrics.classes))]
     # a sweep's jobs draw fixed tags, no per-layer ones: read without listing every tag of every job
     ids = job_ids(target)
     data = events.read(ids, sorted({line.tag for chart in CHARTS for line in chart.lines if line.in_sweep}))
@@ -74,7 +76,7 @@ def steps_charts(target: Target, events: Events) -> list[Chart]:
     return [chart for spec in CHARTS if (chart := sweep_chart(spec, jobs, by_epoch))]
 
 
-def run_chart(spec: OverSteps, series: dict[str, Points]) -> Chart | None:
+def run_chart(spec: OverSteps, series: dict[str, Points], classes: int | None) -> Chart | None:
     found = []
     if spec.per_layer:
         layers = sorted((parsed[1], parsed[2], points) for tag, points in series.items()
@@ -85,6 +87,7 @@ def run_chart(spec: OverSteps, series: dict[str, Points]) -> Chart | None:
             found.append(Series(line.label, line.group or line.label, *_xy(series[line.tag]), dash=line.dash))
     if not found:
         return None
+    found += _chance(spec, found, classes)
     return Chart(_title(spec), "step", spec.y_label, found, y_scale=spec.y_scale, y_range=spec.y_range)
 
 
@@ -99,12 +102,21 @@ def sweep_chart(spec: OverSteps, jobs: list[tuple[str, str, RunMetrics, dict[str
             if line.tag in series:
                 x, y = _xy(series[line.tag])
                 label = name if len(lines) == 1 else f"{name}: {line.label}"
-                found.append(Series(label, group, [step * per_epoch for step in x], y, dash=line.dash))
+                found.append(Series(label, group, [step * per_epoch for step in x], y, dash=line is not lines[0]))
     if not any(len(series.x) > 1 for series in found):  # one point a job (a single evaluation): no curve to read
         return None
+    found += _chance(spec, found, next((metrics.classes for _, _, metrics, _ in jobs if metrics.classes), None))
     title = _title(spec) if len(lines) > 1 else f"{_title(spec)}: {lines[0].label}"
     return Chart(title, "epoch" if by_epoch else "step", spec.y_label, found, y_scale=spec.y_scale,
                  y_range=spec.y_range)
+
+
+def _chance(spec: OverSteps, found: list[Series], classes: int | None) -> list[Series]:
+    """Chance accuracy across an accuracy chart: what a net that did not learn reads."""
+    if not spec.chance or not classes:
+        return []
+    xs = [x for series in found for x in series.x]
+    return [Series(f"chance (1/{classes})", "chance", [min(xs), max(xs)], [1 / classes] * 2, dash=True)]
 
 
 def _xy(points: Points) -> tuple[list[float], list[float | None]]:

@@ -96,7 +96,15 @@ function escape(text) {
 
 function findingsSection(view, findings) {
   const element = section(view, "Findings");
-  if (!findings.own.length && !findings.jobs.length) {
+  for (const run of findings.unfinished) {  // a run that did not complete says so first, and why
+    const item = document.createElement("div");
+    item.className = "finding";
+    item.innerHTML = `<span class="severity ${run.status === "interrupted" ? "warning" : "error"}">` +
+      `${escape(run.status)}</span> <span class="message">${run.job ? "job " + escape(run.job) + ": " : ""}` +
+      `${escape(run.why)}</span>`;
+    element.append(item);
+  }
+  if (!findings.own.length && !findings.jobs.length && !findings.unfinished.length) {
     element.append(note(findings.sweep_file ? "None." : "The sweep has no findings.json yet (still running?)."));
   }
   const list = document.createElement("div");
@@ -174,6 +182,15 @@ function onLog(values, scale) {  // a log axis has no place for 0 or below
   return scale === "linear" ? values : values.map(v => (v != null && v > 0 ? v : null));
 }
 
+function unplaced(values, scale) {  // how many values a log axis leaves out
+  return scale === "linear" ? 0 : values.filter(v => v != null && !(v > 0)).length;
+}
+
+function unplacedNote(count) {
+  return count ? `${count} value${count > 1 ? "s" : ""} of 0 or below (a zero init's std, a dead layer's gradient) ` +
+    "cannot be drawn on this log axis" : "";
+}
+
 function yRange(scale, values) {
   const finite = values.filter(v => v != null && Number.isFinite(v) && (scale === "linear" || v > 0));
   if (!finite.length) return undefined;
@@ -216,7 +233,9 @@ function lineChart(parent, chart, colour) {
     const named = (u, v, si, i) => (v == null ? "\u2013" : format(v) +
                                     (nameAt && i != null && nameAt.has(xs[i]) ? ` (${nameAt.get(xs[i])})` : ""));
     series.push({label: s.label, stroke, width: 2, dash: s.dash ? [7, 5] : undefined, spanGaps: true,
-                 points: {show: true, size: s.dash ? 3 : 6}, value: named});
+                 // a lone point (one evaluation) drawn large; a second reading (dashed) hollow
+                 points: {show: true, size: s.x.length === 1 ? 11 : s.dash ? 5 : 6, fill: s.dash ? "#fff" : stroke},
+                 value: named});
     data.push(place(s.y));
     if (s.low && s.high) {
       const index = data.length;
@@ -248,6 +267,8 @@ function lineChart(parent, chart, colour) {
   if (marks.length) element.append(note(marks.map(m => `${m.style === "dotted" ? "dotted" : "dashed"}: ${m.label}`)
                                         .join("; ")));
   if (chart.note) element.append(note(chart.note));
+  const left = unplacedNote(chart.series.reduce((n, s) => n + unplaced(s.y, chart.y_scale), 0));
+  if (left) element.append(note(left));
   return u;
 }
 
@@ -282,7 +303,8 @@ function depthSection(view, depth, colour) {
   const element = section(view, "Depth profile");
   if (depth.profile) return profileCharts(element, depth.profile, colour);
   if (!depth.charts.length) {
-    element.append(note("No per-layer statistics here (diag=off, or diag.every=0)."));
+    element.append(note("No per-layer statistics here (diag=off or diag.every=0, or a run that stopped before its "+
+                        "first measurement)."));
     return;
   }
   const cells = grid(element);
@@ -329,17 +351,22 @@ function profileCharts(element, profile, colour) {
       focus: {alpha: 0.35},
     }, rows(last), element);
     window.diagnose.charts.push({title: panel.title, u, spec: panel});
-    drawn.push([u, rows]);
+    const left = element.appendChild(note(""));
+    const count = k => unplacedNote(panel.lines.reduce((n, line) => n + unplaced(line.values[k], panel.y_scale), 0));
+    drawn.push([u, rows, left, count]);
   }
   const describe = k => {
     const epoch = profile.epochs[k];
     at.textContent = `${profile.steps[k]} of ${profile.steps[last]} (epoch ${format(epoch)})` +
       ` \u2014 dashed: initialisation (step ${profile.steps[0]})`;
   };
-  describe(last);
-  slider.addEventListener("input", () => {
-    const k = Number(slider.value);
-    for (const [u, rows] of drawn) u.setData(rows(k), false);
+  const move = k => {
+    for (const [u, rows, left, count] of drawn) {
+      u.setData(rows(k), false);
+      left.textContent = count(k);
+    }
     describe(k);
-  });
+  };
+  move(last);
+  slider.addEventListener("input", () => move(Number(slider.value)));
 }
