@@ -46,6 +46,14 @@ class Chart:
     note: str = ""  # a sentence under the chart: what the reference lines are
     y_range: tuple[float, float] | None = None  # fixed, where the quantity has bounds (a share: 0 to 1); else the
     # data's range, all of it
+    not_finite: int = field(init=False)  # values that are inf or NaN (a signal that overflowed): JSON's null, not drawn
+
+    def __post_init__(self) -> None:
+        self.not_finite = sum(not_finite(s.y) for s in self.series)
+
+
+def not_finite(values: list[float | None]) -> int:
+    return sum(v is not None and not math.isfinite(v) for v in values)
 
 
 def metric_scale(metric: str) -> str:

@@ -10,7 +10,7 @@ from diagnose.diagnostics.metrics import ROLES, metric_of
 from diagnose.results import JacobianSpectrum, RunMetrics
 from diagnose.sweep.runs import swept_keys
 from diagnose.sweep.sensitivity import setting
-from diagnose.tab.charts import LOG, Chart, Series, metric_scale
+from diagnose.tab.charts import LOG, Chart, Series, metric_scale, not_finite
 from diagnose.tab.events import Events, Points, layer_of
 from diagnose.tab.targets import PROBE, SWEEP, Target, job_ids
 
@@ -34,6 +34,11 @@ class DepthPanel:
     title: str
     y_scale: str
     lines: list[DepthLine]
+    not_finite: list[int] = field(init=False)  # at each step, the values that are inf or NaN (JSON's null)
+
+    def __post_init__(self) -> None:
+        steps = len(self.lines[0].values) if self.lines else 0
+        self.not_finite = [sum(not_finite(line.values[k]) for line in self.lines) for k in range(steps)]
 
 
 @dataclass

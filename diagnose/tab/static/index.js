@@ -186,9 +186,13 @@ function unplaced(values, scale) {  // how many values a log axis leaves out
   return scale === "linear" ? 0 : values.filter(v => v != null && !(v > 0)).length;
 }
 
-function unplacedNote(count) {
-  return count ? `${count} value${count > 1 ? "s" : ""} of 0 or below (a zero init's std, a dead layer's gradient) ` +
-    "cannot be drawn on this log axis" : "";
+function unplacedNote(count, overflowed) {
+  const notes = [];
+  if (overflowed) notes.push(`${overflowed} value${overflowed > 1 ? "s are" : " is"} not finite (inf or NaN: the ` +
+                             "signal overflowed), not drawn");
+  if (count) notes.push(`${count} value${count > 1 ? "s" : ""} of 0 or below (a zero init's std, a dead layer's ` +
+                        "gradient) cannot be drawn on this log axis");
+  return notes.join("; ");
 }
 
 function yRange(scale, values) {
@@ -267,7 +271,7 @@ function lineChart(parent, chart, colour) {
   if (marks.length) element.append(note(marks.map(m => `${m.style === "dotted" ? "dotted" : "dashed"}: ${m.label}`)
                                         .join("; ")));
   if (chart.note) element.append(note(chart.note));
-  const left = unplacedNote(chart.series.reduce((n, s) => n + unplaced(s.y, chart.y_scale), 0));
+  const left = unplacedNote(chart.series.reduce((n, s) => n + unplaced(s.y, chart.y_scale), 0), chart.not_finite);
   if (left) element.append(note(left));
   return u;
 }
@@ -352,7 +356,8 @@ function profileCharts(element, profile, colour) {
     }, rows(last), element);
     window.diagnose.charts.push({title: panel.title, u, spec: panel});
     const left = element.appendChild(note(""));
-    const count = k => unplacedNote(panel.lines.reduce((n, line) => n + unplaced(line.values[k], panel.y_scale), 0));
+    const count = k => unplacedNote(panel.lines.reduce((n, line) => n + unplaced(line.values[k], panel.y_scale), 0),
+                                    panel.not_finite[k]);
     drawn.push([u, rows, left, count]);
   }
   const describe = k => {
