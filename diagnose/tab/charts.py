@@ -22,6 +22,7 @@ class Series:
     low: list[float | None] | None = None
     high: list[float | None] | None = None
     names: list[str] | None = None  # a name per point, shown on hover (a layer's module name)
+    reference: bool = False  # a level to read against (chance), not data: drawn grey and thin
 
 
 @dataclass

@@ -116,7 +116,8 @@ def _chance(spec: OverSteps, found: list[Series], classes: int | None) -> list[S
     if not spec.chance or not classes:
         return []
     xs = [x for series in found for x in series.x]
-    return [Series(f"chance (1/{classes})", "chance", [min(xs), max(xs)], [1 / classes] * 2, dash=True)]
+    return [Series(f"chance (1/{classes})", "chance", [min(xs), max(xs)], [1 / classes] * 2, dash=True,
+                   reference=True)]
 
 
 def _xy(points: Points) -> tuple[list[float], list[float | None]]:

@@ -8,6 +8,7 @@ import uPlot from "./uPlot.esm.js";
 // colour in every chart of a view
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
                  "#17becf"];
+const REFERENCE = "#9e9e9e";  // a level to read against (chance), not data
 const SCALES = {linear: {distr: 1}, log: {distr: 3, log: 10}, log2: {distr: 3, log: 2}};
 const HEIGHT = 260;
 const WHOLE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];  // x ticks
@@ -232,13 +233,15 @@ function lineChart(parent, chart, colour) {
       s.x.forEach((x, i) => { row[at.get(x)] = values[i]; });
       return onLog(row, chart.y_scale);
     };
-    const stroke = colour(s.group);
+    const stroke = s.reference ? REFERENCE : colour(s.group);
     const nameAt = s.names ? new Map(s.x.map((x, i) => [x, s.names[i]])) : null;
     const named = (u, v, si, i) => (v == null ? "\u2013" : format(v) +
                                     (nameAt && i != null && nameAt.has(xs[i]) ? ` (${nameAt.get(xs[i])})` : ""));
-    series.push({label: s.label, stroke, width: 2, dash: s.dash ? [7, 5] : undefined, spanGaps: true,
+    series.push({label: s.label, stroke, width: s.reference ? 1.5 : 2, dash: s.dash ? [7, 5] : undefined,
+                 spanGaps: true,
                  // a lone point (one evaluation) drawn large; a second reading (dashed) hollow
-                 points: {show: true, size: s.x.length === 1 ? 11 : s.dash ? 5 : 6, fill: s.dash ? "#fff" : stroke},
+                 points: {show: !s.reference, size: s.x.length === 1 ? 11 : s.dash ? 5 : 6,
+                          fill: s.dash ? "#fff" : stroke},
                  value: named});
     data.push(place(s.y));
     if (s.low && s.high) {
