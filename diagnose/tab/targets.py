@@ -2,7 +2,7 @@
 (a run's metrics.json, a sweep folder's multirun.yaml or summary.csv), read with diagnose's own readers."""
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from diagnose.errors import UserError
@@ -22,8 +22,8 @@ class Target:
     id: str
     kind: str
     runs: list[RunRecord]  # the run itself, or a sweep's jobs in folder order
+    path: Path  # its folder
     sweep: str | None = None  # the sweep a job belongs to
-    path: Path = field(default=Path("."))
 
     @property
     def probes(self) -> bool:
@@ -57,12 +57,11 @@ def scan(logdir: Path) -> Scan:
     targets: dict[str, Target] = {}
     for folder, jobs in sweeps.items():
         sweep = run_id(logdir, folder)
-        targets[sweep] = Target(sweep, SWEEP, jobs, path=folder)
+        targets[sweep] = Target(sweep, SWEEP, jobs, folder)
         for job in jobs:
-            targets[run_id(logdir, job.path)] = Target(run_id(logdir, job.path), _kind(job), [job], sweep, job.path)
+            targets[run_id(logdir, job.path)] = Target(run_id(logdir, job.path), _kind(job), [job], job.path, sweep)
     for run in runs:
-        targets.setdefault(run_id(logdir, run.path), Target(run_id(logdir, run.path), _kind(run), [run],
-                                                            path=run.path))
+        targets.setdefault(run_id(logdir, run.path), Target(run_id(logdir, run.path), _kind(run), [run], run.path))
     return Scan(targets, _first(targets))
 
 
