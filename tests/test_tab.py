@@ -39,7 +39,8 @@ bn_gn_sweep = test_sweeps.bn_gn_sweep  # the one sweep the suite makes, shared
 PROBE_OVERRIDES = ["device=cpu", "model.depth=6", "model.width=64", "probe.batch=128", "probe.jacobian_examples=4"]
 
 
-@pytest.fixture(scope="module")
+# session-wide: the slow tests run first (conftest.py), and a module fixture would be made again for the others
+@pytest.fixture(scope="session")
 def logdir(tmp_path_factory) -> Path:
     """A logdir as a user has one: a run that measured everything (per-layer statistics, dead units, curvature, the
     noise scale), a probe and a probe sweep (LeCun vs Kaiming); ~5 s."""
@@ -56,7 +57,7 @@ def logdir(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def with_sweep(logdir, bn_gn_sweep) -> Path:
     """The same logdir with the suite's BN/GN sweep in it, under sweep/."""
     if not (logdir / "sweep").exists():
@@ -72,7 +73,7 @@ def in_process(logdir: Path) -> Events:
     return Events(data_provider.MultiplexerDataProvider(multiplexer, str(logdir)), context.RequestContext(), "")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def events(logdir) -> Events:
     return in_process(logdir)
 
@@ -297,7 +298,7 @@ def serve(logdir: Path) -> tuple[subprocess.Popen, str]:
     raise AssertionError("tensorboard did not start")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tensorboard(with_sweep):
     server, base = serve(with_sweep)
     try:

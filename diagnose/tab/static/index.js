@@ -51,6 +51,7 @@ async function show(id) {
   const view = document.getElementById("view");
   const status = document.getElementById("status");
   status.textContent = "loading\u2026";
+  delete document.body.dataset.drawn;  // set again once this target is drawn: what tests and screenshots wait for
   for (const chart of window.diagnose.charts) chart.u.destroy();
   window.diagnose = {charts: [], drawnMs: null, target: id};
   const query = "?target=" + encodeURIComponent(id);
