@@ -46,7 +46,10 @@ async function getJSON(route) {
   return response.json();
 }
 
+let showing = 0;  // the latest target asked for: a slower answer for an earlier one is dropped
+
 async function show(id) {
+  const asked = ++showing;
   const started = performance.now();
   const view = document.getElementById("view");
   const status = document.getElementById("status");
@@ -60,9 +63,10 @@ async function show(id) {
     [findings, depth, batch, steps] = await Promise.all(
       ["findings", "depth", "batch", "steps"].map(route => getJSON(route + query)));
   } catch (error) {
-    status.textContent = String(error);
+    if (asked === showing) status.textContent = String(error);
     return;
   }
+  if (asked !== showing) return;
   const fetched = performance.now();
   view.innerHTML = "";
   const colours = new Map();
@@ -86,6 +90,10 @@ function section(view, title) {
   element.innerHTML = `<h2>${escape(title)}</h2>`;
   view.append(element);
   return element;
+}
+
+function kind(text) {  // a severity or status as a class name: letters only
+  return String(text ?? "").replace(/[^A-Za-z_-]/g, "");
 }
 
 function escape(text) {
@@ -120,7 +128,7 @@ function findingsSection(view, findings) {
       const details = document.createElement("details");
       details.open = group.jobs.length <= 3;  // more: one line says it, with the first job's words
       const jobs = group.jobs.map(j => j.job);
-      details.innerHTML = `<summary><span class="severity ${escape(group.severity)}">${escape(group.severity)}</span>
+      details.innerHTML = `<summary><span class="severity ${kind(group.severity)}">${escape(group.severity)}</span>
         <code>${escape(group.rule)}</code> in ${jobs.length} of ${findings.job_count} jobs:
         ${escape(jobs.slice(0, 4).join("; "))}${jobs.length > 4 ? "; \u2026" : ""}
         ${details.open ? "" : `<div class="example">e.g. ${escape(group.jobs[0].finding.message)}</div>`}</summary>`;
@@ -135,7 +143,7 @@ function findingItem(finding, job) {
   item.className = "finding";
   const where = [job && `job ${job}`, finding.layer && `layer ${finding.layer}`,
                  finding.step != null && `step ${finding.step}`].filter(Boolean).join(" \u00b7 ");
-  item.innerHTML = `<span class="severity ${escape(finding.severity)}">${escape(finding.severity)}</span>
+  item.innerHTML = `<span class="severity ${kind(finding.severity)}">${escape(finding.severity)}</span>
     <span class="message">${escape(finding.message)}</span>
     ${finding.remedy ? `<div class="remedy">\u2192 ${escape(finding.remedy)}</div>` : ""}
     <div class="where"><code>${escape(finding.rule)}</code>${where ? " \u00b7 " + escape(where) : ""}</div>`;
