@@ -9,8 +9,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import FASHION, TINY, TINY_DATA, compose_config, needs_fashion, scalars, tags
+import test_sweeps
+from conftest import FASHION, TINY, TINY_DATA, compose_config, events_of, needs_fashion, scalars, tags
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 
 from diagnose.build import build_model, build_run
 from diagnose.config import to_dict
@@ -152,6 +154,45 @@ def test_the_layout_has_only_charts_this_model_fills_each_of_one_kind_of_layer()
     assert "head" not in relu_bn["std of the output: conv/linear layers"][1][0]
     update_ratio = relu_bn["log10 update / weight ratio per step (line: 1e-3, healthy)"]
     assert update_ratio[1][1] == "^reference/update_ratio_log10$"
+
+
+def layout_of(run_dir: Path) -> layout_pb2.Layout:
+    """The Custom Scalars layout a run wrote into its event file."""
+    (event,) = events_of(run_dir).Tensors("custom_scalars__config__")
+    return layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+
+
+@pytest.mark.parametrize("diag", [["diag=off"], ["diag.every=0"], ["diag.probe_every=0", "diag.bn_eval_gap=false"]])
+def test_every_custom_scalars_chart_has_a_series_the_run_wrote(tmp_path, diag):
+    """No empty "Matches (0)" chart for what a run did not measure (a diag=off sweep showed 17 of them)."""
+    train(build_run(compose_config(TINY + diag)), tmp_path, {})
+    written = events_of(tmp_path).Tags()["scalars"]
+    charts = [chart for category in layout_of(tmp_path).category for chart in category.chart]
+    for chart in charts:
+        assert any(re.search(pattern, tag) for pattern in chart.multiline.tag for tag in written), chart.title
+    titles = {chart.title for chart in charts}
+    assert {"loss", "accuracy", "learning rate"} <= titles
+    if "diag.every=0" in diag:  # the dead-unit probe still runs: its charts stay, the per-layer statistics' go
+        assert titles == {"loss", "accuracy", "learning rate", "dead ReLU units on the probe batch",
+                          "ReLU units dead at every probe", "val accuracy: BN in train vs eval mode"}
+
+
+bn_gn_sweep = test_sweeps.bn_gn_sweep  # the one sweep the suite makes, shared
+
+
+@pytest.mark.slow  # the sweep it reads takes ~7 s
+def test_a_sweeps_charts_are_margin_charts_which_tensorboard_does_not_smooth(bn_gn_sweep):
+    """Custom Scalars smooths a line chart (0.6 by default: a 2-point line's end drawn 0.375 of the way back), never
+    a margin chart: the sensitivity is one, the mean over seeds with their range."""
+    sensitivity = bn_gn_sweep[0] / "sensitivity"
+    charts = [chart for category in layout_of(sensitivity).category for chart in category.chart]
+    assert charts and all(chart.WhichOneof("content") == "margin" for chart in charts)
+    val_acc = next(chart.margin.series[0] for chart in charts if "val_acc" in chart.title)
+    assert (val_acc.value, val_acc.lower, val_acc.upper) == ("sensitivity/val_acc", "sensitivity/val_acc_min",
+                                                             "sensitivity/val_acc_max")
+    for series in ("norm=bn", "norm=gn"):
+        values = scalars(sensitivity / series)
+        assert values["sensitivity/val_acc"] == values["sensitivity/val_acc_min"] == values["sensitivity/val_acc_max"]
 
 
 def test_saturation_is_logged_for_sigmoid_layers_only(tmp_path):

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,11 @@ def test_wheel_installs_into_a_fresh_venv_and_trains_from_another_directory(tmp_
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
                     str(REPO)], check=True, capture_output=True)
     (wheel,) = dist.glob("diagnose-*.whl")
+    with zipfile.ZipFile(wheel) as archive:  # the TensorBoard tab: its page, the chart library, its entry point
+        names = archive.namelist()
+        assert {"diagnose/tab/static/index.js", "diagnose/tab/static/uPlot.esm.js"} <= set(names)
+        entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "[tensorboard_plugins]" in entry_points and "diagnose.tab.plugin:DiagnosePlugin" in entry_points
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

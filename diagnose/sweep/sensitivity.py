@@ -1,6 +1,9 @@
 """Batch-size sensitivity of a sweep: its final metrics against the batch size, one series per combination of the
 other swept keys (seeds averaged), as TensorBoard scalars with their own Custom Scalars layout and as a figure on a
-log2 batch axis, which survives TensorBoard's defaults (outlier clipping, smoothing) that can hide a 2-point line."""
+log2 batch axis. The layout's charts are Custom Scalars' margin charts (the mean, and the seeds' range as a band):
+TensorBoard smooths a line chart (0.6 by default, which draws a 2-point line's second point 0.375 of the way back to
+the first), never a margin chart; and a band's edges count three times in its outlier clipping, so the end of a
+short line stays on the chart."""
 
 import math
 from collections import defaultdict
@@ -23,6 +26,11 @@ def series_name(run: RunRecord, keys: list[str]) -> str:
     return ",".join(f"{k}={run.overrides.get(k)}" for k in keys if k not in ("batch", SEED)) or "all"
 
 
+def setting(run: RunRecord, keys: list[str]) -> str:
+    """`batch=2,norm=gn` for the swept keys other than the seed: the runs of one setting differ only by their seed."""
+    return ",".join(f"{k}={run.overrides.get(k)}" for k in keys if k != SEED) or run.path.name
+
+
 def points(runs: list[RunRecord], keys: list[str], read: Callable[[RunRecord], float | None]) -> Points:
     """The metric `read` of each completed run, by series and batch size."""
     found: Points = defaultdict(lambda: defaultdict(list))
@@ -35,8 +43,9 @@ def points(runs: list[RunRecord], keys: list[str], read: Callable[[RunRecord], f
 
 def write_sensitivity(sweep_dir: Path, runs: list[RunRecord], keys: list[str],
                       metrics: dict[str, Callable[[RunRecord], float | None]]) -> None:
-    """Scalars sensitivity/<metric> with the batch size as the step, one TensorBoard run per series (seeds
-    averaged), the layout that charts them, and the figure, also saved as sensitivity.png in the sweep folder."""
+    """Scalars sensitivity/<metric> with the batch size as the step, one TensorBoard run per series (the mean over
+    seeds; <metric>_min and _max their range), the layout that charts them, and the figure, also saved as
+    sensitivity.png in the sweep folder."""
     from torch.utils.tensorboard import SummaryWriter
 
     from diagnose.diagnostics.writing import write_figure
@@ -48,11 +57,15 @@ def write_sensitivity(sweep_dir: Path, runs: list[RunRecord], keys: list[str],
             for name, found in by_metric.items():
                 for batch, values in sorted(found.get(series, {}).items()):
                     writer.add_scalar(f"sensitivity/{name}", mean(values), batch)
+                    writer.add_scalar(f"sensitivity/{name}_min", min(values), batch)
+                    writer.add_scalar(f"sensitivity/{name}_max", max(values), batch)
     if not by_metric:
         return
     with SummaryWriter(str(sweep_dir / SENSITIVITY_DIR)) as writer:
         writer.add_custom_scalars({"batch-size sensitivity (x: batch size)": {
-            f"final {name} against batch size": ["Multiline", [f"^sensitivity/{name}$"]] for name in by_metric}})
+            f"final {name} against batch size (band: the seeds' range)": [
+                "Margin", [f"sensitivity/{name}", f"sensitivity/{name}_min", f"sensitivity/{name}_max"]]
+            for name in by_metric}})
         folder = sweep_dir.resolve()
         write_figure(writer, "sensitivity/figure", sensitivity_figure(by_metric, f"{folder.parent.name}/{folder.name}"),
                      file=sweep_dir / FIGURE)
