@@ -1,22 +1,25 @@
 """`diagnose probe`: how a signal propagates through the network at initialisation, layer by layer."""
 
 import math
+import time
 from pathlib import Path
+from types import TracebackType
 
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
+from diagnose import console as terminal
 from diagnose.build import build_loss, build_model, load_data, pick_device
 from diagnose.components.activations import ACTIVATIONS
-from diagnose.components.layers import width_multiplier
 from diagnose.components.norms import BATCH, NORMS
 from diagnose.config import ProbeConfig, to_dict
 from diagnose.console import console, say
 from diagnose.data.batches import to_input
 from diagnose.diagnostics import metrics as metric_table
 from diagnose.diagnostics.instruments import for_probe
-from diagnose.diagnostics.jacobian import jacobian_spectrum
+from diagnose.diagnostics.jacobian import DepthSpectrum, jacobian_spectrum, mean_field_phi
 from diagnose.diagnostics.layers import measured_layers
 from diagnose.diagnostics.metrics import LayerMetric
 from diagnose.ending import end_run
@@ -86,33 +89,68 @@ def probe_jacobian(model: torch.nn.Module, xs: torch.Tensor, config: ProbeConfig
         return None
     # the prediction is for elementwise activations without normalisation
     activation = act.make(**settings(config.act)) if act.make is not None else None
-    elementwise = activation is not None and width_multiplier(activation) == 1
-    phi = activation.double() if elementwise and norm.make is None else None
-    spectrum, depths = jacobian_spectrum(model, xs, phi, config.probe.jacobian)
+    phi = mean_field_phi(activation) if activation is not None and norm.make is None else None
+    with JacobianProgress() as progress:
+        spectrum, depths = jacobian_spectrum(model, xs, phi, config.probe.jacobian, progress)
     for depth in depths:
         writer.add_scalar("jacobian/mean_sq", depth.mean_sq, depth.depth)
         writer.add_scalar("jacobian/std_sq", depth.std_sq, depth.depth)
         if depth.max_over_min is not None and math.isfinite(depth.max_over_min):
             writer.add_scalar("jacobian/max_over_min_log10", math.log10(depth.max_over_min), depth.depth)
+        if depth.zero_share is not None:
             writer.add_scalar("jacobian/zero_share", depth.zero_share, depth.depth)
         if depth.singular_values:
             writer.add_histogram("jacobian/singular_values", torch.tensor(depth.singular_values), depth.depth)
-    console.print(jacobian_table(spectrum))
+    console.print(jacobian_table(spectrum, depths))
     return spectrum
 
 
-def jacobian_table(spectrum: JacobianSpectrum) -> Table:
-    """Per depth (at most ~12 rows: every k-th and the last), the squared singular values' mean, std and range."""
+class JacobianProgress:
+    """How far the Jacobian's computation is (minutes for the default 30 x 1000 MLP on a busy CPU): a rich bar on a
+    terminal; elsewhere (a file, `| tee`, jobs side by side) a plain line each time it starts something new."""
+
+    def __init__(self) -> None:
+        self.title = "Jacobian"
+        # side by side (hydra/launcher=local) bars would draw over each other: RunProgress's rule
+        self.live = console.is_terminal and not terminal._job
+        self.bar = Progress(TextColumn(f"[bold]{self.title}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                            disable=not self.live)
+        self.task = self.bar.add_task("", total=None)
+        self.doing, self.start = "", time.perf_counter()
+
+    def __enter__(self) -> "JacobianProgress":
+        self.bar.start()
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.bar.stop()
+
+    def __call__(self, done: int, total: int, doing: str) -> None:
+        self.bar.update(self.task, completed=done, total=total, description=doing)
+        if doing != self.doing and not self.live:
+            say(f"{self.title}: {doing} ({time.perf_counter() - self.start:.1f} s)")
+        self.doing = doing
+
+
+def jacobian_table(spectrum: JacobianSpectrum, depths: list[DepthSpectrum]) -> Table:
+    """Per depth (at most ~12 rows: every k-th and the last), the squared singular values' mean, std and range, and
+    how many are exactly 0 or too small for J's precision."""
     table = Table(title=f"input-output Jacobian J = dh_l/dx at initialisation ({spectrum.method}), squared singular "
                         f"values σ²", header_style="bold")
-    for column in ("depth", "mean σ²", "std σ²", "max/min σ² (non-zero)", "σ² = 0", "χ (growth per layer)"):
+    for column in ("depth", "mean σ²", "std σ²", "max/min σ² (non-zero)", "σ² = 0 (cut off)",
+                   "σ² below precision", "χ (growth per layer)"):
         table.add_column(column, justify="right")
-    rows = spectrum.depths
-    every = max(1, math.ceil(len(rows) / 12))
-    shown = [row for i, row in enumerate(rows) if i % every == 0 or i == len(rows) - 1]
-    for depth, mean, std, spread, zeros, growth in shown:
-        table.add_row(str(depth), f"{mean:.3g}", f"{std:.3g}", "-" if spread is None else f"{spread:.3g}",
-                      "-" if zeros is None else f"{zeros:.0%}", "-" if growth is None else f"{growth:.3g}")
+    every = max(1, math.ceil(len(depths) / 12))
+    shown = [i for i in range(len(depths)) if i % every == 0 or i == len(depths) - 1]
+    for i in shown:
+        d, growth = depths[i], spectrum.depths[i][5]
+        if d.max_over_min is None:  # beyond what J's precision resolves, or not measured (moments)
+            spread = "-" if d.resolution is None else f"> {d.resolution:.2g}"
+        else:  # nan: no σ² is non-zero
+            spread = f"{d.max_over_min:.3g}" if math.isfinite(d.max_over_min) else "-"
+        table.add_row(str(d.depth), f"{d.mean_sq:.3g}", f"{d.std_sq:.3g}", spread, share(d.zero_share),
+                      share(d.unresolved_share), "-" if growth is None else f"{growth:.3g}")
     predicted = "no prediction (normalisation or a non-elementwise activation)" if spectrum.chi_predicted is None \
         else f"predicted {spectrum.chi_predicted:.3f} (mean-field, layer by layer; {spectrum.chi_fixed_point:.3f} " \
              f"at the fixed point)"
@@ -121,6 +159,11 @@ def jacobian_table(spectrum: JacobianSpectrum) -> Table:
         else f"{spectrum.depth_scale:.3g} layers"
     table.caption = f"χ₁ measured {measured}, {predicted}; σ_w² = {spectrum.sigma_w2:.3g}; depth scale ξ = {scale}"
     return table
+
+
+def share(value: float | None) -> str:
+    """A share as a whole percentage, "<1%" for a few, "-" when not measured."""
+    return "-" if value is None else "<1%" if 0 < value < 0.005 else f"{value:.0%}"
 
 
 def probe_table(acts: list[tuple[str, LayerRecord]]) -> Table:

@@ -113,10 +113,10 @@ class JacobianSpectrum:
     mean-field prediction of their growth (diagnostics/jacobian.py)."""
 
     method: str  # "exact" (singular values) or "moments" (Hutchinson estimates of their mean and std)
-    sigma_w2: float  # fan_in * Var(W) of the hidden layers: what the init gave
-    # (depth, mean σ², std σ², max / min of the non-zero σ², share of σ² that are 0, growth of an output unit's
-    # mean squared gain from the depth before: measured χ) per depth; max/min and the zero share None when
-    # estimated from moments, the growth None at depth 1
+    sigma_w2: float  # fan_in * Var(W) of the hidden layers after the first (its fan-in is the input's): the init's
+    # (depth, mean σ², std σ², max / min of the non-zero σ², share of σ² that are exactly 0, growth of an output
+    # unit's mean squared gain from the depth before: measured χ) per depth; max/min and the zero share None when
+    # estimated from moments, max/min also where some σ² are below J's precision, the growth None at depth 1
     depths: list[tuple[int, float, float, float | None, float | None, float | None]] = field(default_factory=list)
     chi_measured: float | None = None  # geometric mean of the growth of mean σ² per layer, depth 2 to L
     chi_predicted: float | None = None  # the same from mean-field theory (None with normalisation or maxout)

@@ -128,6 +128,23 @@ def test_the_probe_shows_the_jacobian_spectrum_with_the_mean_field_prediction(tm
     assert moments.jacobian.method == "moments" and moments.jacobian.depths[0][3] is None
 
 
+def test_the_probe_predicts_a_saturated_sigmoid_nets_growth_and_says_how_far_its_jacobian_is(tmp_path, capsys):
+    # the issue's `diagnose probe act=sigmoid init=normal init.std=1.0`, 4 of its 1000-wide layers: σ_w² ~ 1000,
+    # q ~ 500, and χ₁ ~ 3 per layer (the 80-node Gauss-Hermite rule predicted 0.11: "ordered phase")
+    cfg = compose_config(["device=cpu", "act=sigmoid", "init=normal", "init.std=1.0", "model.width=1000",
+                          "model.depth=4", "probe.shape=[1,32,32]", "probe.batch=64", "probe.jacobian_examples=1"],
+                         config_name="probe")
+    spectrum = probe(cfg, tmp_path).jacobian
+    assert spectrum.chi_predicted == pytest.approx(3.0, rel=0.05)
+    assert spectrum.chi_measured == pytest.approx(spectrum.chi_predicted, rel=0.1)
+    assert [d[5] for d in spectrum.depths[1:]] == pytest.approx([spectrum.chi_predicted] * 3, rel=0.25)
+    said = capsys.readouterr()
+    lines = " ".join((said.out + said.err).split())
+    # not a terminal: a plain line at each stage of the Jacobian's computation, before its table
+    assert lines.index("Jacobian: example 1/1: singular values per depth") < lines.index("σ² = 0 (cut off)")
+    assert lines.index("one batch at initialisation, per layer") < lines.index("Jacobian: example 1/1")
+
+
 def test_with_batchnorm_the_probe_says_why_there_is_no_jacobian(tmp_path, capsys):
     _, metrics = probe_layers(tmp_path, "model.depth=3", "model.width=32", "probe.shape=[1,8,8]", "norm=bn",
                               "probe.jacobian=auto")
