@@ -167,16 +167,26 @@ def divergence(m: RunMetrics, t: Thresholds) -> list[Finding]:
     found = m.nonfinite
     if found is None:
         return []
-    if m.command == "probe" or found.step == 1:  # no update has happened yet: the initial weights overflow
+    if _overflow_at_init(m):  # no update has happened yet: the initial weights overflow
         what = "the signal overflows to NaN/Inf at initialisation" if m.command == "probe" else \
             "training diverged at its first step, before any update"
-        return [Finding("divergence", "error", f"{what}: the {found.describe()}",
+        growth = [p.text for p in _depth_pieces(m, t) if p.way == "exploding"]  # how it got there: one cause
+        return [Finding("divergence", "error", f"{what}: the {found.describe()}" + "".join(f"; {g}" for g in growth),
                         "the initial weights are too large for the depth: "
                         + _advice(m, *_init_remedies(m, smaller=True), _normalise(m)), found.layer, found.step)]
     return [Finding("divergence", "error", f"training diverged: the {found.describe()}",
                     _advice(m, Remedy("lower the learning rate", training=True),
                             Remedy("clip gradients (clip=norm)", "clip", "norm", training=True), _normalise(m)),
                     found.layer, found.step)]
+
+
+def _overflow_at_init(m: RunMetrics) -> bool:
+    return m.nonfinite is not None and (m.command == "probe" or m.nonfinite.step == 1)
+
+
+def _growth_in_divergence(m: RunMetrics, t: Thresholds) -> bool:
+    """An exploding signal that overflowed at initialisation is the divergence finding's evidence."""
+    return _overflow_at_init(m) and any(p.way == "exploding" for p in _depth_pieces(m, t))
 
 
 def symmetry(m: RunMetrics, t: Thresholds) -> list[Finding]:
@@ -394,7 +404,8 @@ def _depth_pieces(m: RunMetrics, t: Thresholds) -> list[_Piece]:
         span = f"over {len(values)} layers ({values[0][0]} to {values[-1][0]}) {_at(m, step)}"
         if math.isinf(r):
             layer = next(name for name, v in values if not math.isfinite(v))
-            pieces.append(_Piece("exploding", f"activation std overflows float32 (inf/nan) by {layer} {_at(m, step)}",
+            pieces.append(_Piece("exploding", f"activation std grows past what float32 holds (inf/nan) by {layer} "
+                                 f"{_at(m, step)}",
                                  step, r, layer))
             continue
         way = "vanishing" if r < 1 else "exploding"
@@ -417,9 +428,13 @@ def _depth_pieces(m: RunMetrics, t: Thresholds) -> list[_Piece]:
                 "the chaotic phase: nearby inputs are torn apart"
             pieces.append(_Piece(way, f"the input-output Jacobian's squared singular values "
                                       f"{'shrink' if chi_value < 1 else 'grow'} {chi_value:.2f}x per layer ({said}; "
-                                      f"{phase}): beyond ~6ξ ≈ {6 / abs(math.log(chi_value)):.0f} layers a net does "
+                                      f"{phase}): beyond ~6ξ ≈ {_layer_count(6 / abs(math.log(chi_value)))} a net does "
                                       f"not train, and it has {depth}", None, chi_value))
     return pieces
+
+
+def _layer_count(n: float) -> str:
+    return f"{n:.0f} layer{'' if round(n) == 1 else 's'}"
 
 
 def _beyond_depth_scale(chi: float, depth: int) -> bool:
@@ -438,7 +453,8 @@ def _jacobian_chi(m: RunMetrics) -> tuple[float, int, str] | None:
     spectrum = m.jacobian
     if spectrum is None or not spectrum.depths:
         return None
-    depth = spectrum.depths[-1][0]
+    # the net's depth: the spectrum stops short of it where the signal overflowed
+    depth = max(spectrum.depths[-1][0], len(m.over_layers("act_std", "act")))
     measured, predicted = spectrum.chi_measured, spectrum.chi_predicted
     usable = [v for v in (measured, predicted) if v is not None and math.isfinite(v) and v > 0]
     if not usable:
@@ -472,7 +488,7 @@ def signal_over_depth(m: RunMetrics, t: Thresholds) -> list[Finding]:
     seen = _saturated(m, t)
     for way in ("vanishing", "exploding"):
         mine = [p for p in pieces if p.way == way]
-        if not mine:
+        if not mine or (way == "exploding" and _overflow_at_init(m)):  # said by the divergence finding
             continue
         texts = [p.text for p in mine]
         if seen is not None and not found:  # saturation is part of this cause's evidence, said once
@@ -681,22 +697,28 @@ def _curvature_missing(m: RunMetrics) -> str | None:
 
 
 def jacobian_depth(m: RunMetrics, t: Thresholds) -> list[Finding]:
-    """`diagnose probe`, near criticality (χ₁ ≈ 1): whether the Jacobian's spectrum stays isometric. (Far from it,
-    beyond ~6 depth scales, χ₁ is evidence of a vanishing or exploding signal.)"""
+    """`diagnose probe`, near criticality (χ₁ within 10% of 1, and not past ~6 depth scales, where χ₁ is evidence of
+    a vanishing or exploding signal): how much the mean squared singular value changed over the depth, and whether
+    the spectrum stays isometric."""
     chi = _jacobian_chi(m)
     if chi is None:
         return []
     value, depth, said = chi
     if abs(value - 1) > 0.1 or _beyond_depth_scale(value, depth):
         return []
-    _, mean_sq, std_sq = m.jacobian.depths[-1][:3]  # (older metrics.json: 5 or 6 entries a depth)
+    measured, mean_sq, std_sq = m.jacobian.depths[-1][:3]  # (older metrics.json: 5 or 6 entries a depth)
+    change = value ** (depth - 1)
+    held = "holds over depth" if 0.5 <= change <= 2 else \
+        f"{'shrinks' if change < 1 else 'grows'} {change if change > 1 else 1 / change:.2g}x over {depth} layers " \
+        f"(within ~6ξ ≈ {_layer_count(6 / abs(math.log(value)))}, where a net still trains)"
     spread = std_sq / mean_sq if mean_sq > 0 else math.inf
     if spread <= 1:
-        return [Finding("jacobian_depth", "info", f"{said}, and the squared singular values stay together "
-                        f"(std/mean {spread:.2f} at depth {depth}): near dynamical isometry, every input direction "
-                        f"reaches the output with about the same gain", "", None, None, value)]
-    return [Finding("jacobian_depth", "info", f"{said}: the mean squared singular value holds over depth, but they "
-                    f"spread (std/mean {spread:.1f} at depth {depth}): some directions are amplified, others lost",
+        return [Finding("jacobian_depth", "info", f"{said}: the mean squared singular value {held}, and the squared "
+                        f"singular values stay together (std/mean {spread:.2f} at depth {measured}): near dynamical "
+                        f"isometry, every input direction reaches the output with about the same gain", "", None,
+                        None, value)]
+    return [Finding("jacobian_depth", "info", f"{said}: the mean squared singular value {held}, but they spread "
+                    f"(std/mean {spread:.1f} at depth {measured}): some directions are amplified, others lost",
                     "orthogonal weights (init=orthogonal) spread less than Gaussian ones (Pennington et al. 2017)"
                     if Remedy("", "init", "orthogonal").fits(m) else "", None, None, value)]
 
@@ -744,7 +766,8 @@ RUN_RULES: list[Rule] = [
     Rule("dead ReLUs", dead_relus, lambda m: _activation(m).kind == RELU_LIKE, _dead_missing),
     Rule("saturation", saturation, lambda m: _activation(m).kind == SATURATING, _needs("saturation", "act"),
          _saturation_in_depth),
-    Rule("signal over depth", signal_over_depth, missing=_needs("act_std", "act", layers=2)),
+    Rule("signal over depth", signal_over_depth, missing=_needs("act_std", "act", layers=2),
+         elsewhere=_growth_in_divergence),
     Rule("update/weight ratio", update_ratio, _training, _needs("update_ratio")),
     Rule("centred inputs", non_centred_inputs, lambda m: _training(m) and _setting(m, "data.center") is False,
          _sign_missing),

@@ -15,11 +15,11 @@ from diagnose.build import build_loss, build_model, load_data, pick_device
 from diagnose.components.activations import ACTIVATIONS
 from diagnose.components.norms import BATCH, NORMS
 from diagnose.config import ProbeConfig, to_dict
-from diagnose.console import console, say
+from diagnose.console import console, print_tables, say
 from diagnose.data.batches import to_input
 from diagnose.diagnostics import metrics as metric_table
 from diagnose.diagnostics.instruments import for_probe
-from diagnose.diagnostics.jacobian import DepthSpectrum, jacobian_spectrum, mean_field_phi
+from diagnose.diagnostics.jacobian import DepthSpectrum, blocks_of, jacobian_spectrum, mean_field_phi
 from diagnose.diagnostics.layers import measured_layers
 from diagnose.diagnostics.metrics import LayerMetric
 from diagnose.ending import end_run
@@ -70,7 +70,7 @@ def probe(config: ProbeConfig, out_dir: Path) -> RunMetrics:
         for metric in columns():
             if metric.name in record.values:
                 writer.add_scalar(f"probe/{metric.name}", record.values[metric.name], depth)
-    console.print(probe_table(acts))
+    print_tables(probe_table(acts), console, keys=2)  # the layer names whole at any width
     if config.probe.jacobian != "off":
         metrics.jacobian = probe_jacobian(model, x[:config.probe.jacobian_examples], config, writer)
     end_run(out_dir, metrics, config.findings, writer)
@@ -92,6 +92,9 @@ def probe_jacobian(model: torch.nn.Module, xs: torch.Tensor, config: ProbeConfig
     phi = mean_field_phi(activation) if activation is not None and norm.make is None else None
     with JacobianProgress() as progress:
         spectrum, depths = jacobian_spectrum(model, xs, phi, config.probe.jacobian, progress)
+    if len(depths) < len(blocks_of(model)):
+        say(f"The Jacobian is not finite from depth {len(depths) + 1} on (the signal overflows float32 there): its "
+            f"spectrum is measured to depth {len(depths)}.", "yellow")
     for depth in depths:
         writer.add_scalar("jacobian/mean_sq", depth.mean_sq, depth.depth)
         writer.add_scalar("jacobian/std_sq", depth.std_sq, depth.depth)
@@ -101,7 +104,7 @@ def probe_jacobian(model: torch.nn.Module, xs: torch.Tensor, config: ProbeConfig
             writer.add_scalar("jacobian/zero_share", depth.zero_share, depth.depth)
         if depth.singular_values:
             writer.add_histogram("jacobian/singular_values", torch.tensor(depth.singular_values), depth.depth)
-    console.print(jacobian_table(spectrum, depths))
+    print_tables(jacobian_table(spectrum, depths), console)
     return spectrum
 
 

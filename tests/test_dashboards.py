@@ -174,7 +174,8 @@ def test_every_custom_scalars_chart_has_a_series_the_run_wrote(tmp_path, diag):
     assert {"loss", "accuracy", "learning rate"} <= titles
     if "diag.every=0" in diag:  # the dead-unit probe still runs: its charts stay, the per-layer statistics' go
         assert titles == {"loss", "accuracy", "learning rate", "dead ReLU units on the probe batch",
-                          "ReLU units dead for good (at every probe since they died)", "val accuracy: BN in train vs eval mode"}
+                          "ReLU units dead for good (at every probe since they died)",
+                          "val accuracy: BN in train vs eval mode"}
 
 
 bn_gn_sweep = test_sweeps.bn_gn_sweep  # the one sweep the suite makes, shared

@@ -389,3 +389,15 @@ def test_the_tour_checker_finds_a_claim_the_event_files_do_not_show(tmp_path):
     path.write_text(json.dumps(stored))
     assert contradictions(path.parent) == [f"'{name}' passed, but nothing of it was measured"
                                            for name in ("dead ReLUs", "signal over depth", "BN train/eval gap")]
+
+
+def test_near_criticality_the_jacobian_finding_says_how_much_the_mean_changed_over_the_depth():
+    # tanh at σ_w² = 1: χ₁ = 0.90 is within 10% of critical, but 0.9^29 is a 21x fall over 30 layers
+    case = {"command": "probe", "jacobian": {"method": "exact", "sigma_w2": 1.0,
+                                             "depths": [[1, 1.0, 0.5, 3, 0.0, None], [30, 0.047, 0.4, 90, 0.0, 0.9]],
+                                             "chi_measured": 0.9, "chi_predicted": 0.9}}
+    (finding,) = findings(case)
+    assert f"shrinks {1 / 0.9 ** 29:.2g}x over 30 layers (within ~6ξ ≈ 57 layers" in finding.message
+    assert "holds over depth" not in finding.message
+    (critical,) = findings(CASES["jacobian_depth"][0])
+    assert "holds over depth" in critical.message

@@ -141,7 +141,7 @@ def test_the_probe_predicts_a_saturated_sigmoid_nets_growth_and_says_how_far_its
     said = capsys.readouterr()
     lines = " ".join((said.out + said.err).split())
     # not a terminal: a plain line at each stage of the Jacobian's computation, before its table
-    assert lines.index("Jacobian: example 1/1: singular values per depth") < lines.index("σ² = 0 (cut off)")
+    assert lines.index("Jacobian: example 1/1: singular values per depth") < lines.index("input-output Jacobian")
     assert lines.index("one batch at initialisation, per layer") < lines.index("Jacobian: example 1/1")
 
 
@@ -151,3 +151,16 @@ def test_with_batchnorm_the_probe_says_why_there_is_no_jacobian(tmp_path, capsys
     assert metrics.jacobian is None
     said = capsys.readouterr()
     assert "the Jacobian of one example is not defined" in " ".join((said.out + said.err).split())
+
+
+def test_a_signal_that_overflows_float32_gets_its_spectrum_to_where_it_overflows_and_one_finding(tmp_path):
+    # 64 wide, std 10: each layer multiplies the signal by ~10 sqrt(32) = 57, past float32's 3e38 by depth ~22
+    _, metrics = probe_layers(tmp_path, "init=normal", "init.std=10.0", "model.depth=30", "model.width=64",
+                              "probe.shape=[1,8,8]", "probe.jacobian=exact", "probe.jacobian_examples=1")
+    depths = [d[0] for d in metrics.jacobian.depths]
+    assert depths == list(range(1, len(depths) + 1)) and 10 < len(depths) < 30
+    assert all(math.isfinite(d[1]) for d in metrics.jacobian.depths)
+    assert metrics.jacobian.chi_measured == pytest.approx(metrics.jacobian.chi_predicted, rel=0.2)
+    # the overflow and how the signal got there are one finding: the error
+    assert [f.rule for f in metrics.findings] == ["divergence", "checks"]
+    assert "the chaotic phase" in metrics.findings[0].message

@@ -102,16 +102,21 @@ def exact_spectra(model: nn.Module, xs: torch.Tensor, progress: Progress = quiet
     per_depth: list[list[torch.Tensor]] = [[] for _ in blocks]
     resolved: list[list[torch.Tensor]] = [[] for _ in blocks]
     zeros, outputs, limits = [0] * len(blocks), [0] * len(blocks), [0.0] * len(blocks)
+    finite = len(blocks)  # the depths up to which every J is finite: an overflowing signal has no spectrum beyond
     for i, x in enumerate(xs):
         progress(i * len(blocks), total, f"example {i + 1}/{len(xs)}: J at every depth (jacfwd)")
         jacobians = jacfwd(block_outputs(model, blocks))(x)
         rank = x.numel()  # at most this many σ of J_l are not 0
-        for depth, jacobian in enumerate(jacobians):
+        for depth, jacobian in enumerate(jacobians[:finite]):
             progress(i * len(blocks) + depth, total, f"example {i + 1}/{len(xs)}: singular values per depth")
             flat = jacobian.reshape(jacobian.shape[0], -1)  # (n_out, n_in)
+            singular = torch.linalg.svdvals(flat) if flat.isfinite().all() else None
+            if singular is None or not singular.isfinite().all():  # J, or its SVD in J's precision, overflows
+                finite = depth
+                break
             rank = min(rank, int(flat.ne(0).any(dim=1).sum()))
             values = flat.new_zeros(flat.shape[1], dtype=torch.float64)  # n_in of them, descending
-            values[:rank] = torch.linalg.svdvals(flat)[:rank].double()
+            values[:rank] = singular[:rank].double()
             precision = relative_precision(flat)
             per_depth[depth].append(values)
             resolved[depth].append(values > precision * values[0])
@@ -119,7 +124,7 @@ def exact_spectra(model: nn.Module, xs: torch.Tensor, progress: Progress = quiet
             outputs[depth], limits[depth] = flat.shape[0], precision ** -2
     progress(total, total, "done")
     spectra = []
-    for depth, values in enumerate(per_depth, start=1):
+    for depth, values in enumerate(per_depth[:finite], start=1):
         sv = torch.cat(values)
         sq, seen = sv.square(), torch.cat(resolved[depth - 1])
         unresolved = len(sq) - zeros[depth - 1] - int(seen.sum())
