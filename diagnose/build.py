@@ -21,9 +21,10 @@ from diagnose.components.optim import (
     make_optimizer,
     scaled_lr,
 )
-from diagnose.config import DiagConfig, ModelConfig, SplitConfig, SyntheticConfig, Thresholds, TrainConfig
+from diagnose.config import DataConfig, DiagConfig, ModelConfig, SplitConfig, SyntheticConfig, Thresholds, TrainConfig
+from diagnose.console import say
 from diagnose.data.batches import to_input
-from diagnose.data.datasets import DeviceData, read_dataset, split
+from diagnose.data.datasets import DeviceData, read_dataset, read_sample, split
 from diagnose.data.synthetic import make_synthetic
 from diagnose.diagnostics.layer_stats import CURVE_POINTS, stride
 from diagnose.errors import UserError
@@ -51,12 +52,17 @@ def pick_device(name: str) -> torch.device:
 
 
 def load_data(options: SplitConfig, device: torch.device) -> DeviceData:
+    """The configured data on `device`; one line says which (a newcomer learns what the default trains on)."""
     if isinstance(options, SyntheticConfig):
         raw = make_synthetic(options.channels, options.size, options.classes, options.train_count,
                              options.test_count, options.seed)
-    else:
+    elif isinstance(options, DataConfig):
         raw = read_dataset(options.name, Path(options.root), download=options.download, mirror=options.mirror)
-    return split(raw, val_size=options.val_size, subset=options.subset, device=device, test_subset=options.test_subset)
+    else:  # SampleConfig: shipped inside the package
+        raw = read_sample(options.name)
+    data = split(raw, val_size=options.val_size, subset=options.subset, device=device, test_subset=options.test_subset)
+    say(data.describe())
+    return data
 
 
 def build_model(config: ModelConfig, shape: tuple[int, int, int], n_classes: int) -> nn.Module:
