@@ -33,7 +33,7 @@ from diagnose.models.init import init_weights
 from diagnose.models.layout import to_best_layout
 from diagnose.models.modes import batch_statistics
 from diagnose.registry import Options, lookup, make, settings
-from diagnose.training.threads import set_threads, training_pass
+from diagnose.training.threads import Threads, training_pass
 
 DEVICES: dict[str, Callable[[], bool]] = {  # name -> is it on this machine; auto takes the first that is
     "cuda": torch.cuda.is_available,
@@ -134,7 +134,7 @@ class Run:
     norm: Norm
     diag: DiagConfig
     findings: Thresholds
-    threads: int | None = None  # the CPU threads it uses (threads=auto: the faster of 1 and every core)
+    threads: Threads | None = None  # the CPU threads it uses (threads=auto: the faster of 1 and every core, re-checked)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Model inputs from uint8 images, normalised as configured."""
@@ -158,7 +158,7 @@ def build_run(config: TrainConfig) -> Run:
     threads = None
     if device.type == "cpu":  # threads=auto is timed on this model's own step
         x = to_input(data.train_x[:config.batch], data.mean, data.std, center=config.data.center)
-        threads = set_threads(config.threads, training_pass(model, loss_fn, x, data.train_y[:config.batch]))
+        threads = Threads(config.threads, training_pass(model, loss_fn, x, data.train_y[:config.batch]))
 
     lr = scaled_lr(config.lr, config.batch, config.optim.base_batch, config.optim.lr_scaling)
     optimizer = make_optimizer(config.optim, model, lr, True if device.type in FUSED_DEVICES else None)  # None: torch's
