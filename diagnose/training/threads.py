@@ -9,7 +9,7 @@ use, alternating step by step and comparing the medians (a moment's load slows b
 is outvoted), and starts with the faster. Which is faster changes with the load (another job starts or ends), so
 every RECHECK_S seconds of training or more it times a few of the run's own steps the same way, and switches when the
 other count is clearly faster. Those steps cost what the slower count loses on them (with another job spinning on
-one of two cores, 2 threads ran the default CNN 8x slower than 1), so the re-checks are spaced to keep that under
+one of two cores, 2 threads ran the default CNN 3-7x slower than 1), so the re-checks are spaced to keep that under
 BUDGET of the training time. On the CPU a step is over when its Python call returns: the host clock times it, no
 sync.
 """
