@@ -21,9 +21,10 @@ from diagnose.components.optim import (
     make_optimizer,
     scaled_lr,
 )
-from diagnose.config import DiagConfig, ModelConfig, SplitConfig, SyntheticConfig, Thresholds, TrainConfig
+from diagnose.config import DataConfig, DiagConfig, ModelConfig, SplitConfig, SyntheticConfig, Thresholds, TrainConfig
+from diagnose.console import say
 from diagnose.data.batches import to_input
-from diagnose.data.datasets import DeviceData, read_dataset, split
+from diagnose.data.datasets import DeviceData, read_dataset, read_sample, split
 from diagnose.data.synthetic import make_synthetic
 from diagnose.diagnostics.layer_stats import CURVE_POINTS, stride
 from diagnose.errors import UserError
@@ -32,7 +33,7 @@ from diagnose.models.init import init_weights
 from diagnose.models.layout import to_best_layout
 from diagnose.models.modes import batch_statistics
 from diagnose.registry import Options, lookup, make, settings
-from diagnose.training.threads import set_threads, training_pass
+from diagnose.training.threads import Threads, training_pass
 
 DEVICES: dict[str, Callable[[], bool]] = {  # name -> is it on this machine; auto takes the first that is
     "cuda": torch.cuda.is_available,
@@ -51,12 +52,17 @@ def pick_device(name: str) -> torch.device:
 
 
 def load_data(options: SplitConfig, device: torch.device) -> DeviceData:
+    """The configured data on `device`; one line says which (a newcomer learns what the default trains on)."""
     if isinstance(options, SyntheticConfig):
         raw = make_synthetic(options.channels, options.size, options.classes, options.train_count,
                              options.test_count, options.seed)
-    else:
+    elif isinstance(options, DataConfig):
         raw = read_dataset(options.name, Path(options.root), download=options.download, mirror=options.mirror)
-    return split(raw, val_size=options.val_size, subset=options.subset, device=device, test_subset=options.test_subset)
+    else:  # SampleConfig: shipped inside the package
+        raw = read_sample(options.name)
+    data = split(raw, val_size=options.val_size, subset=options.subset, device=device, test_subset=options.test_subset)
+    say(data.describe())
+    return data
 
 
 def build_model(config: ModelConfig, shape: tuple[int, int, int], n_classes: int) -> nn.Module:
@@ -128,7 +134,7 @@ class Run:
     norm: Norm
     diag: DiagConfig
     findings: Thresholds
-    threads: int | None = None  # the CPU threads it uses (threads=auto: the faster of 1 and every core)
+    threads: Threads | None = None  # the CPU threads it uses (threads=auto: the faster of 1 and every core, re-checked)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Model inputs from uint8 images, normalised as configured."""
@@ -152,7 +158,7 @@ def build_run(config: TrainConfig) -> Run:
     threads = None
     if device.type == "cpu":  # threads=auto is timed on this model's own step
         x = to_input(data.train_x[:config.batch], data.mean, data.std, center=config.data.center)
-        threads = set_threads(config.threads, training_pass(model, loss_fn, x, data.train_y[:config.batch]))
+        threads = Threads(config.threads, training_pass(model, loss_fn, x, data.train_y[:config.batch]))
 
     lr = scaled_lr(config.lr, config.batch, config.optim.base_batch, config.optim.lr_scaling)
     optimizer = make_optimizer(config.optim, model, lr, True if device.type in FUSED_DEVICES else None)  # None: torch's

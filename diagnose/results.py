@@ -137,6 +137,7 @@ class RunMetrics:
     final: Final = field(default_factory=Final)
     history: list[Evaluation] = field(default_factory=list)  # one per evaluation
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, mean train loss of its log window)
+    threads: list[list[int]] = field(default_factory=list)  # on the CPU: [first step, threads] at each change
     noise: NoiseScale | None = None  # the gradient noise scale, where it was measured
     curvature: Curvature | None = None  # sharpness and Hessian trace, where they were measured
     jacobian: JacobianSpectrum | None = None  # probe: the input-output Jacobian's spectrum per depth

@@ -1,5 +1,8 @@
-"""Reading the published file formats, the train/val split, device batches and the synthetic dataset."""
+"""Reading the published file formats, the shipped sample, the train/val split, device batches and the synthetic
+dataset."""
 
+import gzip
+import hashlib
 import os
 import pickle
 import tarfile
@@ -14,13 +17,15 @@ from idx_files import write_idx
 from diagnose.data import datasets as datasets_module
 from diagnose.data.batches import augment, shuffled_batches, to_input
 from diagnose.data.cifar import CIFAR10, CIFAR100, CifarLayout, read_cifar
-from diagnose.data.datasets import DeviceData, RawData, read_dataset, split
+from diagnose.data.datasets import SHIPPED_DIR, DeviceData, RawData, read_dataset, read_sample, split
 from diagnose.data.idx import read_images, read_labels
 from diagnose.data.sources import SOURCES
 from diagnose.data.synthetic import make_synthetic
 from diagnose.errors import UserError
 
 IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+PUBLISHED = [name for name, source in SOURCES.items() if not source.sample_of]  # found on disk or downloaded
+SAMPLE = "fashion_mnist_sample"
 
 
 def random_bytes(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -174,7 +179,7 @@ def test_cifar_archive_without_a_member_is_refused(tmp_path):
 # --- read_dataset: finding files without the network ---
 
 
-@pytest.mark.parametrize("data", SOURCES)
+@pytest.mark.parametrize("data", PUBLISHED)
 def test_the_data_folder_defaults_to_data_and_follows_diagnose_data(data, monkeypatch):
     monkeypatch.delenv("DIAGNOSE_DATA", raising=False)
     assert compose_config([f"data={data}"]).data.root == "data"
@@ -216,7 +221,7 @@ def test_read_dataset_missing_without_download_says_where_to_put_files(tmp_path,
         read_dataset("mnist", tmp_path / "data", download=False)
     message = str(err.value)
     assert str(tmp_path / "data" / "mnist") in message
-    assert all(name in message for name in SOURCES["mnist"].md5)
+    assert all(name in message for name in SOURCES["mnist"].checksums)
 
 
 def test_read_dataset_unknown_name_lists_valid_names(tmp_path):
@@ -232,6 +237,69 @@ def test_read_dataset_refuses_labels_that_do_not_match_images(tmp_path, no_syste
         read_dataset("mnist", tmp_path, download=False)
 
 
+# --- the sample shipped in the package: the default data ---
+
+
+def test_the_default_data_is_the_shipped_sample_with_its_own_validation_size():
+    for command in ("train", "check", "probe"):
+        assert compose_config([], command).data.name == SAMPLE
+    assert compose_config([]).data.val_size == 1000  # of 10,000: the published sets' 5000 would leave half
+    assert not hasattr(compose_config([]).data, "root")  # nothing to look up: it is in the package
+
+
+def test_the_shipped_files_have_the_checksums_of_the_source_table():
+    source = SOURCES[SAMPLE]
+    assert source.algorithm == "sha256" and len(source.checksums) == 4
+    for file, checksum in source.checksums.items():
+        assert hashlib.sha256((SHIPPED_DIR / SAMPLE / file).read_bytes()).hexdigest() == checksum, file
+    assert (SHIPPED_DIR / SAMPLE / "LICENSE").read_text().count("MIT") >= 1
+
+
+def idx_payload(path: Path) -> np.ndarray:
+    """An IDX file's data bytes, read without the package's reader: gunzip, skip 4 bytes per dimension + magic."""
+    data = gzip.decompress(path.read_bytes())
+    return np.frombuffer(data, np.uint8, offset=4 * (1 + data[3]))
+
+
+def test_the_sample_is_balanced_and_read_as_the_raw_bytes_say():
+    raw = read_sample(SAMPLE)
+    assert raw.train_x.shape == (10000, 1, 28, 28) and raw.test_x.shape == (2000, 1, 28, 28) and raw.n_classes == 10
+    assert np.bincount(raw.train_y).tolist() == [1000] * 10 and np.bincount(raw.test_y).tolist() == [200] * 10
+    folder = SHIPPED_DIR / SAMPLE
+    np.testing.assert_array_equal(raw.train_y, idx_payload(folder / "train-labels-idx1-ubyte.gz"))
+    np.testing.assert_array_equal(raw.test_x.reshape(-1), idx_payload(folder / "t10k-images-idx3-ubyte.gz"))
+    # kept in the published (shuffled) order, so a prefix (data.test_subset) holds every class
+    assert set(raw.test_y[:100].tolist()) == set(range(10))
+
+
+def test_the_sample_is_the_first_examples_of_each_class_of_the_published_set():
+    needs_fashion()
+    full, sample = read_dataset("fashion_mnist", Path("nowhere"), download=False), read_sample(SAMPLE)
+    for part, per_class in (("train", 1000), ("test", 200)):
+        labels = getattr(full, f"{part}_y")
+        keep = np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)]))
+        np.testing.assert_array_equal(getattr(sample, f"{part}_x"), getattr(full, f"{part}_x")[keep])
+        np.testing.assert_array_equal(getattr(sample, f"{part}_y"), labels[keep])
+
+
+def test_a_missing_shipped_file_says_the_installation_is_incomplete(tmp_path, monkeypatch):
+    (tmp_path / SAMPLE).mkdir()
+    monkeypatch.setattr(datasets_module, "SHIPPED_DIR", tmp_path)
+    with pytest.raises(UserError, match=r"incomplete\. Reinstall diagnose.*data=fashion_mnist\."):
+        read_sample(SAMPLE)
+
+
+def test_the_run_says_which_data_it_trains_on():
+    data = split(read_sample(SAMPLE), val_size=1000, subset=None, device="cpu")
+    assert data.describe() == ("data: the Fashion-MNIST sample shipped with diagnose (data=fashion_mnist for the "
+                               "full set): 9,000 train / 1,000 val / 2,000 test examples")
+
+
+def test_a_missing_dataset_offers_the_shipped_sample(tmp_path, no_system_datasets):
+    with pytest.raises(UserError, match="data=fashion_mnist_sample \\(shipped with diagnose\\)"):
+        read_dataset("mnist", tmp_path, download=False)
+
+
 # --- split ---
 
 
@@ -239,7 +307,7 @@ def numbered(n: int = 200, channels: int = 3) -> RawData:
     """Example i is an image filled with i and labelled i, so a split's bookkeeping can be checked."""
     ids = torch.arange(n)
     x = ids.view(n, 1, 1, 1).expand(n, channels, 4, 4).to(torch.uint8).contiguous()
-    return RawData(x, ids, x[:10].clone(), ids[:10].clone(), n_classes=n)
+    return RawData(x, ids, x[:10].clone(), ids[:10].clone(), n_classes=n, about="numbered images")
 
 
 def test_split_partitions_the_training_set_and_keeps_images_with_labels():

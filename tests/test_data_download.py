@@ -10,13 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import compose_config
 from idx_files import write_idx
 
+from diagnose.build import build_run
+from diagnose.config import to_dict
 from diagnose.data import datasets as datasets_module
 from diagnose.data.datasets import read_dataset
 from diagnose.data.download import download
 from diagnose.data.sources import SOURCES
 from diagnose.errors import UserError
+from diagnose.training.loop import train
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -164,7 +168,7 @@ def fake_mnist(server, monkeypatch, tmp_path):
         write_idx(tmp_path / name, array, gzip=True)
         server.files[f"mirror/{name}"] = (tmp_path / name).read_bytes()
     checksums = {name: md5(server.files[f"mirror/{name}"]) for name in arrays}
-    monkeypatch.setitem(SOURCES, "mnist", dataclasses.replace(SOURCES["mnist"], md5=checksums))
+    monkeypatch.setitem(SOURCES, "mnist", dataclasses.replace(SOURCES["mnist"], checksums=checksums))
     monkeypatch.setattr(datasets_module, "SYSTEM_DIR", tmp_path / "system")  # as if nothing were installed
     return arrays
 
@@ -189,5 +193,21 @@ def test_read_dataset_unreachable_mirror_says_where_to_put_files(closed_port, tm
         read_dataset("mnist", root, mirror=f"http://127.0.0.1:{closed_port}/")
     message = str(err.value)
     assert "refused" in message.lower() and str(root / "mnist") in message
-    assert all(name in message for name in SOURCES["mnist"].md5)
+    assert all(name in message for name in SOURCES["mnist"].checksums)
     assert not (root / "mnist").exists() or not any((root / "mnist").iterdir())
+
+
+# --- the default data: no network, no dataset on disk ---
+
+
+def test_the_default_data_trains_with_no_network_and_no_dataset_on_disk(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("DIAGNOSE_DATA", str(empty))
+    monkeypatch.setattr(datasets_module, "SYSTEM_DIR", tmp_path / "system")  # as if no dataset were installed
+    with pytest.raises(AssertionError, match="tried to resolve"):  # a published dataset would have to download
+        read_dataset("fashion_mnist", tmp_path / "elsewhere")
+    cfg = compose_config(["steps=3", "device=cpu", "diag=off", "threads=1"])  # the default command, shorter
+    metrics = train(build_run(cfg), tmp_path / "run", to_dict(cfg))
+    assert metrics.status == "completed" and metrics.config["data"]["name"] == "fashion_mnist_sample"
+    assert 0 <= metrics.final.test_acc <= 1 and list(empty.iterdir()) == []  # nothing fetched, nothing written

@@ -1,6 +1,9 @@
-"""A built wheel, installed into a fresh venv, finds its configs from any working directory."""
+"""A built wheel, installed into a fresh venv, finds its configs from any working directory and trains on the data
+it carries."""
 
 import json
+import os
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -8,6 +11,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from diagnose.data.sources import SOURCES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,6 +28,10 @@ def test_wheel_installs_into_a_fresh_venv_and_trains_from_another_directory(tmp_
         assert {"diagnose/tab/static/index.js", "diagnose/tab/static/uPlot.esm.js"} <= set(names)
         entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "[tensorboard_plugins]" in entry_points and "diagnose.tab.plugin:DiagnosePlugin" in entry_points
+    shipped = {f"diagnose/data/shipped/fashion_mnist_sample/{file}" for file in
+               [*SOURCES["fashion_mnist_sample"].checksums, "LICENSE", "README.md"]}
+    assert shipped <= set(names)
+    assert wheel.stat().st_size < 8e6  # the sample is ~5.2 MB of it: no more data slipped in
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -40,13 +49,24 @@ def test_wheel_installs_into_a_fresh_venv_and_trains_from_another_directory(tmp_
     where = subprocess.run([python, "-c", "import diagnose; print(diagnose.__file__)"], cwd=elsewhere,
                            check=True, capture_output=True, text=True).stdout
     assert where.startswith(str(venv)), where
+    # The default data, with no dataset on disk and every download refused (urllib goes through a proxy nobody
+    # answers at): the sample comes from the installed package.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{s.getsockname()[1]}"
+    offline = {**os.environ, "DIAGNOSE_DATA": str(empty), "http_proxy": proxy, "https_proxy": proxy, "no_proxy": ""}
     result = subprocess.run(
-        [venv / "bin" / "diagnose", "train", "data=synthetic", "data.size=8", "data.train_count=128",
-         "data.test_count=32", "data.val_size=32", "batch=16", "steps=2", "device=cpu", "model.widths=[8]"],
-        cwd=elsewhere, capture_output=True, text=True, timeout=300)
+        [venv / "bin" / "diagnose", "train", "steps=2", "device=cpu", "diag=off", "threads=1", "model.widths=[8]"],
+        cwd=elsewhere, capture_output=True, text=True, timeout=300, env=offline)
     assert result.returncode == 0, result.stderr
+    assert "data: the Fashion-MNIST sample shipped with diagnose" in result.stdout + result.stderr
     (metrics,) = elsewhere.glob("outputs/*/*/metrics.json")
-    assert json.loads(metrics.read_text())["status"] == "completed"
+    assert json.loads(metrics.read_text())["status"] == "completed" and list(empty.iterdir()) == []
+    refused = subprocess.run([venv / "bin" / "diagnose", "train", "data=mnist"], cwd=elsewhere, capture_output=True,
+                             text=True, timeout=300, env=offline)
+    assert refused.returncode == 2 and "Could not download" in refused.stderr  # the same setting refuses downloads
     # the wheel carries the local launcher and the sweeper (every sweep's) where Hydra looks for plugins
     sweep = subprocess.run(
         [venv / "bin" / "diagnose", "train", "-m", "hydra/launcher=local", "data=synthetic", "data.size=8",

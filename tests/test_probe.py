@@ -87,9 +87,8 @@ def test_zero_init_gives_every_unit_of_a_layer_the_same_gradient(tmp_path):
     assert random.symmetric_layers == []
 
 
-def test_probe_on_real_data_and_a_cnn(tmp_path):
-    acts, metrics = probe_layers(tmp_path, "probe.input=data", "data.train_count=512", "data.val_size=64", "model=cnn",
-                                 "model.widths=[8,16]", "norm=bn")
+def test_probe_on_real_data_and_a_cnn(tmp_path):  # the default data: the Fashion-MNIST sample shipped
+    acts, metrics = probe_layers(tmp_path, "probe.input=data", "model=cnn", "model.widths=[8,16]", "norm=bn")
     assert len(acts) == 2 and metrics.status == "completed"
 
 

@@ -1,6 +1,7 @@
 """The training loop, run in-process on tiny configs."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -155,8 +156,6 @@ def test_the_loss_watch_on_cuda_reads_a_flag_only_once_it_has_arrived(monkeypatc
 
 
 def test_threads_auto_keeps_the_faster_of_one_thread_and_every_core(monkeypatch):
-    import time
-
     from diagnose.training import threads
 
     def step_slow_with_many() -> None:  # a tiny model: threads cost more than they share
@@ -177,6 +176,105 @@ def test_threads_auto_keeps_the_faster_of_one_thread_and_every_core(monkeypatch)
         assert threads.most_threads() == 2  # a launcher's share of the cores comes first
     finally:
         torch.set_num_threads(before)
+
+
+def test_threads_auto_is_not_swayed_by_one_disturbed_step(monkeypatch):
+    from diagnose.training import threads
+
+    clock, calls = Clock(), []
+    monkeypatch.setattr(threads, "time", clock)
+
+    def step() -> None:  # 2 threads 20 % faster, but the first timed 2-thread pass is hit by a moment's load
+        calls.append(torch.get_num_threads())
+        clock.now += 0.2 if len(calls) == 4 else 0.01 / (1 + 0.25 * (torch.get_num_threads() - 1))
+
+    before = torch.get_num_threads()
+    try:
+        assert threads.pick_threads(step, 2) == 2  # the sum of the three (as before) would have picked 1
+        assert calls == [1, 2, 1, 2, 1, 2, 1, 2]  # warm-up each, then alternating: load hits both alike
+    finally:
+        torch.set_num_threads(before)
+
+
+class Clock:
+    """A clock the simulated steps move on: threads.py reads it instead of the host's."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def simulate(monkeypatch, cost, steps: int) -> tuple[list[list[int]], list[float]]:
+    """threads=auto over `steps` simulated training steps, each taking cost(threads, now) seconds; returns its
+    [first step, threads] changes and each step's start time."""
+    from diagnose.training import threads
+
+    clock = Clock()
+    monkeypatch.setattr(threads, "time", clock)
+    monkeypatch.setattr(threads, "_share", 2)
+
+    def step() -> None:
+        clock.now += cost(torch.get_num_threads(), clock.now)
+
+    chooser, used, starts = threads.Threads("auto", step), [], []
+    for i in range(1, steps + 1):
+        chooser.before_step(i, used)
+        starts.append(clock.now)
+        step()
+    return used, starts
+
+
+@pytest.mark.parametrize("busy_first", [True, False], ids=["busy-then-quiet", "quiet-then-busy"])
+def test_threads_auto_follows_a_change_of_load(monkeypatch, busy_first):
+    from diagnose.training.threads import RECHECK_S, TRIAL_STEPS
+
+    def cost(threads: int, now: float) -> float:  # one thread 10 ms; two 25 ms while busy, 5 ms while quiet
+        busy = (now < 20) == busy_first
+        return 0.010 if threads == 1 else 0.025 if busy else 0.005
+
+    before = torch.get_num_threads()
+    try:
+        used, starts = simulate(monkeypatch, cost, 6000)
+    finally:
+        torch.set_num_threads(before)
+    first, then = (1, 2) if busy_first else (2, 1)
+    assert used[0] == [1, first] and len(used) == 2 and used[1][1] == then
+    switched_at = starts[used[1][0] - 1]
+    assert 20 < switched_at < 20 + RECHECK_S + 2 * TRIAL_STEPS * 0.025  # at the first re-check after the change
+
+
+def test_threads_auto_stays_put_where_the_other_count_is_not_clearly_faster(monkeypatch):
+    before = torch.get_num_threads()
+    try:  # two threads 5 % faster: it starts with them, and a re-check's 5 % the other way does not switch back
+        used, _ = simulate(monkeypatch, lambda threads, now: 0.010 if threads == 1 else 0.0095, 3000)
+        assert used == [[1, 2]]
+        used, _ = simulate(monkeypatch, lambda threads, now: 0.010 if threads == 1 else 0.0105, 3000)
+        assert used == [[1, 1]]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_auto_rechecks_cost_little_where_the_other_count_is_much_slower(monkeypatch):
+    from diagnose.training.threads import BUDGET
+
+    before = torch.get_num_threads()
+    try:  # 2 threads 8x slower (another job spinning on one of two cores): each re-check's 3 such steps cost 0.21 s
+        used, starts = simulate(monkeypatch, lambda threads, now: 0.010 if threads == 1 else 0.080, 12000)
+    finally:
+        torch.set_num_threads(before)
+    assert used == [[1, 1]]
+    spent, all_on_one = starts[-1] + 0.010, 12000 * 0.010  # the run's training time, and all of it on 1 thread
+    assert 1.0 < spent / all_on_one <= 1 + BUDGET + 0.005  # it did re-check, within its budget
+
+
+def test_a_fixed_thread_count_is_never_changed_and_is_recorded(cfg_factory, tmp_path):
+    metrics = run_tiny(cfg_factory("steps=6", "threads=1"), tmp_path)
+    assert metrics.threads == [[1, 1]] and torch.get_num_threads() == 1
+    assert metrics.config["threads"] == 1
+    events = EventAccumulator(str(tmp_path)).Reload()
+    assert {e.value for e in events.Scalars("perf/threads")} == {1.0}
 
 
 def test_the_timed_pass_leaves_the_model_as_it_was():

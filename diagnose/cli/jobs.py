@@ -79,11 +79,7 @@ def train_job(cfg: DictConfig) -> float | None:
         with StopRequests() as stop:  # from before the data loads: a signal at any moment stops cleanly
             if cfg.resume is None:
                 config = OmegaConf.to_object(cfg)  # checked against the schema, ranges included
-                run = build_run(config)
-                # threads=auto picked by timing: the pick is what the run's numbers depend on (the last digits
-                # change with it), so the saved config says it and a resume keeps it
-                config.threads = run.threads or config.threads
-                metrics = train(run, out_dir, to_dict(config), stop=stop)
+                metrics = train(build_run(config), out_dir, to_dict(config), stop=stop)
             else:
                 checkpoint, run_dir = resumable(cfg, list(HydraConfig.get().overrides.task))
                 own(run_dir)  # refused while that run is still training

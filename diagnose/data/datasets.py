@@ -1,4 +1,5 @@
-"""Find a dataset's files (local, system, download), read them, and split them onto the device."""
+"""Find a dataset's files (shipped in the package; or local, system, download), read them, and split them onto the
+device."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from diagnose.registry import lookup
 
 # Debian/Ubuntu dataset packages install here (dataset-fashion-mnist -> fashion-mnist/).
 SYSTEM_DIR = Path("/usr/share/datasets")
+# The samples shipped inside the package, a folder each, named as their data option.
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 
 _CIFAR_LAYOUTS = {"cifar10": cifar.CIFAR10, "cifar100": cifar.CIFAR100}
 
@@ -29,6 +32,7 @@ class RawData:
     test_x: Array
     test_y: Array
     n_classes: int
+    about: str  # which data, and where it came from: the run's first line says it
 
 
 @dataclass
@@ -44,27 +48,48 @@ class DeviceData:
     mean: torch.Tensor  # (C,) float32, of train_x / 255
     std: torch.Tensor  # (C,) float32
     n_classes: int
+    about: str
 
     @property
     def shape(self) -> tuple[int, int, int]:
         c, h, w = self.train_x.shape[1:]
         return c, h, w
 
+    def describe(self) -> str:
+        """One line: which data a run trains on, and how much of it."""
+        return (f"data: {self.about}: {len(self.train_y):,} train / {len(self.val_y):,} val / "
+                f"{len(self.test_y):,} test examples")
+
 
 def read_dataset(name: str, root: Path, *, download: bool = True, mirror: str | None = None) -> RawData:
     """Read `name` from `root/<name>/`, else the system dataset folder, else download into `root/<name>/`."""
-    source = lookup(SOURCES, name, "dataset")
+    source = lookup({n: s for n, s in SOURCES.items() if not s.sample_of}, name, "dataset")
     target = Path(root) / name
     # Debian spells names with hyphens (fashion-mnist); dict.fromkeys drops the duplicate for "mnist".
     spellings = dict.fromkeys([name, name.replace("_", "-")])
     folders = [target, *(SYSTEM_DIR / n for n in spellings)]
     paths = {}
-    for file in source.md5:
+    for file in source.checksums:
         found = _find(_accepted_names(file, name, source), folders)
         paths[file] = found or _download(file, source, target, download, mirror)
-    raw = _read(source, name, paths)
-    _check(raw, name, paths)
-    return raw
+    folders_used = sorted({str(path.parent) for path in paths.values()})
+    return _checked(_read(source, name, paths, f"{source.title} from {', '.join(folders_used)}"), name, paths)
+
+
+def read_sample(name: str) -> RawData:
+    """Read the sample `name` shipped inside the package: nothing to look up, nothing to download."""
+    source = lookup({n: s for n, s in SOURCES.items() if s.sample_of}, name, "shipped sample")
+    folder = SHIPPED_DIR / name
+    paths = {file: folder / file for file in source.checksums}
+    missing = [file for file, path in paths.items() if not path.is_file()]
+    if missing:
+        raise UserError(
+            f"This installation of diagnose lacks the files of its {source.title} ({', '.join(missing)} in "
+            f"{folder}): it is incomplete. Reinstall diagnose (pip install --force-reinstall diagnose, or "
+            f"pip install -e . in a checkout), or train on the full dataset: data={source.sample_of}."
+        )
+    about = f"the {source.title} (data={source.sample_of} for the full set)"
+    return _checked(_read(source, name, paths, about), name, paths)
 
 
 def _accepted_names(file: str, name: str, source: Source) -> list[str]:
@@ -84,13 +109,16 @@ def _find(names: list[str], folders: list[Path]) -> Path | None:
 
 def _runs_now(name: str) -> str:
     """The data options that need no download on this machine."""
-    installed = [n for n in SOURCES if n != name and any((SYSTEM_DIR / s).is_dir() for s in (n, n.replace("_", "-")))]
-    return ", or ".join(["data=synthetic", *(f"data={n} (installed in {SYSTEM_DIR})" for n in installed)])
+    shipped = [n for n, s in SOURCES.items() if s.sample_of]
+    installed = [n for n in SOURCES if n != name and n not in shipped
+                 and any((SYSTEM_DIR / s).is_dir() for s in (n, n.replace("_", "-")))]
+    return ", or ".join([*(f"data={n} (shipped with diagnose)" for n in shipped), "data=synthetic",
+                         *(f"data={n} (installed in {SYSTEM_DIR})" for n in installed)])
 
 
 def _download(file: str, source: Source, target: Path, allowed: bool, mirror: str | None) -> Path:
     where = (
-        f"Put the files {', '.join(source.md5)} into the folder {target} (get them from {source.homepage}), "
+        f"Put the files {', '.join(source.checksums)} into the folder {target} (get them from {source.homepage}), "
         f"or set data.root / the environment variable DIAGNOSE_DATA to a folder that has a "
         f"'{target.name}' folder holding them. To train right away without files: {_runs_now(target.name)}."
     )
@@ -99,12 +127,12 @@ def _download(file: str, source: Source, target: Path, allowed: bool, mirror: st
     bases = (mirror,) if mirror else source.mirrors
     urls = [base.rstrip("/") + "/" + file for base in bases]
     try:
-        return fetch(urls, target / file, source.md5[file])
+        return fetch(urls, target / file, source.checksums[file], source.algorithm)
     except UserError as e:
         raise UserError(f"{e} {where}") from e
 
 
-def _read(source: Source, name: str, paths: dict[str, Path]) -> RawData:
+def _read(source: Source, name: str, paths: dict[str, Path], about: str) -> RawData:
     if source.format == "cifar":
         (path,) = paths.values()
         (train_x, train_y), (test_x, test_y) = cifar.read_cifar(path, _CIFAR_LAYOUTS[name])
@@ -113,11 +141,12 @@ def _read(source: Source, name: str, paths: dict[str, Path]) -> RawData:
         train_y = idx.read_labels(paths["train-labels-idx1-ubyte.gz"]).astype(np.int64)
         test_x = idx.read_images(paths["t10k-images-idx3-ubyte.gz"])
         test_y = idx.read_labels(paths["t10k-labels-idx1-ubyte.gz"]).astype(np.int64)
-    return RawData(train_x, train_y, test_x, test_y, source.n_classes)
+    return RawData(train_x, train_y, test_x, test_y, source.n_classes, about)
 
 
-def _check(raw: RawData, name: str, paths: dict[str, Path]) -> None:
-    """Files that parse can still disagree (training images from one copy, labels from another)."""
+def _checked(raw: RawData, name: str, paths: dict[str, Path]) -> RawData:
+    """`raw`, once its files are found to fit together: files that parse can still disagree (training images from
+    one copy, labels from another)."""
     folders = ", ".join(sorted({str(p.parent) for p in paths.values()}))
     problems = []
     for part, x, y in (("training", raw.train_x, raw.train_y), ("test", raw.test_x, raw.test_y)):
@@ -132,6 +161,7 @@ def _check(raw: RawData, name: str, paths: dict[str, Path]) -> None:
             f"The {name} files in {folders} do not fit together: {'; '.join(problems)}. "
             f"Replace them with the published files (or delete them to download them again)."
         )
+    return raw
 
 
 def split(raw: RawData, *, val_size: int, subset: int | None, device: torch.device,
@@ -163,6 +193,7 @@ def split(raw: RawData, *, val_size: int, subset: int | None, device: torch.devi
         mean=mean.to(device),
         std=std.to(device),
         n_classes=raw.n_classes,
+        about=raw.about,
     )
 
 

@@ -24,8 +24,9 @@ class _Failed(Exception):
     """One mirror failed; the reason goes into the final error."""
 
 
-def download(urls: list[str], dest: Path, md5: str, *, timeout: float = 30.0) -> Path:
-    """Fetch `dest` from the first of `urls` that delivers it with the right md5; return `dest`."""
+def download(urls: list[str], dest: Path, checksum: str, algorithm: str = "md5", *, timeout: float = 30.0) -> Path:
+    """Fetch `dest` from the first of `urls` that delivers it with the right checksum (`algorithm`: hashlib's name
+    of it); return `dest`."""
     dest = Path(dest)
     made = [folder for folder in (dest.parent, *dest.parent.parents) if not folder.exists()]  # deepest first
     try:
@@ -36,7 +37,7 @@ def download(urls: list[str], dest: Path, md5: str, *, timeout: float = 30.0) ->
     failures = []
     for url in urls:
         try:
-            _fetch(url, dest, md5, timeout)
+            _fetch(url, dest, checksum, algorithm, timeout)
             return dest
         except (_Failed, OSError) as e:  # OSError: the folder is not writable (or the network failed oddly)
             failures.append(f"{url}: {e}")
@@ -47,15 +48,15 @@ def download(urls: list[str], dest: Path, md5: str, *, timeout: float = 30.0) ->
     raise UserError(f"Could not download {dest.name} into {dest.parent}. Tried {tried}.")
 
 
-def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
+def _fetch(url: str, dest: Path, checksum: str, algorithm: str, timeout: float) -> None:
     # The temp file sits next to dest so os.replace is an atomic rename on the same file system;
     # until then no file named dest exists, so a broken download never loads as data.
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
-            digest = _stream(url, out, timeout, dest.name)
-        if digest != md5:
-            raise _Failed(f"checksum mismatch (md5 {digest}, expected {md5})")
+            digest = _stream(url, out, algorithm, timeout, dest.name)
+        if digest != checksum:
+            raise _Failed(f"checksum mismatch ({algorithm} {digest}, expected {checksum})")
         umask_permissions(tmp)
         os.replace(tmp, dest)
     finally:
@@ -64,9 +65,9 @@ def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _stream(url: str, out: BinaryIO, timeout: float, label: str) -> str:
-    """Copy the body of `url` into `out`; return its md5."""
-    digest = hashlib.md5(usedforsecurity=False)
+def _stream(url: str, out: BinaryIO, algorithm: str, timeout: float, label: str) -> str:
+    """Copy the body of `url` into `out`; return its checksum."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=_HEADERS), timeout=timeout) as resp:
             length = resp.headers.get("Content-Length")

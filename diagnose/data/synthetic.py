@@ -24,7 +24,7 @@ def make_synthetic(channels: int, size: int, classes: int, train_count: int, tes
     prototypes = _blobs(classes, channels, canvas, gen) + _STRIPES * _stripes(classes, channels, canvas, gen)
     train_x, train_y = _draw(prototypes, size, train_count, gen)
     test_x, test_y = _draw(prototypes, size, test_count, gen)
-    return RawData(train_x, train_y, test_x, test_y, classes)
+    return RawData(train_x, train_y, test_x, test_y, classes, f"synthetic images (generated, data.seed={seed})")
 
 
 def _blobs(classes: int, channels: int, size: int, gen: torch.Generator) -> torch.Tensor:

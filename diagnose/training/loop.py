@@ -43,6 +43,7 @@ class Record:
     train_time: float = 0.0  # seconds spent in training steps (evaluations excluded)
     history: list[dict[str, Any]] = field(default_factory=list)  # one Evaluation per evaluation
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train_loss) at each log window
+    threads: list[list[int]] = field(default_factory=list)  # [first step, CPU threads] at each change
     diagnostics: dict[str, Any] = field(default_factory=dict)  # Monitor.state()
 
     @classmethod
@@ -90,6 +91,8 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
                     say(f"{stop.requested}: stopping after {done} steps, saving everything.", "yellow")
                     break
                 x, y = training_batch(run, idx, generator)
+                if run.threads is not None:  # on the CPU: threads=auto times a few steps every few seconds
+                    run.threads.before_step(step, record.threads)
                 monitor.before_step(step, x, y)
                 loss, correct = train_step(run, x, y, monitor, step)
                 nonfinite = monitor.after_step(step)
@@ -188,7 +191,8 @@ def run_metrics(run: Run, record: Record, status: str, done: int, nonfinite: Non
     return RunMetrics(status=status, steps=done, epochs=done / run.steps_per_epoch, final=final, history=history,
                       train_curve=[(step, loss) for step, loss in record.train_curve],
                       images_per_s=done * run.batch / record.train_time if record.train_time else 0.0,
-                      lr=run.lr, classes=run.data.n_classes, nonfinite=nonfinite, config=config)
+                      lr=run.lr, classes=run.data.n_classes, nonfinite=nonfinite, config=config,
+                      threads=[[first, threads] for first, threads in record.threads])
 
 
 def evaluate_test(run: Run, writer: SummaryWriter, final: Final, step: int) -> None:
@@ -238,6 +242,8 @@ def log_window(run: Run, writer: SummaryWriter, record: Record, losses: list[flo
     writer.add_scalar("train/acc", record.train_acc, step)
     writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], step)
     writer.add_scalar("perf/images_per_s", len(losses) * run.batch / seconds, step)
+    if run.threads is not None:  # beside the throughput: where threads=auto switched, and what it gained
+        writer.add_scalar("perf/threads", run.threads.current, step)
 
 
 def evaluate_epoch(run: Run, monitor: Monitor, writer: SummaryWriter, step: int) -> Evaluation:
