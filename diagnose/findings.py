@@ -189,13 +189,21 @@ def _growth_in_divergence(m: RunMetrics, t: Thresholds) -> bool:
     return _overflow_at_init(m) and any(p.way == "exploding" for p in _depth_pieces(m, t))
 
 
+def _dead_by_symmetry(m: RunMetrics, t: Thresholds) -> bool:
+    """ReLUs dead from initialisation in a net whose layers are symmetric: zero weights give every unit 0 (one
+    cause, the zero init)."""
+    return bool(m.symmetric_layers) and any(f.step is not None and f.step <= 1 for f in dead_relus(m, t, alone=True))
+
+
 def symmetry(m: RunMetrics, t: Thresholds) -> list[Finding]:
     if not m.symmetric_layers:
         return []
     names = m.symmetric_layers
     weights = len([r for r in m.layers.values() if r.role == "weight"]) or len(names)
+    dead = [f.message.split(":")[0] for f in dead_relus(m, t, alone=True)] if _dead_by_symmetry(m, t) else []
     return [Finding("zero_init_symmetry", "error", f"all units have identical weights and get identical gradients in "
-                    f"{_layers(names, weights, 'weight')} - the symmetry never breaks, each layer acts as one unit",
+                    f"{_layers(names, weights, 'weight')} - the symmetry never breaks, each layer acts as one unit"
+                    + "".join(f"; {d}" for d in dead),
                     _advice(m, Remedy(f"a random init (init={_activation(m).init})", "init",
                                       _activation(m).init)) + ", not zeros", names[0])]
 
@@ -234,11 +242,12 @@ def _streak_start(points: list[tuple[int, float]], threshold: float) -> int | No
     return start
 
 
-def dead_relus(m: RunMetrics, t: Thresholds) -> list[Finding]:
+def dead_relus(m: RunMetrics, t: Thresholds, alone: bool = False) -> list[Finding]:
     """ReLU layers dead beyond the threshold at the last probe (a warning, with the step since which they have
-    been), or only earlier, recovered since (info: the units came back, but for a while no gradient reached them)."""
+    been), or only earlier, recovered since (info: the units came back, but for a while no gradient reached them).
+    Where a zero init killed them, the symmetry finding says it (`alone`: as if it did not)."""
     relus = [(name, v) for name, r in m.layers.items() if r.role == "act" and (v := r.values.get("dead")) is not None]
-    if not relus:
+    if not relus or (not alone and _dead_by_symmetry(m, t)):
         return []
     history = {name: m.dead_history.get(name) or [(m.steps, value)] for name, value in relus}
     dead = [(name, value) for name, value in relus if value >= t.dead]
@@ -295,8 +304,14 @@ def _saturated(m: RunMetrics, t: Thresholds) -> tuple[int, list[tuple[str, float
 
 def _saturation_text(m: RunMetrics, seen: tuple[int, list[tuple[str, float]], int]) -> str:
     step, flat, count = seen
-    return (f"{_span([v for _, v in flat])} of outputs saturated (in the flat tails) in "
+    said = (f"{_span([v for _, v in flat])} of outputs saturated (in the flat tails) in "
             f"{_layers([n for n, _ in flat], count, _setting(m, 'act') or 'saturating')} {_at(m, step)}")
+    steps = m.over_steps("saturation")
+    if len(steps) < 2 or steps[-1][0] == step:
+        return said
+    names = {name for name, _ in flat}
+    last = [v for name, v in steps[-1][1] if name in names]
+    return said + f" ({_span(last)} at the last measurement, step {steps[-1][0]})"
 
 
 def saturation(m: RunMetrics, t: Thresholds) -> list[Finding]:
@@ -763,7 +778,7 @@ RUN_RULES: list[Rule] = [
     Rule("divergence", divergence, missing=_no_training),
     Rule("zero-init symmetry", symmetry, missing=_no_training),
     Rule("accuracy above chance", did_not_learn, _training, _accuracy_missing),
-    Rule("dead ReLUs", dead_relus, lambda m: _activation(m).kind == RELU_LIKE, _dead_missing),
+    Rule("dead ReLUs", dead_relus, lambda m: _activation(m).kind == RELU_LIKE, _dead_missing, _dead_by_symmetry),
     Rule("saturation", saturation, lambda m: _activation(m).kind == SATURATING, _needs("saturation", "act"),
          _saturation_in_depth),
     Rule("signal over depth", signal_over_depth, missing=_needs("act_std", "act", layers=2),

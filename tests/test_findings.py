@@ -401,3 +401,19 @@ def test_near_criticality_the_jacobian_finding_says_how_much_the_mean_changed_ov
     assert "holds over depth" not in finding.message
     (critical,) = findings(CASES["jacobian_depth"][0])
     assert "holds over depth" in critical.message
+
+
+def test_a_zero_init_is_one_finding_with_its_dead_units_and_saturation_says_where_it_ended():
+    zeros = {**layers(features_0_act={"dead": 1.0}, features_1_act={"dead": 1.0}),
+             "symmetric_layers": ["features.0.linear", "features.1.linear"],
+             "dead_history": {"features.0.act": [[1, 1.0], [50, 1.0]], "features.1.act": [[1, 1.0], [50, 1.0]]}}
+    (finding,) = findings(zeros)
+    assert finding.rule == "zero_init_symmetry"
+    assert "; 100% dead ReLU units in 2 of 2 ReLU layers (features.0.act, features.1.act) from initialisation" in \
+        finding.message
+    assert "dead ReLUs" not in closing(zeros)  # said by the symmetry finding: neither its own nor passed
+    flat = {**layers(features_0_act={"saturation": 0.9}), "config": config(act="sigmoid"),
+            "layer_history": history("saturation", features_0_act=[[1, 0.73], [40, 0.8], [78, 0.9]])}
+    (saturated,) = findings(flat)
+    assert "73% of outputs saturated (in the flat tails) in 1 of 1 sigmoid layers (features.0.act) at " \
+           "initialisation (90% at the last measurement, step 78)" in saturated.message
