@@ -77,8 +77,9 @@ def main() -> None:
         timed["noise scale"].append(seconds(noise))
         timed["curvature"].append(seconds(sharpness))
     step_s = statistics.median(timed["training step"])
-    print(f"{args.model}, {args.data}, batch {args.batch}, on {run.device}; noise scale: {diag.noise_batch} examples "
-          f"in {diag.noise_micro} micro-batches; curvature: {diag.curvature_batch} examples, "
+    print(f"{args.model}, {args.data}, batch {args.batch}, on {run.device}; noise scale: one batch of "
+          f"{diag.noise_batch} examples in {diag.noise_micro} micro-batches (a measurement draws 1 to "
+          f"{diag.noise_max_batch // diag.noise_batch}); curvature: {diag.curvature_batch} examples, "
           f"<= {diag.curvature_iterations} power iterations + {diag.curvature_samples} Hutchinson vectors")
     print(f"{'what':<14} {'ms':>9} {'steps':>7}")
     for name, values in timed.items():

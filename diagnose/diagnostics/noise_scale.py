@@ -45,7 +45,6 @@ RESOLVED = 2.0  # B_simple is given where |G|² stands this many standard errors
 # errors overstated |G|² by 12 %, and B_simple's errors were 2x the stated ones; at 4 it was within 1-2 % and
 # B_simple's errors as stated, as with a fixed number of batches
 PRECISE = 4.0
-CHUNK = 65536  # parameters at a time in the float64 Gram matrix of the groups' sums
 
 
 @dataclass(frozen=True)
@@ -113,17 +112,17 @@ class GroupSums:
         for group, flat in zip(groups.tolist(), micro_batch_gradients(model, loss_fn, x, y, micro), strict=True):
             if self.sums is None:
                 self.sums = torch.zeros(self.groups, len(flat), device=flat.device)
-            self.sums[group] += flat
-            squares.append(flat.square().sum(dtype=torch.float64))
-        self.squares.index_add_(0, groups, torch.stack(squares).cpu())  # one host transfer a batch
+            self.sums[group].add_(flat)
+            squares.append(torch.dot(flat, flat))
+        self.squares.index_add_(0, groups, torch.stack(squares).double().cpu())  # one host transfer a batch
         self.counts.index_add_(0, groups, torch.ones(micro, dtype=torch.float64))
         self.examples += micro * self.micro_batch
 
     def estimate(self) -> Estimate:
         assert self.sums is not None, "at least one batch"
-        # (groups, groups) in float64, a slice of the parameters at a time: |G|² can be a small difference of large
-        # sums, and a float64 copy of all the sums would double what is kept
-        gram = sum(chunk.double() @ chunk.double().T for chunk in self.sums.split(CHUNK, dim=1)).cpu()
+        # (groups, groups); float32 products are enough: on the MLP at B_simple ~10,000 |G|² came out the same as
+        # from float64 ones to 3e-7, in a ninth of the time (0.03 s, where a batch of 4096 takes 0.16 s)
+        gram = (self.sums @ self.sums.T).double().cpu()
         n = self.counts.sum()
         grad_sq = (gram.sum() - self.squares.sum()) / (n * (n - 1))
         mean_square = self.squares / self.counts  # (groups,): each group's mean |g_i|²
