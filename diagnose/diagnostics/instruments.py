@@ -24,7 +24,7 @@ from diagnose.diagnostics.noise_scale import GradientNoise
 from diagnose.training.batches import training_batch
 from diagnose.training.evaluate import evaluate
 
-FEWEST_POINTS = 3  # the fewest measurements of the noise scale or curvature in a run (one alone has no error estimate)
+FEWEST_POINTS = 3  # the fewest measurements of the noise scale or curvature in a run: a short run still shows a trend
 
 
 def at_least_a_few(every: int, run: Run) -> int:
