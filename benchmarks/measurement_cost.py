@@ -31,7 +31,7 @@ def main() -> None:
     from diagnose.build import build_run
     from diagnose.cli.overrides import composed
     from diagnose.diagnostics.curvature import curvature
-    from diagnose.diagnostics.instruments import noise_batch
+    from diagnose.diagnostics.instruments import noise_batches
     from diagnose.diagnostics.monitor import Monitor
     from diagnose.diagnostics.noise_scale import measure
     from diagnose.training.batches import training_batch
@@ -52,7 +52,7 @@ def main() -> None:
         train_step(run, x, y, monitor, 1)
 
     def noise() -> None:
-        measure(run.model, run.loss_fn, *noise_batch(run, 1), diag.noise_micro)
+        measure(run.model, run.loss_fn, noise_batches(run, 1), diag.noise_micro)  # one batch: a measurement's unit
 
     def sharpness() -> None:
         curvature(run.model, run.loss_fn, curvature_x, curvature_y, seed=0, iterations=diag.curvature_iterations,
@@ -77,8 +77,9 @@ def main() -> None:
         timed["noise scale"].append(seconds(noise))
         timed["curvature"].append(seconds(sharpness))
     step_s = statistics.median(timed["training step"])
-    print(f"{args.model}, {args.data}, batch {args.batch}, on {run.device}; noise scale: {diag.noise_batch} examples "
-          f"in {diag.noise_micro} micro-batches; curvature: {diag.curvature_batch} examples, "
+    print(f"{args.model}, {args.data}, batch {args.batch}, on {run.device}; noise scale: one batch of "
+          f"{diag.noise_batch} examples in {diag.noise_micro} micro-batches (a measurement draws 1 to "
+          f"{diag.noise_max_batch // diag.noise_batch}); curvature: {diag.curvature_batch} examples, "
           f"<= {diag.curvature_iterations} power iterations + {diag.curvature_samples} Hutchinson vectors")
     print(f"{'what':<14} {'ms':>9} {'steps':>7}")
     for name, values in timed.items():

@@ -22,15 +22,14 @@ NOISE_BATCH = 4096
 
 def estimate(run, micro: int, repeats: int) -> tuple[float, float, float]:
     """(B_simple, mean |G|², mean tr(Σ)) at the run's current weights from `repeats` batches of NOISE_BATCH."""
-    from diagnose.diagnostics.instruments import noise_batch
+    from diagnose.diagnostics.instruments import noise_batches
     from diagnose.diagnostics.noise_scale import measure
 
     grad_sqs, traces = [], []
-    for repeat in range(repeats):
-        x, y = noise_batch(run, 10_000 + repeat)
-        grad_sq, trace = measure(run.model, run.loss_fn, x, y, NOISE_BATCH // micro)
-        grad_sqs.append(grad_sq.item())
-        traces.append(trace.item())
+    for repeat in range(repeats):  # one batch each (the default noise_batch, NOISE_BATCH)
+        estimate = measure(run.model, run.loss_fn, noise_batches(run, 10_000 + repeat), NOISE_BATCH // micro)
+        grad_sqs.append(estimate.grad_sq)
+        traces.append(estimate.trace_cov)
     grad_sq, trace = statistics.mean(grad_sqs), statistics.mean(traces)
     return trace / grad_sq, grad_sq, trace
 

@@ -77,8 +77,8 @@ class Finding:
 
 @dataclass
 class NoiseScale:
-    """The gradient noise scale at the end of a run (diagnostics/noise_scale.py): moving averages over its
-    measurements."""
+    """The gradient noise scale at the end of a run (diagnostics/noise_scale.py): its last measurement, at the
+    weights of the last step, each measurement standing alone."""
 
     b_simple: float  # tr(Σ) / |G|²: the batch size around which larger batches stop saving steps; NaN while
     # |G|² is not resolved from its noise (then only b_simple_low is known)
@@ -89,6 +89,10 @@ class NoiseScale:
     micro_batch: int  # the size b of the micro-batches each measured batch was split into
     # (step, b_simple, b_simple_low) at each measurement
     history: list[tuple[int, float, float]] = field(default_factory=list)
+    b_simple_error: float = math.nan  # standard errors, from the measurement itself (NaN: not known, older runs)
+    grad_sq_error: float = math.nan
+    trace_cov_error: float = math.nan
+    examples: int = 0  # the examples the last measurement drew (0: not known, older runs)
 
 
 @dataclass

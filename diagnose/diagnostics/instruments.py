@@ -4,6 +4,7 @@ landscape, the noise scale) comes before the hooks attach, and one that runs it 
 they are gone."""
 
 
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from diagnose.diagnostics.noise_scale import GradientNoise
 from diagnose.training.batches import training_batch
 from diagnose.training.evaluate import evaluate
 
-FEWEST_POINTS = 3  # the fewest measurements of the noise scale or curvature in a run (one alone has no error estimate)
+FEWEST_POINTS = 3  # the fewest measurements of the noise scale or curvature in a run: a short run still shows a trend
 
 
 def at_least_a_few(every: int, run: Run) -> int:
@@ -42,9 +43,9 @@ def for_training(run: Run, writer: object) -> Monitor:
         instruments.append(Landscape(model, run.loss_fn, lambda: run.optimizer.param_groups[0]["lr"],
                                      diag.landscape_every))
     if diag.noise_every:
-        instruments.append(GradientNoise(model, run.loss_fn, partial(noise_batch, run),
-                                         at_least_a_few(diag.noise_every, run), diag.noise_micro, diag.noise_decay,
-                                         run.batch, last=run.total_steps))
+        instruments.append(GradientNoise(model, run.loss_fn, partial(noise_batches, run),
+                                         at_least_a_few(diag.noise_every, run), diag.noise_micro,
+                                         diag.noise_max_batch // diag.noise_batch, run.batch, last=run.total_steps))
     if diag.curvature_every:
         x, y = prepare(run.data.train_x[:diag.curvature_batch]), run.data.train_y[:diag.curvature_batch]
         instruments.append(Curvature(model, run.loss_fn, x, y, at_least_a_few(diag.curvature_every, run),
@@ -71,12 +72,13 @@ def for_training(run: Run, writer: object) -> Monitor:
     return Monitor(layers, instruments, writer, learning=lambda: run.optimizer.param_groups[0]["lr"] >= 0.1 * run.lr)
 
 
-def noise_batch(run: Run, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """diag.noise_batch training examples drawn at random, prepared as training's are, from a stream of their own
-    fixed by (seed, step): training's batches are untouched and a resumed run draws the same ones."""
+def noise_batches(run: Run, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of diag.noise_batch training examples drawn at random, prepared as training's are, from a stream of
+    their own fixed by (seed, step): training's batches are untouched and a resumed run draws the same ones."""
     generator = torch.Generator(device=run.device).manual_seed(run.seed * 1_000_003 + step)
-    idx = torch.randint(len(run.data.train_y), (run.diag.noise_batch,), device=run.device, generator=generator)
-    return training_batch(run, idx, generator)
+    while True:
+        idx = torch.randint(len(run.data.train_y), (run.diag.noise_batch,), device=run.device, generator=generator)
+        yield training_batch(run, idx, generator)
 
 
 def sgd_threshold(optimizer: torch.optim.Optimizer) -> float | None:
