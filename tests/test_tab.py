@@ -48,7 +48,7 @@ def logdir(tmp_path_factory) -> Path:
     cfg = compose_config([*TINY_DATA, "model=mlp", "model.depth=3", "model.width=16", "steps=8", "diag.every=2",
                           "diag.probe_every=2", "diag.curvature_every=4", "diag.curvature_batch=32",
                           "diag.curvature_iterations=5", "diag.noise_every=4", "diag.noise_batch=64",
-                          "diag.noise_micro=8"])
+                          "diag.noise_micro=16"])
     train(build_run(cfg), root / "run", to_dict(cfg))
     probe(compose_config([*PROBE_OVERRIDES, "act=tanh", "init=normal", "init.std=0.5"], "probe"), root / "probe")
     for init in ("lecun_normal", "kaiming_normal"):
