@@ -21,8 +21,18 @@ from diagnose.components.optim import (
     make_optimizer,
     scaled_lr,
 )
-from diagnose.config import DataConfig, DiagConfig, ModelConfig, SplitConfig, SyntheticConfig, Thresholds, TrainConfig
+from diagnose.config import (
+    DataConfig,
+    DiagConfig,
+    FileConfig,
+    ModelConfig,
+    SplitConfig,
+    SyntheticConfig,
+    Thresholds,
+    TrainConfig,
+)
 from diagnose.console import say
+from diagnose.data.arrays import read_arrays
 from diagnose.data.batches import to_input
 from diagnose.data.datasets import DeviceData, read_dataset, read_sample, split
 from diagnose.data.synthetic import make_synthetic
@@ -56,6 +66,9 @@ def load_data(options: SplitConfig, device: torch.device) -> DeviceData:
     if isinstance(options, SyntheticConfig):
         raw = make_synthetic(options.channels, options.size, options.classes, options.train_count,
                              options.test_count, options.seed)
+    elif isinstance(options, FileConfig):
+        raw = read_arrays(options.path, options._target_, layout=options.layout, classes=options.classes,
+                          augment=options.augment)
     elif isinstance(options, DataConfig):
         raw = read_dataset(options.name, Path(options.root), download=options.download, mirror=options.mirror)
     else:  # SampleConfig: shipped inside the package
@@ -67,6 +80,9 @@ def load_data(options: SplitConfig, device: torch.device) -> DeviceData:
 
 def build_model(config: ModelConfig, shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     """The configured network, initialised; `shape` is one input's (C, H, W)."""
+    if config.model.name == "cnn" and shape[1:] == (1, 1):  # data=file's feature vectors are (F, 1, 1)
+        raise UserError(f"model=cnn needs images, but each input here is a vector of {shape[0]} numbers. Train an MLP "
+                        f"on it: model=mlp.")
     act = lookup(ACTIVATIONS, config.act.name, "act")
     norm = lookup(NORMS, config.norm.name, "norm")
     norm_layer = None if norm.make is None else lambda channels, spatial: make(norm, config.norm, channels, spatial)

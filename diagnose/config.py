@@ -39,7 +39,7 @@ class SplitConfig(Options):
     augment: bool = False  # random crop (4-pixel padding) + horizontal flip, on the device
 
     def __post_init__(self) -> None:
-        checks.whole("data.val_size", self.val_size, minimum=0)
+        checks.optional_whole("data.val_size", self.val_size, minimum=0)  # None: FileConfig's own default
         checks.optional_whole("data.subset", self.subset)
         checks.optional_whole("data.test_subset", self.test_subset)
 
@@ -77,6 +77,25 @@ class SyntheticConfig(SplitConfig):
         for key, least in (("channels", 1), ("size", 4), ("classes", 2), ("train_count", 1), ("test_count", 1)):
             checks.whole(f"data.{key}", getattr(self, key), minimum=least)
         checks.whole("data.seed", self.seed, minimum=0)
+
+
+LAYOUTS = ("auto", "nchw", "nhwc")
+
+
+@dataclass
+class FileConfig(SplitConfig):
+    """Your data: arrays from a .npz or .pt file, or returned by a function of yours (diagnose/data/arrays.py)."""
+
+    path: str | None = None  # a .npz or .pt file holding train_x, train_y, test_x, test_y (or x_train, y_train, ...)
+    _target_: str | None = None  # instead of a file: module.function returning the same, from the current directory
+    classes: int | None = None  # null: the largest label + 1
+    layout: str = "auto"  # of 4-D images: nchw, nhwc, or auto (channels first where that axis is 1, 3 or 4, else last)
+    val_size: int | None = None  # held out from the training examples (fixed split); null: a tenth of them
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks.optional_whole("data.classes", self.classes, minimum=2)
+        checks.one_of("data.layout", self.layout, LAYOUTS)
 
 
 @dataclass
@@ -298,7 +317,7 @@ def schemas() -> dict[str, dict[str, type]]:
                   "model": MODELS, "optim": OPTIMIZERS, "schedule": SCHEDULES, "clip": CLIPS}
     found = {group: {name: entry.options for name, entry in registry.items()} for group, registry in registries.items()}
     found["data"] = {**{name: SampleConfig if source.sample_of else DataConfig for name, source in SOURCES.items()},
-                     "synthetic": SyntheticConfig}
+                     "synthetic": SyntheticConfig, "file": FileConfig}
     assert tuple(found) == REGISTRY_GROUPS
     return found
 

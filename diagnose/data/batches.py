@@ -21,19 +21,22 @@ def shuffled_batches(
         yield order[start : start + batch]
 
 
-def to_input(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, *, center: bool) -> torch.Tensor:
-    """float32 (B, C, H, W): x/255, then per-channel (x - mean) / std when centring, else raw [0, 1]."""
-    x = x_uint8.float().div_(255)
+def to_input(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, *, center: bool) -> torch.Tensor:
+    """float32 (B, C, H, W), a new tensor: uint8 images as x/255 (raw [0, 1]), float inputs as they are; then
+    per-channel (x - mean) / std when centring."""
+    # the float case copies too: centring works in place, and x may be a view of the resident dataset
+    x = x.float().div_(255) if x.dtype == torch.uint8 else x.to(torch.float32, copy=True)
     if center:
         x.sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
     return x
 
 
-def augment(x_uint8: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random crop after 4-pixel zero padding, and random horizontal flip, for a whole batch at once."""
-    b, c, h, w = x_uint8.shape
-    device = x_uint8.device
-    padded = F.pad(x_uint8, (_PAD, _PAD, _PAD, _PAD))  # (B, C, H+8, W+8)
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop after 4-pixel zero padding, and random horizontal flip, for a whole batch at once (uint8 or
+    float, as stored)."""
+    b, c, h, w = x.shape
+    device = x.device
+    padded = F.pad(x, (_PAD, _PAD, _PAD, _PAD))  # (B, C, H+8, W+8)
     dy = torch.randint(0, 2 * _PAD + 1, (b, 1), generator=generator, device=device)
     dx = torch.randint(0, 2 * _PAD + 1, (b, 1), generator=generator, device=device)
     flip = torch.randint(0, 2, (b, 1), generator=generator, device=device).bool()

@@ -27,7 +27,7 @@ Array = np.ndarray | torch.Tensor
 class RawData:
     """A dataset on the CPU, as read from its files."""
 
-    train_x: Array  # (N, C, H, W) uint8
+    train_x: Array  # (N, C, H, W) uint8 images, or float32 inputs (data=file; features as (N, F, 1, 1))
     train_y: Array  # (N,) int64
     test_x: Array
     test_y: Array
@@ -39,13 +39,13 @@ class RawData:
 class DeviceData:
     """The whole dataset resident on the training device, so batches are cut by indexing there."""
 
-    train_x: torch.Tensor  # (N, C, H, W) uint8
+    train_x: torch.Tensor  # (N, C, H, W) uint8, or float32 (RawData)
     train_y: torch.Tensor  # (N,) int64
     val_x: torch.Tensor
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    mean: torch.Tensor  # (C,) float32, of train_x / 255
+    mean: torch.Tensor  # (C,) float32, of the inputs as to_input reads them: uint8 train_x / 255, float train_x as is
     std: torch.Tensor  # (C,) float32
     n_classes: int
     about: str
@@ -164,10 +164,12 @@ def _checked(raw: RawData, name: str, paths: dict[str, Path]) -> RawData:
     return raw
 
 
-def split(raw: RawData, *, val_size: int, subset: int | None, device: torch.device,
+def split(raw: RawData, *, val_size: int | None, subset: int | None, device: torch.device,
           test_subset: int | None = None) -> DeviceData:
-    """Hold out `val_size` training examples, optionally keep `subset` of the rest, move all to `device`."""
+    """Hold out `val_size` training examples (None: a tenth), optionally keep `subset` of the rest, move all to
+    `device`."""
     n = len(raw.train_x)
+    val_size = n // 10 if val_size is None else val_size
     if val_size >= n:
         raise UserError(f"data.val_size={val_size} must be below the {n} training examples.")
     if subset is not None and subset > n - val_size:
@@ -198,6 +200,18 @@ def split(raw: RawData, *, val_size: int, subset: int | None, device: torch.devi
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the inputs as to_input reads them (x/255 for uint8, float as is)."""
+    if x.dtype == torch.uint8:
+        mean, std = _byte_stats(x)
+    else:
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+        std = var.sqrt()
+    # A constant channel would divide by zero; std 1 makes centring only subtract its mean.
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return mean.float(), std.float()
+
+
+def _byte_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of x/255, exact, from a histogram of the 256 byte values.
 
     Counting bytes needs no float copy of the data (MNIST as float64 would be 376 MB).
@@ -208,7 +222,4 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     total = counts.sum(1).double()
     mean = (counts * values).sum(1) / total
     var = (counts * values**2).sum(1) / total - mean**2
-    std = var.clamp_min(0).sqrt()
-    # A constant channel would divide by zero; std 1 makes centring only subtract its mean.
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    return mean.float(), std.float()
+    return mean, var.clamp_min(0).sqrt()
