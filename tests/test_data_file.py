@@ -4,6 +4,7 @@ checked as the published datasets are, and trained on end to end."""
 import json
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from diagnose.data.synthetic import make_synthetic
 from diagnose.errors import UserError
 
 CPU = torch.device("cpu")
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 # A tiny CNN or MLP for a few steps, as TINY in conftest.py, on the file's data instead of data=synthetic.
 SHORT = ["batch=16", "steps=4", "log_every=2", "device=cpu"]
 CNN, MLP = ["model.widths=[8,16]"], ["model=mlp", "model.width=16", "model.depth=2"]
@@ -303,17 +305,20 @@ def trained_on(result, tmp_path) -> dict:
     return completed
 
 
-def test_a_file_trains_end_to_end_and_the_first_line_says_what_was_assumed(tmp_path):
-    result = train(tmp_path, "pt-nhwc-uint8")
+def test_readmes_example_trains_and_prints_the_line_readme_shows(tmp_path, monkeypatch):
+    """README's *Your data*: its Python lines write the file, its command trains on it (shrunk to 4 steps), and the
+    run's first line is the one README shows."""
+    code, command, line = re.findall(r"```\n(.*?)```", README.split("**Your data**")[1], flags=re.S)[:3]
+    monkeypatch.chdir(tmp_path)
+    exec(code, {})  # noqa: S102 - README's own lines
+    result = run_cli([*command.split()[1:], *SHORT], tmp_path)
     metrics = trained_on(result, tmp_path)
-    first = result.stderr.splitlines()[0]
-    assert first == ("data: pt-nhwc-uint8.pt: 3x8x8 uint8 images (NHWC as detected; data.layout=nchw if not), "
-                     "4 classes (the largest label of train_y + 1): 87 train / 9 val / 32 test examples")
-    assert metrics["config"]["data"]["path"] == "pt-nhwc-uint8.pt"
+    assert result.stderr.splitlines()[0] == line.strip()
+    assert metrics["config"]["data"]["path"] == "mydata.npz"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(set(LAYOUTS) - {"pt-nhwc-uint8"}))
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_every_layout_trains_end_to_end(name, tmp_path):
     result = train(tmp_path, name)
     trained_on(result, tmp_path)
