@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from diagnose.config import DiagConfig
-from diagnose.console import say
 from diagnose.diagnostics.batchnorm import BatchNormStats
 from diagnose.diagnostics.curvature import Curvature, stability_threshold
 from diagnose.diagnostics.dead_units import DeadUnits
@@ -84,9 +83,6 @@ def for_training(model: nn.Module, optimizer: torch.optim.Optimizer, layers: lis
     if diag.probe_every and sources.probe is not None and len(sources.probe):
         instruments.append(DeadUnits(model, layers, sources.probe, diag.probe_every, last=span.last,
                                      since=diag.dead_since, chunk=max(span.batch, 128)))
-    elif diag.probe_every:
-        say("data.val_size=0: no held-out examples for the dead-unit probe, so dead ReLUs are not measured (and "
-            "there is no validation).", "yellow")
     instruments.append(DepthFigure(writer, layers, run_name=Path(writer.log_dir).name, middle=span.middle))
     start = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])  # a schedule's start
     return Monitor(layers, instruments, writer, learning=lambda: optimizer.param_groups[0]["lr"] >= 0.1 * start)

@@ -22,11 +22,15 @@ from diagnose.results import Evaluation, NonFinite
 class Watch:
     """Calls `monitor` at the moments of each optimizer step of `model`; `step`: the steps done before (a resumed
     run's). `nonfinite` is the first NaN/Inf the instruments found, where and when. `clip` (`diagnose train`'s
-    clip=) changes the gradients once they are measured: the instruments see them as the backward pass left them."""
+    clip=) changes the gradients once they are measured: the instruments see them as the backward pass left them.
+    A monitor given as `begin` is built from the inputs of the first step (a plain loop's layers are found by
+    running the model on them); until then `monitor` is None."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, monitor: Monitor, step: int = 0,
-                 clip: Callable[[Iterator[nn.Parameter]], None] | None = None):
-        self.model, self.optimizer, self.monitor, self.clip = model, optimizer, monitor, clip
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, monitor: Monitor | None = None,
+                 step: int = 0, clip: Callable[[Iterator[nn.Parameter]], None] | None = None,
+                 begin: Callable[[torch.Tensor], Monitor] | None = None):
+        assert (monitor is None) != (begin is None), "a monitor, or how to begin one"
+        self.model, self.optimizer, self.monitor, self.clip, self.begin = model, optimizer, monitor, clip, begin
         self.step = step
         self.nonfinite: NonFinite | None = None
         self._begun = False  # the forward pass of step + 1 has begun
@@ -43,10 +47,12 @@ class Watch:
         device = x.device if isinstance(x, torch.Tensor) else next(module.parameters()).device
         # the instruments' own passes (the noise scale, the curvature) in full precision, outside the loop's autocast
         with self.quiet(), torch.autocast(device.type, enabled=False):
+            if self.monitor is None:
+                self.monitor = self.begin(x)
             self.monitor.before_step(self.step + 1, x)
 
     def _before_update(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self._quiet:
+        if self._quiet or self.monitor is None:  # None: a step without a forward pass in training mode
             return
         with self.quiet():
             self.monitor.after_backward(self.step + 1)
@@ -54,7 +60,7 @@ class Watch:
             self.clip(self.model.parameters())
 
     def _after_update(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self._quiet:
+        if self._quiet or self.monitor is None:
             return
         self.step, self._begun = self.step + 1, False
         with self.quiet():
@@ -63,8 +69,9 @@ class Watch:
 
     def on_evaluation(self, evaluation: Evaluation) -> None:
         """After a validation pass of the loop's own (`diagnose train`'s): what the instruments measure then."""
-        with self.quiet():
-            self.monitor.on_evaluation(evaluation)
+        if self.monitor is not None:
+            with self.quiet():
+                self.monitor.on_evaluation(evaluation)
 
     @contextmanager
     def quiet(self) -> Iterator[None]:
@@ -80,4 +87,5 @@ class Watch:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        self.monitor.close()
+        if self.monitor is not None:
+            self.monitor.close()

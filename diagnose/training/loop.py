@@ -166,6 +166,9 @@ def monitor_for(run: Run, writer: SummaryWriter, step_batch: list[tuple[torch.Te
                       noise=partial(noise_batches, run), landscape=lambda step: step_batch[0],
                       curvature=(run.prepare(data.train_x[:diag.curvature_batch]), data.train_y[:diag.curvature_batch]),
                       bn_accuracy=bn_accuracy if len(data.val_y) else None)
+    if diag.probe_every and not len(data.val_y):
+        say("data.val_size=0: no held-out examples for the dead-unit probe, so dead ReLUs are not measured (and "
+            "there is no validation).", "yellow")
     one_evaluation = run.steps_per_epoch >= run.total_steps  # at the end: a snapshot in the middle too
     span = Span(last=run.total_steps, batch=run.batch, seed=run.seed,
                 middle=run.total_steps // 2 if one_evaluation and run.total_steps > 2 else None)
