@@ -4,6 +4,7 @@ steps that measure nothing."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,9 @@ from diagnose.build import build_run
 from diagnose.config import to_dict
 from diagnose.errors import UserError
 from diagnose.results import RunMetrics
+from diagnose.tab.depth import depth_view
+from diagnose.tab.findings import findings_view
+from diagnose.tab.targets import RUN, scan
 from diagnose.training.batches import batch_indices, training_batch
 from diagnose.training.loop import train
 from diagnose.watched import diag_settings
@@ -80,6 +84,18 @@ def test_watch_in_a_with_block_writes_metrics_and_findings(both):
     assert "not measured" in closing and "accuracy above chance" in closing  # no loss or accuracy was given
     tensors = EventAccumulator(str(folder / "watch")).Reload().Tags()["tensors"]
     assert {"findings/text_summary", "custom_scalars__config__"} <= set(tensors)  # the findings and the dashboards
+
+
+def test_the_tab_shows_a_watched_loop_as_it_shows_the_trained_run(both):
+    from test_tab import in_process  # TensorBoard's data provider, without a server
+
+    folder = both[0]
+    found, events = scan(folder).targets, in_process(folder)
+    assert found["watch"].kind == found["train"].kind == RUN
+    watched, trained = depth_view(found["watch"], events).profile, depth_view(found["train"], events).profile
+    assert watched.steps == trained.steps and len(watched.panels) == 3
+    assert watched.panels == trained.panels  # every layer's line, at every measured step
+    assert findings_view(found["watch"]).own == both[2].findings
 
 
 def test_a_watched_step_that_measures_nothing_reads_nothing_back(monkeypatch, tmp_path):
@@ -150,3 +166,19 @@ def test_import_diagnose_stays_cheap():
     code = "import sys, diagnose; print('torch' in sys.modules, 'hydra' in sys.modules, callable(diagnose.watch))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False", "True"]
+
+
+def test_the_readme_example_runs_and_measures_its_layers(tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = readme.split("<!-- watch-example -->\n```python\n")[1].split("```")[0]
+    assert "range(300)" in example
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(example.replace("300", "6"), namespace)  # shrunk: 6 steps
+    metrics = namespace["watch"].metrics
+    assert metrics.status == "completed" and metrics.steps == 6 and metrics.train_curve
+    roles = {name: record.role for name, record in metrics.layers.items()}
+    assert roles == {"0.conv": "weight", "0.norm": "norm", "0.act": "act", "2.conv": "weight", "2.norm": "norm",
+                     "2.act": "act", "5": "weight"}
+    assert "dead" in metrics.layers["0.act"].values  # the probe ran: ReLUs, found by type
+    assert (tmp_path / "runs" / "mine" / "metrics.json").exists()
