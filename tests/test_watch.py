@@ -1,6 +1,7 @@
 """`diagnose.watch` on a plain PyTorch loop: the numbers of `diagnose train`, no call per step, no host sync on the
 steps that measure nothing."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -182,3 +183,45 @@ def test_the_readme_example_runs_and_measures_its_layers(tmp_path, monkeypatch):
                      "2.act": "act", "5": "weight"}
     assert "dead" in metrics.layers["0.act"].values  # the probe ran: ReLUs, found by type
     assert (tmp_path / "runs" / "mine" / "metrics.json").exists()
+
+
+def small_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+
+def test_a_diverging_loop_is_said_to_have_diverged_at_its_first_non_finite_step(tmp_path):
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+
+    def loop(model, optimizer) -> int | None:
+        """The step whose logits first overflow, None if none does; it goes on training, as a loop that does not
+        look."""
+        first = None
+        for step in range(1, 5):
+            logits = model(x)
+            if first is None and not torch.isfinite(logits).all():
+                first = step
+            optimizer.zero_grad()
+            F.cross_entropy(logits, y).backward()
+            optimizer.step()
+        return first
+
+    model = small_net()
+    twin = copy.deepcopy(model)  # the same loop unwatched
+    expected = loop(twin, torch.optim.SGD(twin.parameters(), lr=1e30))  # the first update overflows the weights
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e30)
+    with diagnose.watch(model, optimizer, tmp_path, every=1):
+        loop(model, optimizer)
+    metrics = RunMetrics.from_json(json.loads((tmp_path / "metrics.json").read_text()))
+    assert metrics.status == "diverged" and metrics.nonfinite.step == expected == 2
+    assert metrics.findings[0].rule == "divergence" and metrics.findings[0].severity == "error"
+
+
+def test_an_error_in_the_loop_leaves_metrics_with_status_failed_and_goes_on_up(tmp_path):
+    model = small_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(RuntimeError, match="shapes"), diagnose.watch(model, optimizer, tmp_path) as watch:
+        model(torch.randn(2, 5))  # the wrong input width: the loop's own bug
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "failed" and "RuntimeError" in saved["error"] and watch.metrics.steps == 0
+    assert not model._forward_pre_hooks and not optimizer._optimizer_step_pre_hooks  # detached
