@@ -182,8 +182,9 @@ class Watched:
         batch, kept on the device and read back WINDOW steps at a time; a validation loss and accuracy, which are an
         evaluation (the instruments measure what they measure then)."""
         if loss is not None:
-            as_tensor = torch.as_tensor(loss).detach().float()
-            self._logged.append((self.step, as_tensor, None if acc is None else torch.as_tensor(acc).float()))
+            device = next(self.model.parameters()).device  # floats and tensors alike, read back as one
+            self._logged.append((self.step, torch.as_tensor(loss, device=device).detach().float(),
+                                 None if acc is None else torch.as_tensor(acc, device=device).detach().float()))
             if len(self._logged) >= WINDOW:
                 self._read_logged()
         if val_loss is not None and val_acc is not None:
@@ -198,8 +199,10 @@ class Watched:
         if not self._logged:
             return
         steps = [step for step, _, _ in self._logged]
-        losses = torch.stack([loss.to(self._logged[0][1].device) for _, loss, _ in self._logged]).tolist()
         accs = [acc for _, _, acc in self._logged if acc is not None]
+        losses_now = [loss for _, loss, _ in self._logged]
+        mean_acc = torch.stack(accs).mean() if accs else torch.zeros_like(losses_now[0])
+        *losses, acc = torch.stack([*losses_now, mean_acc]).tolist()
         self._logged = []
         bad = next((step for step, loss in zip(steps, losses, strict=True) if not math.isfinite(loss)), None)
         if bad is not None and self._loss_nonfinite is None:
@@ -208,8 +211,8 @@ class Watched:
         self.train_curve.append((steps[-1], mean))
         self.writer.add_scalar("train/loss", mean, steps[-1])
         if accs:
-            self.train_acc = torch.stack([a.to(accs[0].device) for a in accs]).mean().item()
-            self.writer.add_scalar("train/acc", self.train_acc, steps[-1])
+            self.train_acc = acc
+            self.writer.add_scalar("train/acc", acc, steps[-1])
         self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], steps[-1])
 
     def close(self, status: str = "completed", error: str | None = None) -> RunMetrics:

@@ -139,14 +139,18 @@ def test_the_opt_in_instruments_run_on_a_loss_and_a_batch_source(tmp_path):
                          "noise_max_batch": 256, "curvature_every": 3, "curvature_batch": 64})
     with diagnose.watch(model, optimizer, tmp_path, loss_fn=F.cross_entropy, batches=loader, diag=diag,
                         steps=6) as watch:
+        accs = []
         for step in range(6):
             x, y = loader[step]
-            loss = F.cross_entropy(model(x), y)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            watch.log(loss=loss)
+            accs.append((logits.argmax(dim=1) == y).float().mean())
+            watch.log(loss=loss, acc=accs[-1])
     metrics = watch.metrics
+    assert metrics.final.train_acc == pytest.approx(torch.stack(accs).mean().item())  # one window of 6 steps
     # 6 steps: at least FEWEST_POINTS=3 measurements, every 2 steps where noise_every=3 would give fewer
     assert metrics.noise is not None and [s for s, *_ in metrics.noise.history] == [2, 4, 6]
     assert metrics.curvature is not None and [s for s, *_ in metrics.curvature.history] == [2, 4, 6]
