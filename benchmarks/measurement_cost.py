@@ -31,17 +31,15 @@ def main() -> None:
     from diagnose.build import build_run
     from diagnose.cli.overrides import composed
     from diagnose.diagnostics.curvature import curvature
-    from diagnose.diagnostics.instruments import noise_batches
-    from diagnose.diagnostics.monitor import Monitor
     from diagnose.diagnostics.noise_scale import measure
-    from diagnose.training.batches import training_batch
+    from diagnose.training.batches import noise_batches, training_batch
     from diagnose.training.loop import train_step
 
     cfg = composed("train", [f"model={args.model}", f"data={args.data}", f"batch={args.batch}", "diag=off",
                              "data.val_size=1000", f"device={args.device}"])
     run = build_run(cfg)
     run.model.train()
-    monitor, generator = Monitor([], []), torch.Generator(device=run.device).manual_seed(0)
+    generator = torch.Generator(device=run.device).manual_seed(0)
     diag = run.diag
     curvature_x = run.prepare(run.data.train_x[:diag.curvature_batch])
     curvature_y = run.data.train_y[:diag.curvature_batch]
@@ -49,7 +47,7 @@ def main() -> None:
     def step() -> None:
         idx = torch.randint(len(run.data.train_y), (run.batch,), device=run.device)
         x, y = training_batch(run, idx, generator)
-        train_step(run, x, y, monitor, 1)
+        train_step(run, x, y)
 
     def noise() -> None:
         measure(run.model, run.loss_fn, noise_batches(run, 1), diag.noise_micro)  # one batch: a measurement's unit

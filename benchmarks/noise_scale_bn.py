@@ -22,8 +22,8 @@ NOISE_BATCH = 4096
 
 def estimate(run, micro: int, repeats: int) -> tuple[float, float, float]:
     """(B_simple, mean |G|², mean tr(Σ)) at the run's current weights from `repeats` batches of NOISE_BATCH."""
-    from diagnose.diagnostics.instruments import noise_batches
     from diagnose.diagnostics.noise_scale import measure
+    from diagnose.training.batches import noise_batches
 
     grad_sqs, traces = [], []
     for repeat in range(repeats):  # one batch each (the default noise_batch, NOISE_BATCH)

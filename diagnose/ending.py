@@ -6,9 +6,9 @@ from typing import Any
 
 from diagnose.config import Thresholds
 from diagnose.console import print_findings
+from diagnose.files import write_metrics
 from diagnose.findings import as_markdown, run_findings
 from diagnose.results import RunMetrics
-from diagnose.training.outputs import write_metrics
 
 
 def end_run(out_dir: Path, metrics: RunMetrics, thresholds: Thresholds, writer: Any) -> RunMetrics:

@@ -1,6 +1,8 @@
-"""Files written whole: through a temp file renamed into place, with the permissions of any other output."""
+"""A run folder's files, written whole: through a temp file renamed into place, with the permissions of any other
+output. metrics.json is read and written here, by training, a probe and a watched loop alike."""
 
 import errno
+import json
 import logging
 import os
 import tempfile
@@ -10,6 +12,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from diagnose.errors import UserError
+from diagnose.results import RunMetrics
+
+METRICS_FILE = "metrics.json"
+CHECKPOINT_FILE = "checkpoint.pt"
 
 # What the machine, not the code, got wrong when a write fails: the user can fix it
 ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
@@ -21,8 +27,6 @@ class WriteError(UserError):
 
 def write_error(err: OSError, folder: Path) -> WriteError | OSError:
     """A failed write said in one paragraph where the environment is to blame; the error itself otherwise."""
-    from diagnose.training.outputs import CHECKPOINT_FILE  # here, not above: outputs writes through this module
-
     if err.errno not in ENVIRONMENT:
         return err
     if (folder / CHECKPOINT_FILE).exists():
@@ -74,3 +78,13 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_metrics(out_dir: Path, metrics: RunMetrics) -> Path:
+    path = out_dir / METRICS_FILE
+    replace_atomically(path, lambda f: f.write(json.dumps(metrics.to_json(), indent=2, allow_nan=False).encode()))
+    return path
+
+
+def read_metrics(run_dir: Path) -> RunMetrics:
+    return RunMetrics.from_json(json.loads((run_dir / METRICS_FILE).read_text()))

@@ -55,7 +55,7 @@ def probe(config: ProbeConfig, out_dir: Path) -> RunMetrics:
     layers = measured_layers(model, act, norm)
 
     monitor = for_probe(model, layers, x, config)
-    monitor.before_step(1, x, y)
+    monitor.before_step(1, x)
     loss = loss_fn(model(x), y)
     loss.backward()
     monitor.after_backward(1)

@@ -73,7 +73,7 @@ def one_measured_step(model, x, y, lr=0.1):
     writer = RecordingWriter()
     monitor = monitor_for(model, writer)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    monitor.before_step(1, x, y)
+    monitor.before_step(1, x)
     F.cross_entropy(model(x), y).backward()
     monitor.after_backward(1)
     grad_norms = {name: p.grad.norm().item() for name, p in model.named_parameters()}
@@ -335,13 +335,12 @@ def test_a_diverging_run_names_the_first_non_finite_step_and_layer(tmp_path):
 def per_step_losses(cfg, steps: int) -> list[float]:
     """Each step's loss, NaN once anything is non-finite after the step; no diagnostics attached."""
     run = build_run(cfg)
-    bare = Monitor([], [])
     out = []
     for step in range(steps):
         if step % run.steps_per_epoch == 0:
             batches = epoch_batches(run, step // run.steps_per_epoch)
         x, y = training_batch(run, next(batches), torch.Generator().manual_seed(run.seed))
-        loss, _ = train_step(run, x, y, bare, step + 1)
+        loss, _ = train_step(run, x, y)
         finite = all(torch.isfinite(p).all() for p in run.model.parameters())
         out.append(loss.item() if finite else float("nan"))
     return out
@@ -368,7 +367,7 @@ def test_no_memory_growth_over_300_logged_steps(tmp_path):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(64, 1, 16, 16), torch.randint(0, 4, (64,))
     for step in range(1, 301):
-        monitor.before_step(step, x, y)
+        monitor.before_step(step, x)
         F.cross_entropy(model(x), y).backward()
         monitor.after_backward(step)
         optimizer.step()

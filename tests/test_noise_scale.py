@@ -16,12 +16,12 @@ from torch.func import functional_call, grad, vmap
 
 from diagnose.build import build_run
 from diagnose.config import Thresholds, to_dict
-from diagnose.diagnostics.instruments import noise_batches
 from diagnose.diagnostics.noise_scale import PRECISE, GroupSums, measure, pair_mean_error
 from diagnose.findings import batch_vs_noise_scale
 from diagnose.results import NoiseScale, RunMetrics
 from diagnose.sweep.critical_batch import critical_batches, fit_critical_batch, steps_to_target
 from diagnose.sweep.runs import RunRecord
+from diagnose.training.batches import noise_batches
 from diagnose.training.loop import train
 from diagnose.training.outputs import load_checkpoint
 

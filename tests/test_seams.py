@@ -67,8 +67,8 @@ class Moments(Instrument):
     def __init__(self):
         self.calls: list[tuple[str, int]] = []
 
-    def before_step(self, step, x, y, readings):
-        assert x.shape[0] == y.shape[0] == 64 and x.dtype == torch.float32
+    def before_step(self, step, x, readings):
+        assert x.shape[0] == 64 and x.dtype == torch.float32  # the step's inputs, as the model gets them
         self.calls.append(("before_step", step))
 
     def after_backward(self, step, readings):
@@ -91,13 +91,13 @@ class Moments(Instrument):
 def test_an_instrument_plugs_into_the_monitor_without_touching_the_loop(monkeypatch, tmp_path):
     moments = Moments()
 
-    def with_moments(run, writer):
-        monitor = build(run, writer)
+    def with_moments(*args):
+        monitor = build(*args)
         monitor.instruments.append(moments)
         return monitor
 
-    build = loop.for_training
-    monkeypatch.setattr(loop, "for_training", with_moments)
+    build = loop.monitor_for
+    monkeypatch.setattr(loop, "monitor_for", with_moments)
     cfg = compose_config([*TINY, "steps=null", "epochs=2", "batch=64"])  # 3 steps an epoch
     metrics = train(build_run(cfg), tmp_path, to_dict(cfg))
     per_step = [(moment, step) for step in range(1, 7) for moment in ("before_step", "after_backward", "after_step")]
@@ -163,11 +163,16 @@ def test_run_means_leave_out_the_steps_where_the_schedule_has_taken_the_lr_to_ze
         def after_step(self, step, readings):
             readings.scalars["update_ratio/features.0.conv"] = float(step)
 
-    step = {"now": 0}
-    monitor = Monitor([], [Ratio()], Silent(), learning=lambda: step["now"] <= 2)  # lr below 10% from step 3
-    for step["now"] in range(1, 5):
-        monitor.after_step(step["now"])
+    lr = {1: 1.0, 2: 1.0, 3: 1.0, 4: 0.01, 5: 0.01}  # the lr each step trains with; below 10% from step 4
+    now = {"step": 0}
+    monitor = Monitor([], [Ratio()], Silent(), learning=lambda: lr[now["step"]] >= 0.1)
+    for now["step"] in range(1, 5):
+        monitor.before_step(now["step"], None)
+        monitor.after_step(now["step"])
+    now["step"] = 5  # the run ends with the schedule moved on, as after every step
     metrics = RunMetrics(status="completed")
     monitor.finish(metrics)
-    assert metrics.run_means == {"update_ratio/features.0.conv": 1.5}  # steps 1 and 2 only
+    # a step's value counts where the lr it leaves the run at is still learning: steps 1 and 2 (the next step's lr
+    # is read once the schedule has moved on, whether a loop steps it before or after the optimizer's hooks run)
+    assert metrics.run_means == {"update_ratio/features.0.conv": 1.5}
     assert monitor.latest["update_ratio/features.0.conv"] == 4.0  # the chart still gets every measurement

@@ -14,7 +14,7 @@ from diagnose.build import build_run, pick_device
 from diagnose.config import to_dict
 from diagnose.results import RunMetrics
 from diagnose.training.loop import train
-from diagnose.training.watch import NonFiniteLoss
+from diagnose.training.nonfinite import NonFiniteLoss
 
 
 def run_tiny(cfg, out_dir: Path) -> RunMetrics:

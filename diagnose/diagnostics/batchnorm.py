@@ -26,7 +26,7 @@ class BatchNormStats(Instrument):
         self._handles: list[RemovableHandle] = []
         self._running_before: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def before_step(self, step: int, x: torch.Tensor, y: torch.Tensor, readings: Readings) -> None:
+    def before_step(self, step: int, x: torch.Tensor, readings: Readings) -> None:
         if self.schedule.stats(step):
             for layer in self.layers:
                 self._handles += [layer.module.register_forward_pre_hook(self._pre_hook(layer)),

@@ -105,7 +105,7 @@ class Curvature(Instrument):
         self.iterations, self.samples = iterations, samples
         self.history: list[tuple[int, float, float, float | None]] = []  # (step, lambda_max, trace, threshold)
 
-    def before_step(self, step: int, x: torch.Tensor, y: torch.Tensor, readings: Readings) -> None:
+    def before_step(self, step: int, x: torch.Tensor, readings: Readings) -> None:
         if step % self.every and step != self.last:
             return
         top, trace = curvature(self.model, self.loss_fn, self.x, self.y, self.seed + step, self.iterations,

@@ -1,84 +1,91 @@
 """Which instruments measure what: a training run, a divergence replay, a probe at initialisation. The order of a
 list is the order the Monitor calls them in: an instrument that runs the model itself before a step (the
 landscape, the noise scale) comes before the hooks attach, and one that runs it after the step (dead units) after
-they are gone."""
+they are gone.
 
+The instruments see a model, its optimizer and the batches it is measured on (`Sources`), never a training run: a
+plain PyTorch loop under `diagnose.watch` and `diagnose train` build the same list from them."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
-from diagnose.build import Run
-from diagnose.console import say
+from diagnose.config import DiagConfig
 from diagnose.diagnostics.batchnorm import BatchNormStats
 from diagnose.diagnostics.curvature import Curvature, stability_threshold
 from diagnose.diagnostics.dead_units import DeadUnits
 from diagnose.diagnostics.depth import DepthFigure
 from diagnose.diagnostics.landscape import Landscape
 from diagnose.diagnostics.layer_stats import ActivationStats, Schedule, WeightStats
-from diagnose.diagnostics.layers import Layer, measured_layers
+from diagnose.diagnostics.layers import Layer
 from diagnose.diagnostics.monitor import Instrument, Monitor
 from diagnose.diagnostics.noise_scale import GradientNoise
-from diagnose.training.batches import training_batch
-from diagnose.training.evaluate import evaluate
 
 FEWEST_POINTS = 3  # the fewest measurements of the noise scale or curvature in a run: a short run still shows a trend
 
-
-def at_least_a_few(every: int, run: Run) -> int:
-    """`every`, or closer where a short run would otherwise get fewer than FEWEST_POINTS measurements."""
-    return min(every, max(run.total_steps // FEWEST_POINTS, 1))
+Batch = tuple[torch.Tensor, torch.Tensor]  # (inputs as the model takes them, integer labels)
 
 
-def for_training(run: Run, writer: object) -> Monitor:
-    """Everything `run.diag` asks for, writing to `writer`."""
-    diag, model = run.diag, run.model
-    layers = measured_layers(model, run.act, run.norm)
-    schedule = Schedule(diag.every, diag.hist_every, last=run.total_steps)
-    prepare = run.prepare
+@dataclass
+class Sources:
+    """The examples the instruments that run the model themselves run it on; None leaves that instrument out."""
+
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (outputs, labels) -> loss
+    probe: torch.Tensor | None = None  # inputs held out from training, fixed for the run: the dead-unit probe
+    noise: Callable[[int], Iterator[Batch]] | None = None  # step -> batches of diag.noise_batch examples
+    curvature: Batch | None = None  # a fixed batch of diag.curvature_batch examples
+    landscape: Callable[[int], Batch] | None = None  # step -> the batch to measure at that step's weights
+    bn_accuracy: Callable[[], float] | None = None  # held-out accuracy with BN on each batch's statistics
+
+
+@dataclass(frozen=True)
+class Span:
+    """What a monitor knows of the run it measures."""
+
+    last: int = 0  # the last step (0: not known, a plain loop that did not say)
+    batch: int = 0  # the training batch's size, drawn beside the noise scale
+    seed: int = 0  # the curvature's random directions
+    middle: int | None = None  # a depth figure at the first measurement from this step on (a run of one evaluation)
+
+
+def at_least_a_few(every: int, last: int) -> int:
+    """`every`, or closer where a short run of `last` steps would otherwise get fewer than FEWEST_POINTS
+    measurements."""
+    return min(every, max(last // FEWEST_POINTS, 1)) if last else every
+
+
+def for_training(model: nn.Module, optimizer: torch.optim.Optimizer, layers: list[Layer], diag: DiagConfig,
+                 sources: Sources, span: Span, writer: Any) -> Monitor:
+    """Everything `diag` asks for that `sources` allow, writing to `writer`."""
+    schedule = Schedule(diag.every, diag.hist_every, last=span.last)
+    loss_fn = sources.loss_fn
     instruments: list[Instrument] = []
-    if diag.landscape:
-        instruments.append(Landscape(model, run.loss_fn, lambda: run.optimizer.param_groups[0]["lr"],
-                                     diag.landscape_every))
-    if diag.noise_every:
-        instruments.append(GradientNoise(model, run.loss_fn, partial(noise_batches, run),
-                                         at_least_a_few(diag.noise_every, run), diag.noise_micro,
-                                         diag.noise_max_batch // diag.noise_batch, run.batch, last=run.total_steps))
-    if diag.curvature_every:
-        x, y = prepare(run.data.train_x[:diag.curvature_batch]), run.data.train_y[:diag.curvature_batch]
-        instruments.append(Curvature(model, run.loss_fn, x, y, at_least_a_few(diag.curvature_every, run),
-                                     last=run.total_steps,
-                                     threshold=partial(sgd_threshold, run.optimizer), seed=run.seed,
+    if diag.landscape and sources.landscape is not None and loss_fn is not None:
+        instruments.append(Landscape(model, loss_fn, lambda: optimizer.param_groups[0]["lr"], diag.landscape_every,
+                                     sources.landscape))
+    if diag.noise_every and sources.noise is not None and loss_fn is not None:
+        instruments.append(GradientNoise(model, loss_fn, sources.noise, at_least_a_few(diag.noise_every, span.last),
+                                         diag.noise_micro, diag.noise_max_batch // diag.noise_batch, span.batch,
+                                         last=span.last))
+    if diag.curvature_every and sources.curvature is not None and loss_fn is not None:
+        instruments.append(Curvature(model, loss_fn, *sources.curvature,
+                                     at_least_a_few(diag.curvature_every, span.last), last=span.last,
+                                     threshold=partial(sgd_threshold, optimizer), seed=span.seed,
                                      iterations=diag.curvature_iterations, samples=diag.curvature_samples))
-    train_mode_accuracy = None
-    if diag.bn_eval_gap and len(run.data.val_y):
-        def train_mode_accuracy() -> float:
-            return evaluate(model, run.loss_fn, run.data.val_x, run.data.val_y, prepare, batch=max(run.batch, 2),
-                            batch_stats=True)[1]  # BN needs 2 examples
-    instruments += [ActivationStats(layers, schedule, diag), BatchNormStats(layers, schedule, train_mode_accuracy),
+    bn_accuracy = sources.bn_accuracy if diag.bn_eval_gap else None
+    instruments += [ActivationStats(layers, schedule, diag), BatchNormStats(layers, schedule, bn_accuracy),
                     WeightStats(layers, schedule, diag)]
-    probe_x = prepare(run.data.val_x[:diag.probe_size])  # held out from training, fixed for the whole run
-    if diag.probe_every and len(probe_x):
-        instruments.append(DeadUnits(model, layers, probe_x, diag.probe_every, last=run.total_steps,
-                                     since=diag.dead_since, chunk=max(run.batch, 128)))
-    elif diag.probe_every:
-        say("data.val_size=0: no held-out examples for the dead-unit probe, so dead ReLUs are not measured (and "
-            "there is no validation).", "yellow")
-    one_evaluation = run.steps_per_epoch >= run.total_steps  # at the end: a snapshot in the middle too
-    instruments.append(DepthFigure(writer, layers, run_name=Path(writer.log_dir).name,
-                                   middle=run.total_steps // 2 if one_evaluation and run.total_steps > 2 else None))
-    return Monitor(layers, instruments, writer, learning=lambda: run.optimizer.param_groups[0]["lr"] >= 0.1 * run.lr)
-
-
-def noise_batches(run: Run, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of diag.noise_batch training examples drawn at random, prepared as training's are, from a stream of
-    their own fixed by (seed, step): training's batches are untouched and a resumed run draws the same ones."""
-    generator = torch.Generator(device=run.device).manual_seed(run.seed * 1_000_003 + step)
-    while True:
-        idx = torch.randint(len(run.data.train_y), (run.diag.noise_batch,), device=run.device, generator=generator)
-        yield training_batch(run, idx, generator)
+    if diag.probe_every and sources.probe is not None and len(sources.probe):
+        instruments.append(DeadUnits(model, layers, sources.probe, diag.probe_every, last=span.last,
+                                     since=diag.dead_since, chunk=max(span.batch, 128)))
+    instruments.append(DepthFigure(writer, layers, run_name=Path(writer.log_dir).name, middle=span.middle))
+    start = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])  # a schedule's start
+    return Monitor(layers, instruments, writer, learning=lambda: optimizer.param_groups[0]["lr"] >= 0.1 * start)
 
 
 def sgd_threshold(optimizer: torch.optim.Optimizer) -> float | None:

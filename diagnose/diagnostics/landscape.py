@@ -68,11 +68,13 @@ def _measure(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tens
 
 
 class Landscape(Instrument):
-    """`landscape` on the batch of every `every`-th step, before the step trains on it, at the lr of that step."""
+    """`landscape` every `every`-th step, before the step trains, at the lr of that step, on `batch(step)` (in
+    `diagnose train`, the step's own batch)."""
 
-    def __init__(self, model: nn.Module, loss_fn: Callable, lr: Callable[[], float], every: int):
-        self.model, self.loss_fn, self.lr, self.every = model, loss_fn, lr, every
+    def __init__(self, model: nn.Module, loss_fn: Callable, lr: Callable[[], float], every: int,
+                 batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]]):
+        self.model, self.loss_fn, self.lr, self.every, self.batch = model, loss_fn, lr, every, batch
 
-    def before_step(self, step: int, x: torch.Tensor, y: torch.Tensor, readings: Readings) -> None:
+    def before_step(self, step: int, x: torch.Tensor, readings: Readings) -> None:
         if step % self.every == 0:
-            readings.scalars.update(landscape(self.model, self.loss_fn, x, y, self.lr()))
+            readings.scalars.update(landscape(self.model, self.loss_fn, *self.batch(step), self.lr()))

@@ -22,12 +22,16 @@ SNAPSHOTS = 4
 
 
 def stride(every: int, last: int, points: int) -> int:
-    """Steps between measurements: `every` at most, and close enough for `points` of them over `last` steps."""
-    return min(every, max(1, math.ceil(last / points))) if every > 0 else 0
+    """Steps between measurements: `every` at most, and close enough for `points` of them over `last` steps (0: a
+    run of unknown length, a plain loop that did not say: `every`)."""
+    if every <= 0:
+        return 0
+    return min(every, max(1, math.ceil(last / points))) if last else every
 
 
 def due(step: int, every: int, last: int, points: int) -> bool:
-    """Measured at initialisation (step 1), every stride steps, and at the run's `last` step; never with every=0."""
+    """Measured at initialisation (step 1), every stride steps, and at the run's `last` step (where it is known);
+    never with every=0."""
     gap = stride(every, last, points)
     return gap > 0 and (step == 1 or step == last or step % gap == 0)
 
@@ -70,7 +74,7 @@ class ActivationStats(Instrument):
         self.layers, self.schedule, self.settings = layers, schedule, settings
         self._handles: list[RemovableHandle] = []
 
-    def before_step(self, step: int, x: torch.Tensor, y: torch.Tensor, readings: Readings) -> None:
+    def before_step(self, step: int, x: torch.Tensor, readings: Readings) -> None:
         measure, draw = self.schedule.stats(step), self.schedule.histograms(step)
         if measure or draw:
             self._handles = [layer.module.register_forward_hook(self._forward_hook(layer, readings, measure, draw))

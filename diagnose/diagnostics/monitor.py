@@ -2,10 +2,11 @@
 Monitor calls each of its instruments there.
 
 An instrument is a class with the moments it needs (see `Instrument`); adding one is a new class in the list
-`instruments.for_training` builds, never an edit to the loop. Instruments put what they measure, as 0-d device
-tensors, into the step's `Readings`; the Monitor reads them all back with one host transfer per measuring step,
-writes them as one TensorBoard event, keeps the last value of every tag (metrics.json's per-layer records and the
-findings read those) and the run means the metric table asks for.
+`instruments.for_training` builds, never an edit to the loop: a `Watch` (watch.py) calls the moments from hooks on
+the model and its optimizer, for `diagnose train` and a plain PyTorch loop alike. Instruments put what they measure,
+as 0-d device tensors, into the step's `Readings`; the Monitor reads them all back with one host transfer per
+measuring step, writes them as one TensorBoard event, keeps the last value of every tag (metrics.json's per-layer
+records and the findings read those) and the run means the metric table asks for.
 """
 
 import math
@@ -44,8 +45,8 @@ class Instrument:
         """The key of its state in a checkpoint."""
         return type(self).__name__
 
-    def before_step(self, step: int, x: torch.Tensor, y: torch.Tensor, readings: Readings) -> None:
-        """Before the forward pass of `step` (counted from 1) on the batch (x, y)."""
+    def before_step(self, step: int, x: torch.Tensor, readings: Readings) -> None:
+        """Before the forward pass of `step` (counted from 1) on the inputs `x`."""
 
     def after_backward(self, step: int, readings: Readings) -> None:
         """Gradients exist, the weights are still the old ones."""
@@ -90,8 +91,11 @@ class Monitor:
                  learning: Callable[[], bool] | None = None):
         self.layers, self.instruments, self.writer = layers, instruments, writer  # writer None: keep, write nothing
         self.labels = depth_labels(layers)
-        # run means describe the run while it learns: at lr ~ 0 (a schedule's end) an update ratio is ~0 by design
+        # run means describe the run while it learns: at lr ~ 0 (a schedule's end) an update ratio is ~0 by design.
+        # A step's values join them once the lr has moved on to the next step's (at the next step, or at the end):
+        # the same moment whether a loop steps its schedule before or after the optimizer's post-hooks run
         self.learning = learning or (lambda: True)
+        self._pending: dict[str, float] = {}  # the last measuring step's values that keep a run mean
         names = [instrument.name for instrument in instruments]
         assert len(set(names)) == len(names), f"two instruments would share a checkpoint key: {names}"
         self.readings = Readings()
@@ -99,9 +103,10 @@ class Monitor:
         self._sums: dict[str, tuple[float, int]] = {}  # tag -> (sum, count) of the metrics that keep a run mean
         self._history: dict[str, list[tuple[int, float]]] = {}  # tag -> (step, value), the metrics that keep one
 
-    def before_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    def before_step(self, step: int, x: torch.Tensor) -> None:
+        self._settle()
         for instrument in self.instruments:
-            instrument.before_step(step, x, y, self.readings)
+            instrument.before_step(step, x, self.readings)
 
     def after_backward(self, step: int) -> None:
         for instrument in self.instruments:
@@ -132,10 +137,8 @@ class Monitor:
                 rows = stats.histograms(list(readings.histograms.values())).cpu()
                 write_histograms(self.writer, {self._label(tag): row for tag, row in zip(readings.histograms, rows,
                                                                                            strict=True)}, step)
-            for tag, value in measured.items() if self.learning() else ():
-                if (metric := metric_of(tag)) is not None and metric.run_mean:
-                    total, count = self._sums.get(tag, (0.0, 0))
-                    self._sums[tag] = (total + value, count + 1)
+            self._pending.update({tag: value for tag, value in measured.items()
+                                  if (metric := metric_of(tag)) is not None and metric.run_mean})
         self.latest.update(measured)
         for tag, value in measured.items():
             if (metric := metric_of(tag)) is not None and metric.history:
@@ -145,6 +148,13 @@ class Monitor:
         bad = next(((layer, what) for (layer, what, _), value in zip(readings.finite, flags, strict=True)
                     if not math.isfinite(value)), None)
         return NonFinite(step, *bad) if bad else None
+
+    def _settle(self) -> None:
+        """Add the pending values to the run means, where the run was learning."""
+        for tag, value in self._pending.items() if self.learning() else ():
+            total, count = self._sums.get(tag, (0.0, 0))
+            self._sums[tag] = (total + value, count + 1)
+        self._pending = {}
 
     def _label(self, tag: str) -> str:
         """`metric/layer` as TensorBoard shows it: the layer by its depth label (layers.depth_labels)."""
@@ -169,6 +179,7 @@ class Monitor:
 
     def finish(self, metrics: RunMetrics) -> None:
         """The run's per-layer records, run means, and what each instrument adds."""
+        self._settle()
         for layer in self.layers:
             prefix_values = {tag.partition("/")[0]: value for tag, value in self.latest.items()
                              if tag.partition("/")[2] == layer.name and metric_of(tag) is not None}
@@ -183,11 +194,13 @@ class Monitor:
 
     def state(self) -> dict[str, Any]:
         """What a resumed run needs to go on measuring as if it had never stopped."""
-        return {"sums": dict(self._sums), "latest": dict(self.latest), "history": dict(self._history),
+        return {"sums": dict(self._sums), "pending": dict(self._pending), "latest": dict(self.latest),
+                "history": dict(self._history),
                 **{instrument.name: instrument.state() for instrument in self.instruments}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self._sums = {tag: tuple(pair) for tag, pair in state.get("sums", {}).items()}
+        self._pending = dict(state.get("pending", {}))
         self.latest = dict(state.get("latest", {}))
         self._history = {tag: [tuple(point) for point in points] for tag, points in state.get("history", {}).items()}
         for instrument in self.instruments:

@@ -182,7 +182,7 @@ class GradientNoise(Instrument):
         self.history: list[tuple[int, float, float]] = []  # (step, b_simple, b_simple_low)
         self.latest: Estimate | None = None
 
-    def before_step(self, step: int, x: torch.Tensor, y: torch.Tensor, readings: Readings) -> None:
+    def before_step(self, step: int, x: torch.Tensor, readings: Readings) -> None:
         if step % self.every and step != self.last:  # the last step too: a short run gets its one value
             return
         self.latest = now = measure(self.model, self.loss_fn, self.draws(step), self.micro, self.most)

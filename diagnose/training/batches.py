@@ -31,3 +31,12 @@ def training_batch(run: Run, idx: torch.Tensor, generator: torch.Generator) -> t
     if run.augment:
         x = augment(x, generator)
     return run.prepare(x), run.data.train_y[idx]
+
+
+def noise_batches(run: Run, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of diag.noise_batch training examples drawn at random, prepared as training's are, from a stream of
+    their own fixed by (seed, step): training's batches are untouched and a resumed run draws the same ones."""
+    generator = torch.Generator(device=run.device).manual_seed(run.seed * 1_000_003 + step)
+    while True:
+        idx = torch.randint(len(run.data.train_y), (run.diag.noise_batch,), device=run.device, generator=generator)
+        yield training_batch(run, idx, generator)

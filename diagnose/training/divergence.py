@@ -8,7 +8,7 @@ import torch
 
 from diagnose.build import Run
 from diagnose.diagnostics.instruments import for_replay
-from diagnose.diagnostics.monitor import Monitor
+from diagnose.diagnostics.watch import Watch
 from diagnose.results import NonFinite
 from diagnose.training.batches import batch_indices, training_batch
 from diagnose.training.state import capture, restore
@@ -18,15 +18,15 @@ from diagnose.training.window import first_nonfinite
 # a copy costs little, but on a tiny, fast model every window would be a few percent of the run.
 SNAPSHOT_WINDOWS = 4
 
-Step = Callable[[torch.Tensor, torch.Tensor, Monitor, int], tuple[torch.Tensor, torch.Tensor]]
+Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 class LastGood:
     """The last state known to be finite (None when `diag.locate_nonfinite` is off), to replay a divergence from
     and to save in place of weights that blew up."""
 
-    def __init__(self, run: Run, generator: torch.Generator, step: int, monitor: Monitor):
-        self.run, self.generator, self.monitor = run, generator, monitor
+    def __init__(self, run: Run, generator: torch.Generator, step: int, watch: Watch):
+        self.run, self.generator, self.watch = run, generator, watch
         self.state: dict[str, Any] | None = capture(run, generator, step) if run.diag.locate_nonfinite else None
 
     def update(self, step: int) -> None:
@@ -50,19 +50,20 @@ class LastGood:
         if self.state is None:
             return NonFinite(bad_step, "loss", "loss")
         start = restore(self.run, self.generator, self.state)
-        replay = for_replay(self.monitor.layers, self.run.diag)
-        try:
-            for step, idx in zip(range(start + 1, bad_step + 1), batch_indices(self.run, start), strict=False):
-                x, y = training_batch(self.run, idx, self.generator)
-                replay.before_step(step, x, y)
-                loss, _ = step_fn(x, y, replay, step)
-                found = replay.after_step(step)
-                if found:
-                    return found
-                if not torch.isfinite(loss):
-                    return NonFinite(step, "loss", "loss")
-        finally:
-            replay.close()
+        # the run's own watch rests while a watch of every step replays
+        with self.watch.quiet():
+            replay = Watch(self.run.model, self.run.optimizer, for_replay(self.watch.monitor.layers, self.run.diag),
+                           step=start, clip=self.run.clip)
+            try:
+                for step, idx in zip(range(start + 1, bad_step + 1), batch_indices(self.run, start), strict=False):
+                    x, y = training_batch(self.run, idx, self.generator)
+                    loss, _ = step_fn(x, y)
+                    if replay.nonfinite:
+                        return replay.nonfinite
+                    if not torch.isfinite(loss):
+                        return NonFinite(step, "loss", "loss")
+            finally:
+                replay.detach()
         return NonFinite(bad_step, "loss", "loss")
 
     def restore(self) -> int | None:

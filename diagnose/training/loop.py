@@ -14,20 +14,21 @@ from torch.utils.tensorboard import SummaryWriter
 from diagnose.build import Run
 from diagnose.console import RunProgress, say
 from diagnose.diagnostics.dashboard import Measured, custom_scalars_layout
-from diagnose.diagnostics.instruments import for_training
+from diagnose.diagnostics.instruments import Sources, Span, for_training
 from diagnose.diagnostics.layers import measured_layers
 from diagnose.diagnostics.monitor import Monitor
+from diagnose.diagnostics.watch import Watch
 from diagnose.ending import end_run
 from diagnose.errors import UserError
-from diagnose.files import quiet_write_errors_in_threads, write_error
+from diagnose.files import quiet_write_errors_in_threads, write_error, write_metrics
 from diagnose.results import Evaluation, Final, NonFinite, RunMetrics
-from diagnose.training.batches import batch_indices, training_batch
+from diagnose.training.batches import batch_indices, noise_batches, training_batch
 from diagnose.training.divergence import LastGood
 from diagnose.training.evaluate import evaluate
-from diagnose.training.outputs import save_checkpoint, write_metrics
+from diagnose.training.nonfinite import NonFiniteLoss
+from diagnose.training.outputs import save_checkpoint
 from diagnose.training.state import capture, restore
 from diagnose.training.stop import StopRequests
-from diagnose.training.watch import NonFiniteLoss
 from diagnose.training.window import LogWindow
 
 
@@ -69,17 +70,18 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
     start = restore(run, generator, resume) if resume else 0
     record = Record.of(resume)
     writer = open_writer(out_dir, config, start if resume else None, run)
-    monitor = for_training(run, writer)
-    monitor.load_state(record.diagnostics)
+    step_batch: list[tuple[torch.Tensor, torch.Tensor]] = []  # the batch of the step under way, for the landscape
+    watch = Watch(run.model, run.optimizer, monitor_for(run, writer, step_batch), step=start, clip=run.clip)
+    watch.monitor.load_state(record.diagnostics)
     window = LogWindow(run.log_every, run.device, record.window_losses, record.window_correct)
-    last_good, watch = LastGood(run, generator, start, monitor), NonFiniteLoss(run.device)
+    last_good, losses_watch = LastGood(run, generator, start, watch), NonFiniteLoss(run.device)
     status, done, nonfinite, between_steps = "completed", start, None, True
     started = time.perf_counter()
 
     def checkpoint(step: int) -> None:
         """Save the state after `step` steps with everything the record needs to go on exactly."""
         record.window_losses, record.window_correct = window.state()
-        record.diagnostics = monitor.state()
+        record.diagnostics = watch.monitor.state()
         save_checkpoint(out_dir, {**capture(run, generator, step), "config": config, "record": asdict(record)})
 
     run.model.train()
@@ -91,14 +93,14 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
                     say(f"{stop.requested}: stopping after {done} steps, saving everything.", "yellow")
                     break
                 x, y = training_batch(run, idx, generator)
+                step_batch[:] = [(x, y)]
                 if run.threads is not None:  # on the CPU: threads=auto times a few steps every few seconds
                     run.threads.before_step(step, record.threads)
-                monitor.before_step(step, x, y)
-                loss, correct = train_step(run, x, y, monitor, step)
-                nonfinite = monitor.after_step(step)
+                loss, correct = train_step(run, x, y)  # the watch measures what is due on the way
+                nonfinite = watch.nonfinite
                 window.add(loss, correct)
                 done = step
-                blew_up = watch.check(loss, step) is not None
+                blew_up = losses_watch.check(loss, step) is not None
                 progress.step(step)
 
                 if window.full or step == run.total_steps or nonfinite or blew_up:
@@ -115,7 +117,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
                 if step % run.steps_per_epoch == 0 or step == run.total_steps:
                     evaluation_started = time.perf_counter()
                     if len(run.data.val_y):
-                        evaluation = evaluate_epoch(run, monitor, writer, step)
+                        evaluation = evaluate_epoch(run, watch, writer, step)
                         progress.evaluation(step, evaluation.val_loss, evaluation.val_acc)
                         record.history.append(asdict(evaluation))
                     if step < run.total_steps:
@@ -138,7 +140,7 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
                 write_metrics(out_dir, metrics)
             raise failure from err
         finally:
-            monitor.close()
+            watch.detach()
 
     saved_step = done
     if nonfinite is not None:
@@ -147,10 +149,34 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
     if between_steps:  # a step cut in half is not saved
         checkpoint(saved_step)  # the trained state first: whatever happens after, resume= goes on from here
     metrics = run_metrics(run, record, status, done, nonfinite, config)
-    return after_training(run, out_dir, metrics, monitor, writer, stop, started)
+    return after_training(run, out_dir, metrics, watch, writer, stop, started)
 
 
-def after_training(run: Run, out_dir: Path, metrics: RunMetrics, monitor: Monitor, writer: SummaryWriter,
+def monitor_for(run: Run, writer: SummaryWriter, step_batch: list[tuple[torch.Tensor, torch.Tensor]]) -> Monitor:
+    """What `run.diag` asks for, on the run's model and optimizer; the batches the instruments run the model on
+    are the run's: dead units on held-out examples, the noise scale on training examples drawn by step, the
+    curvature on the first training examples, the landscape on the step's own batch (`step_batch`)."""
+    diag, data = run.diag, run.data
+
+    def bn_accuracy() -> float:  # BN needs 2 examples
+        return evaluate(run.model, run.loss_fn, data.val_x, data.val_y, run.prepare, batch=max(run.batch, 2),
+                        batch_stats=True)[1]
+
+    sources = Sources(loss_fn=run.loss_fn, probe=run.prepare(data.val_x[:diag.probe_size]),
+                      noise=partial(noise_batches, run), landscape=lambda step: step_batch[0],
+                      curvature=(run.prepare(data.train_x[:diag.curvature_batch]), data.train_y[:diag.curvature_batch]),
+                      bn_accuracy=bn_accuracy if len(data.val_y) else None)
+    if diag.probe_every and not len(data.val_y):
+        say("data.val_size=0: no held-out examples for the dead-unit probe, so dead ReLUs are not measured (and "
+            "there is no validation).", "yellow")
+    one_evaluation = run.steps_per_epoch >= run.total_steps  # at the end: a snapshot in the middle too
+    span = Span(last=run.total_steps, batch=run.batch, seed=run.seed,
+                middle=run.total_steps // 2 if one_evaluation and run.total_steps > 2 else None)
+    return for_training(run.model, run.optimizer, measured_layers(run.model, run.act, run.norm), diag, sources, span,
+                        writer)
+
+
+def after_training(run: Run, out_dir: Path, metrics: RunMetrics, watch: Watch, writer: SummaryWriter,
                    stop: StopRequests, started: float) -> RunMetrics:
     """The test pass, the instruments' results, the findings and metrics.json, once the trained state is saved.
     A signal stops a completed run's here at once (status interrupted: resume= runs this again); an error leaves
@@ -161,7 +187,7 @@ def after_training(run: Run, out_dir: Path, metrics: RunMetrics, monitor: Monito
                 evaluate_test(run, writer, metrics.final, metrics.steps)
             if metrics.nonfinite is not None:
                 writer.add_text("diverged", metrics.nonfinite.describe(), metrics.nonfinite.step)
-            monitor.finish(metrics)
+            watch.monitor.finish(metrics)
             metrics.wall_time_s = time.perf_counter() - started
             return end_run(out_dir, metrics, run.findings, writer)
     except KeyboardInterrupt:
@@ -214,17 +240,15 @@ def open_writer(out_dir: Path, config: dict[str, Any], resume_step: int | None, 
     return writer
 
 
-def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, monitor: Monitor, step: int) -> tuple[torch.Tensor, ...]:
-    """One optimizer step on the batch (x, y); returns (loss, number correct) as device tensors."""
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One optimizer step on the batch (x, y); returns (loss, number correct) as device tensors. The watch on the
+    optimizer measures what is due and clips the gradients (clip=) on the way."""
     autocast = torch.autocast(run.device.type, dtype=run.autocast_dtype) if run.autocast_dtype else nullcontext()
     with autocast:
         logits = run.model(x)
         loss = run.loss_fn(logits.float(), y)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    monitor.after_backward(step)
-    if run.clip is not None:
-        run.clip(run.model.parameters())  # both clips skip parameters without a gradient
     run.optimizer.step()
     run.scheduler.step()
     return loss.detach(), (logits.argmax(dim=1) == y).sum()
@@ -246,11 +270,11 @@ def log_window(run: Run, writer: SummaryWriter, record: Record, losses: list[flo
         writer.add_scalar("perf/threads", run.threads.current, step)
 
 
-def evaluate_epoch(run: Run, monitor: Monitor, writer: SummaryWriter, step: int) -> Evaluation:
+def evaluate_epoch(run: Run, watch: Watch, writer: SummaryWriter, step: int) -> Evaluation:
     """Validation loss and accuracy, and what the instruments measure at an evaluation."""
     val_loss, val_acc = evaluate(run.model, run.loss_fn, run.data.val_x, run.data.val_y, run.prepare)
     writer.add_scalar("val/loss", val_loss, step)
     writer.add_scalar("val/acc", val_acc, step)
     evaluation = Evaluation(step, step / run.steps_per_epoch, val_loss, val_acc)
-    monitor.on_evaluation(evaluation)
+    watch.on_evaluation(evaluation)
     return evaluation

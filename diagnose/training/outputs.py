@@ -1,26 +1,19 @@
-"""What a run leaves in its folder: metrics.json and a checkpoint, each written atomically."""
+"""A training run's checkpoint, written atomically beside its metrics.json (diagnose.files)."""
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from diagnose.errors import UserError
-from diagnose.files import replace_atomically
-from diagnose.results import RunMetrics
 
-METRICS_FILE = "metrics.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def write_metrics(out_dir: Path, metrics: RunMetrics) -> Path:
-    path = out_dir / METRICS_FILE
-    replace_atomically(path, lambda f: f.write(json.dumps(metrics.to_json(), indent=2, allow_nan=False).encode()))
-    return path
-
-
-def read_metrics(run_dir: Path) -> RunMetrics:
-    return RunMetrics.from_json(json.loads((run_dir / METRICS_FILE).read_text()))
+# metrics.json's: the run folder's other readers (the tab, a sweep's summary) import them from here too
+from diagnose.files import (  # noqa: F401
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    read_metrics,
+    replace_atomically,
+    write_metrics,
+)
 
 
 def save_checkpoint(out_dir: Path, state: dict[str, Any]) -> Path:
