@@ -25,7 +25,7 @@ from diagnose.diagnostics.landscape import landscape
 from diagnose.diagnostics.layer_stats import ActivationStats, Schedule, WeightStats
 from diagnose.diagnostics.layers import measured_layers
 from diagnose.diagnostics.monitor import Monitor
-from diagnose.diagnostics.stats import histograms, mean_std, norm_from, sign_agreement
+from diagnose.diagnostics.stats import ZERO_BLOCK, histograms, mean_std, norm_from, sign_agreement, zero_fraction
 from diagnose.models.modes import batch_statistics
 from diagnose.training.batches import epoch_batches, training_batch
 from diagnose.training.loop import train, train_step
@@ -281,6 +281,18 @@ def test_mean_std_of_entries_whose_squares_overflow_float32_and_of_an_empty_tens
     ref_std, ref_mean = torch.std_mean(x.double(), correction=0)
     assert mean_std(x)[1].item() == pytest.approx(ref_std.item(), rel=1e-3)
     assert all(math.isnan(v.item()) for v in mean_std(torch.empty(0, 5)))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
+def test_zero_fraction_counted_block_by_block_is_the_exact_share_of_zeros(layout):
+    """A map larger than a block (a conv map's) is counted a block at a time: the share of entries equal to 0, and
+    to the last bit the number the one-shot count over the whole tensor gives."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 16, 60, 60).relu()  # 460,800 entries, about half of them 0: two blocks
+    x = {"contiguous": x, "channels_last": x.contiguous(memory_format=torch.channels_last), "sliced": x[:, ::2]}[layout]
+    assert x.numel() > ZERO_BLOCK or layout == "sliced"
+    assert zero_fraction(x).item() == pytest.approx((x == 0).double().mean().item(), abs=1e-7)
+    assert zero_fraction(x).item() == (1 - x.sign().abs().sum(dtype=torch.float32) / x.numel()).item()
 
 
 @pytest.mark.parametrize("entry, blew_up", [(float("nan"), True), (float("inf"), True), (3e38, False)])
