@@ -7,8 +7,9 @@ The loop is train()'s (a batch, the monitor's moments around train_step), withou
 out too. Each step is put in one class: plain (nothing measured), stats (per-layer statistics, perhaps histograms)
 hist (histograms and statistics) or probe (the dead-unit
 probe, perhaps more); a class's extra cost is its steps' time above the median plain step.
-Steps are timed in the process's CPU time, not wall time: on a machine shared with other jobs, a moment without the
-CPU then costs nothing (with threads=1 it is the step's own work; with more, threads spinning while they wait count).
+Steps are timed in the process's CPU time by default, not wall time: on a machine shared with other jobs, a moment
+without the CPU then costs nothing (with threads=1 it is the step's own work; with more, threads spinning while they
+wait count: `--clock wall` for those).
 A plain step of diag=default against one of diag=off is what hooks and checks cost on the steps that measure nothing.
 `--profile cprofile` profiles the measuring steps only (top entries by self time); `--profile torch` gives
 torch.profiler's table of one statistics step.
@@ -46,6 +47,7 @@ def run_steps(mode: str, args: argparse.Namespace) -> tuple[list[tuple[str, floa
     run = build_run(composed("train", overrides))
     diag, last = run.diag, run.total_steps
     generator = torch.Generator(device=run.device).manual_seed(run.seed)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     profiler = cProfile.Profile() if args.profile == "cprofile" and mode != "off" else None
     torch_table = ""
     timed: list[tuple[str, float]] = []
@@ -58,7 +60,7 @@ def run_steps(mode: str, args: argparse.Namespace) -> tuple[list[tuple[str, floa
                     "stats" if due(step, diag.every, last, CURVE_POINTS) else "plain")
             profiling = kind != "plain" and mode != "off"
             torch_profile = args.profile == "torch" and kind == "stats" and step > 1 and not torch_table
-            started = time.process_time()
+            started = clock()
             if profiling and profiler:
                 profiler.enable()
             context = torch.profiler.profile(record_shapes=False) if torch_profile else None
@@ -73,12 +75,12 @@ def run_steps(mode: str, args: argparse.Namespace) -> tuple[list[tuple[str, floa
                 torch_table = context.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
             if profiling and profiler:
                 profiler.disable()
-            timed.append((kind, time.process_time() - started))
+            timed.append((kind, clock() - started))
         monitor.close()
     text = torch_table
     if profiler:
         stream = io.StringIO()
-        pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(args.top)
+        pstats.Stats(profiler, stream=stream).sort_stats(args.sort).print_stats(args.top)
         text = stream.getvalue()
     return timed, text
 
@@ -90,14 +92,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", default="1")
     parser.add_argument("--modes", nargs="+", default=["off", "default"])
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                        help="the process's CPU time (a shared machine's waits left out) or wall time")
     parser.add_argument("--profile", choices=["cprofile", "torch"])
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--sort", default="tottime", help="the profile's order: tottime (self time) or cumulative")
     args = parser.parse_args()
 
     runs = {mode: run_steps(mode, args) for mode in args.modes}
     base = statistics.median(s for kind, s in runs[args.modes[0]][0] if kind == "plain")
-    print(f"default CNN, {args.data}, batch {args.batch}, {args.steps} steps, threads={args.threads}; "
-          f"step 1 left out (warm-up); ms")
+    print(f"default CNN, {args.data}, batch {args.batch}, {args.steps} steps, threads={args.threads}, {args.clock} "
+          f"time; step 1 left out (warm-up); ms")
     print(f"{'diag':<9} {'class':<6} {'steps':>5} {'median':>7} {'extra/step':>10} {'extra total':>11} {'total':>8}")
     for mode, (timed, _) in runs.items():
         plain = statistics.median(s for kind, s in timed if kind == "plain")
@@ -109,6 +114,7 @@ def main() -> None:
                       f"{1e3 * statistics.median(extra):10.2f} {1e3 * sum(extra):11.1f} {1e3 * sum(seconds):8.1f}")
         total = sum(s for _, s in timed[1:])
         print(f"{mode:<9} {'all':<6} {len(timed) - 1:5d} {'':>7} {'':>10} {'':>11} {1e3 * total:8.1f}")
+        print(f"{mode:<9} {'step 1':<6} {1:5d} {1e3 * timed[0][1]:7.2f}")
     for mode, (_, text) in runs.items():
         if text:
             print(f"\n{mode}: the measuring steps' profile\n{text}")
