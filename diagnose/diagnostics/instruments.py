@@ -18,7 +18,7 @@ from diagnose.diagnostics.dead_units import DeadUnits
 from diagnose.diagnostics.depth import DepthFigure
 from diagnose.diagnostics.landscape import Landscape
 from diagnose.diagnostics.layer_stats import ActivationStats, Schedule, WeightStats
-from diagnose.diagnostics.layers import Layer, measured_layers
+from diagnose.diagnostics.layers import Layer
 from diagnose.diagnostics.monitor import Instrument, Monitor
 from diagnose.diagnostics.noise_scale import GradientNoise
 from diagnose.training.batches import training_batch
@@ -35,7 +35,7 @@ def at_least_a_few(every: int, run: Run) -> int:
 def for_training(run: Run, writer: object) -> Monitor:
     """Everything `run.diag` asks for, writing to `writer`."""
     diag, model = run.diag, run.model
-    layers = measured_layers(model, run.act, run.norm)
+    layers = run.layers  # discovered or declared when the run was built (build.model_layers)
     schedule = Schedule(diag.every, diag.hist_every, last=run.total_steps)
     prepare = run.prepare
     instruments: list[Instrument] = []

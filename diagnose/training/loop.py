@@ -15,7 +15,6 @@ from diagnose.build import Run
 from diagnose.console import RunProgress, say
 from diagnose.diagnostics.dashboard import Measured, custom_scalars_layout
 from diagnose.diagnostics.instruments import for_training
-from diagnose.diagnostics.layers import measured_layers
 from diagnose.diagnostics.monitor import Monitor
 from diagnose.ending import end_run
 from diagnose.errors import UserError
@@ -209,7 +208,7 @@ def open_writer(out_dir: Path, config: dict[str, Any], resume_step: int | None, 
     if resume_step is None:
         config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
         writer.add_text("config", "    " + config_yaml.replace("\n", "\n    "))  # indented: shown verbatim
-        layers = measured_layers(run.model, run.act, run.norm)
+        layers = run.layers
         writer.add_custom_scalars(custom_scalars_layout(layers, Measured.of(run.diag, len(run.data.val_y) > 0)))
     return writer
 
