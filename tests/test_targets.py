@@ -1,5 +1,5 @@
 """The user's own network and components (`_target_`), and layers discovered on any nn.Module: a residual CNN, an
-activation and a norm the project has never seen (tests/fixtures/mynets), from the command line and in-process."""
+activation and a norm the project has never seen (tests/fixtures/yournets), from the command line and in-process."""
 
 import json
 import os
@@ -22,10 +22,10 @@ from diagnose.kinds import BATCH, EXAMPLE, IDENTITY, RELU_LIKE, SATURATING, SMOO
 
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))  # as `diagnose` finds them: on the current directory or PYTHONPATH
-from mynets.nets import BatchCentre, FunctionalNet, PixelNorm, ResNet  # noqa: E402
+from yournets.nets import BatchCentre, FunctionalNet, PixelNorm, ResNet  # noqa: E402
 
 SHAPE = (1, 8, 8)
-TARGET_TINY = [*TINY_DATA, "model._target_=mynets.nets.ResNet", "model.width=4", "model.blocks=1"]
+TARGET_TINY = [*TINY_DATA, "model._target_=yournets.nets.ResNet", "model.width=4", "model.blocks=1"]
 
 
 class Elementwise(nn.Module):
@@ -108,8 +108,8 @@ def test_an_activation_called_as_a_function_is_said_once_with_the_layers_measure
 
 
 def test_a_target_activation_and_norm_go_into_the_tools_own_cnn():
-    config = compose_config(with_targets([*TINY_DATA, "model.widths=[4,8]", "act._target_=mynets.nets.Swish",
-                                          "act.beta=2.0", "norm._target_=mynets.nets.PixelNorm"]))
+    config = compose_config(with_targets([*TINY_DATA, "model.widths=[4,8]", "act._target_=yournets.nets.Swish",
+                                          "act.beta=2.0", "norm._target_=yournets.nets.PixelNorm"]))
     model = build_model(config, SHAPE, 10)
     assert model.features[0].act.beta == 2.0 and isinstance(model.features[0].norm, PixelNorm)
     from diagnose.build import activation_of, norm_of
@@ -129,13 +129,13 @@ def test_a_target_model_gets_the_datas_shape_and_its_own_arguments():
 
 BAD_TARGETS = {
     "no such module": (["model._target_=nomodule.Net"], r"there is no module 'nomodule' on the current directory"),
-    "no such attribute": (["model._target_=mynets.nets.Nope"], r"has no 'Nope'. Its classes: .*ResNet"),
-    "not a module": (["model._target_=mynets.nets.NOT_A_MODULE"], r"is a int, not a torch.nn.Module class"),
-    "constructor raises": (["model._target_=mynets.nets.Raises", "model.width=3"],
+    "no such attribute": (["model._target_=yournets.nets.Nope"], r"has no 'Nope'. Its classes: .*ResNet"),
+    "not a module": (["model._target_=yournets.nets.NOT_A_MODULE"], r"is a int, not a torch.nn.Module class"),
+    "constructor raises": (["model._target_=yournets.nets.Raises", "model.width=3"],
                            r"Raises\(.*width=3\) raised ValueError: width 3 is not supported"),
-    "wrong output shape": (["model._target_=mynets.nets.WrongOutput"], r"returns \(2, 11\) .* must return \(2, 10\)"),
-    "activation not a module": (["act._target_=mynets.nets.NOT_A_MODULE"], r"act._target_=.* not a torch.nn.Module"),
-    "both an option and a target": (["act=relu", "act._target_=mynets.nets.Swish"], r"pick one"),
+    "wrong output shape": (["model._target_=yournets.nets.WrongOutput"], r"returns \(2, 11\) .* must return \(2, 10\)"),
+    "activation not a module": (["act._target_=yournets.nets.NOT_A_MODULE"], r"act._target_=.* not a torch.nn.Module"),
+    "both an option and a target": (["act=relu", "act._target_=yournets.nets.Swish"], r"pick one"),
 }
 
 
@@ -154,18 +154,20 @@ def test_a_bad_target_is_one_line_naming_what_was_tried(case):
 
 def _user_folder(tmp_path: Path) -> Path:
     """A user's folder holding their package, where they run diagnose."""
-    shutil.copytree(FIXTURES / "mynets", tmp_path / "mynets", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(FIXTURES / "yournets", tmp_path / "yournets", ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
 
 
-@pytest.mark.parametrize("args", [["model._target_=mynets.nets.Nope"], ["model._target_=mynets.nets.WrongOutput"]],
+@pytest.mark.parametrize("args", [["model._target_=yournets.nets.Nope"], ["model._target_=yournets.nets.WrongOutput"]],
                          ids=["cannot import", "wrong output shape"])
 def test_a_bad_target_exits_2_and_leaves_no_folder(args, tmp_path):
     result = run_cli(["train", *TINY_DATA, *args], _user_folder(tmp_path))
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1 and "_target_=mynets.nets." in errors[0], result.stderr
+    assert len(errors) == 1 and "_target_=yournets.nets." in errors[0], result.stderr
     assert "Traceback" not in result.stderr + result.stdout and not (tmp_path / "outputs").exists()
+    if "Nope" in args[0]:  # found by the command line's check, before the data loads or Hydra makes a folder
+        assert result.stderr.startswith("Error: ")
 
 
 @pytest.mark.slow
@@ -196,12 +198,12 @@ def test_your_own_network_trains_with_findings_and_sweeps_from_the_command_line(
 @pytest.mark.slow
 def test_probe_and_check_run_on_your_own_network(tmp_path):
     cwd = _user_folder(tmp_path)
-    result = run_cli(["probe", "model._target_=mynets.nets.ResNet", "model.width=4", "probe.shape=[1,8,8]",
+    result = run_cli(["probe", "model._target_=yournets.nets.ResNet", "model.width=4", "probe.shape=[1,8,8]",
                       "probe.batch=16", "device=cpu"], cwd)
     assert result.returncode == 0, result.stderr
     assert "blocks.0.act2" in result.stdout + result.stderr
-    result = run_cli(["check", *TINY_DATA, "model._target_=mynets.nets.ResNet", "model.width=4",
-                      "act._target_=mynets.nets.Swish", "check.overfit_steps=5", "check.shuffled_steps=5",
+    result = run_cli(["check", *TINY_DATA, "model._target_=yournets.nets.ResNet", "model.width=4",
+                      "act._target_=yournets.nets.Swish", "check.overfit_steps=5", "check.shuffled_steps=5",
                       "check.lr_range_steps=5", "check.examples=64"], cwd)
     assert result.returncode in (0, 1), result.stderr
     (check_file,) = (cwd / "outputs").rglob("check.json")

@@ -19,7 +19,7 @@ from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException, Valid
 from diagnose import checks
 from diagnose.cli import config_dir, hand_the_schema_to_hydra
 from diagnose.cli.schema import LAUNCHER_LEAST
-from diagnose.components.targets import DECLARED, TARGET, TARGET_GROUPS
+from diagnose.components.targets import DECLARED, TARGET, TARGET_GROUPS, find_class
 from diagnose.config import COMMANDS, GROUPS
 from diagnose.errors import UserError
 
@@ -68,6 +68,7 @@ def check_command_line(command: str, args: list[str]) -> None:
     _check_launcher(overrides)
     groups, bases = groups_and_options(command), {}
     for job in _jobs_to_check(overrides):
+        _check_targets(job)
         choice = tuple(o for o in job if o.split("=")[0] in groups)  # the job's component options: norm=gn, ...
         if choice not in bases:
             bases[choice] = _composed_config(command, job)
@@ -148,7 +149,7 @@ def with_targets(args: list[str]) -> list[str]:
     for group in targets:
         if keys.get(group, TARGET) != TARGET:
             raise UserError(f"{group}={keys[group]} and {group}._target_={keys.get(f'{group}._target_')}: pick one, "
-                            f"a {group} of the tool's own ({group}={keys[group]}) or your class ({group}._target_).")
+                            f"the tool's own ({group}={keys[group]}) or your class ({group}._target_=...).")
     rewritten = [f"{group}={TARGET}" for group in targets if group not in keys]
     for arg in args:
         key = arg.lstrip("+~").split("=", 1)[0]
@@ -158,6 +159,16 @@ def with_targets(args: list[str]) -> list[str]:
             arg = f"++{group}.args.{setting.removeprefix('args.')}={arg.split('=', 1)[1]}"
         rewritten.append(arg)
     return rewritten
+
+
+def _check_targets(job: list[str]) -> None:
+    """Each `<group>._target_` of a job names a class that imports and is an nn.Module: said before Hydra makes a run
+    folder (imports the user's module, and torch with it, only where a target is given)."""
+    for override in job:
+        key, _, path = override.partition("=")
+        group = key.removesuffix("._target_")
+        if group != key and group in TARGET_GROUPS:
+            find_class(group, path.strip("'\""))
 
 
 def _check_launcher(overrides: list[Override]) -> None:

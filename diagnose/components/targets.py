@@ -93,6 +93,11 @@ def locate(group: str, path: str | None) -> Any:
     return getattr(module, attribute)
 
 
+def find_class(group: str, path: str) -> type:
+    """The nn.Module class `<group>._target_=path` names; a UserError where there is none to import."""
+    return _module_class(group, path, locate(group, path))
+
+
 def _example(group: str) -> str:
     return {"model": "ResNet8", "act": "Swish", "norm": "MyNorm", "loss": "MyLoss"}[group]
 
@@ -123,7 +128,7 @@ def build_target_model(options: ModelTarget, shape: tuple[int, int, int], n_clas
     `n_classes` where its signature takes them (by name, or **kwargs): how the data's shape reaches it. Its output
     for a batch must be (batch, n_classes) logits; that is checked on two examples, BN's statistics left as they were.
     """
-    cls = _module_class("model", options._target_, locate("model", options._target_))
+    cls = find_class("model", options._target_)
     given = dict(options.args)
     accepts = inspect.signature(cls).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepts.values())
@@ -155,7 +160,7 @@ def target_activation(options: ActTarget) -> Any:
     from diagnose.components.activations import Activation
 
     path = options._target_
-    cls = _module_class("act", path, locate("act", path))
+    cls = find_class("act", path)
     module = construct("act", path, cls, **options.args)
     shape = measured.activation_shape(module, path)
     kind = options.kind or shape.kind
@@ -171,7 +176,7 @@ def target_norm(options: Target) -> Any:
     from diagnose.components.norms import Norm
 
     path = options._target_
-    cls = _module_class("norm", path, locate("norm", path))
+    cls = find_class("norm", path)
     module = construct("norm", path, cls, 8, **options.args)
     kind = measured.norm_kind(module, path)
     return Norm(make=lambda channels, spatial, **_: construct("norm", path, cls, channels, **options.args), kind=kind,
@@ -181,5 +186,5 @@ def target_norm(options: Target) -> Any:
 def target_loss(options: Target) -> Any:
     """The user's loss module, called with `options.args`; it takes (logits, integer labels)."""
     path = options._target_
-    return construct("loss", path, _module_class("loss", path, locate("loss", path)), **options.args)
+    return construct("loss", path, find_class("loss", path), **options.args)
 
