@@ -329,8 +329,9 @@ def _saturated(m: RunMetrics, t: Thresholds) -> tuple[int, list[tuple[str, float
 
 def _saturation_text(m: RunMetrics, seen: tuple[int, list[tuple[str, float]], int]) -> str:
     step, flat, count = seen
+    kind = "saturating" if _your_model(m) else _setting(m, "act") or "saturating"
     said = (f"{_span([v for _, v in flat])} of outputs saturated (in the flat tails) in "
-            f"{_layers([n for n, _ in flat], count, _setting(m, 'act') or 'saturating')} {_at(m, step)}")
+            f"{_layers([n for n, _ in flat], count, kind)} {_at(m, step)}")
     steps = m.over_steps("saturation")
     if len(steps) < 2 or steps[-1][0] == step:
         return said

@@ -15,7 +15,9 @@ from torch import nn
 
 from diagnose.build import build_loss, build_model
 from diagnose.cli.overrides import with_targets
+from diagnose.components.activations import ACTIVATIONS
 from diagnose.components.measured import activation_shape, depends_on_batch
+from diagnose.components.norms import NORMS
 from diagnose.diagnostics.layers import discover_layers, measured_layers
 from diagnose.errors import UserError
 from diagnose.kinds import BATCH, EXAMPLE, IDENTITY, RELU_LIKE, SATURATING, SMOOTH
@@ -85,12 +87,20 @@ def test_discovery_follows_the_run_order_of_a_residual_net_and_leaves_it_untouch
     assert all(torch.equal(before[k], after[k]) for k in before), "BN's running statistics must be left as they were"
 
 
-def test_discovery_of_the_tools_own_model_agrees_with_its_declared_layers():
-    """Another way to the same list: the built-in CNN's blocks name their layers; discovery finds them by running it."""
-    config = compose_config([*TINY_DATA, "model.widths=[4,8]", "act=tanh"])
-    model = build_model(config, SHAPE, 10)
+# identity: discovery leaves nn.Identity out (in a user's network it is a placeholder, a skip's shortcut), where the
+# tool's own blocks declare it their activation
+BUILT_IN = ([("model=cnn", "model.widths=[8,8]", f"act={act}") for act in ACTIVATIONS if act != "identity"]
+            + [("model=cnn", "model.widths=[8,8]", f"norm={norm}") for norm in NORMS]
+            + [("model=mlp", "model.width=8", "model.depth=2", "act=sigmoid", f"norm={norm}") for norm in NORMS])
+
+
+@pytest.mark.parametrize("options", BUILT_IN, ids=[",".join(o) for o in BUILT_IN])
+def test_discovery_of_the_tools_own_models_agrees_with_their_declared_layers(options):
+    """Another way to the same list: the built-in models' blocks name their layers; discovery finds them by running."""
     from diagnose.build import activation_of, norm_of
 
+    config = compose_config([*TINY_DATA, *options])
+    model = build_model(config, SHAPE, 10)
     declared = measured_layers(model, activation_of(config.act), norm_of(config.norm))
     found = discover_layers(model, torch.randn(4, *SHAPE)).layers
     assert [(la.name, la.role, la.kind) for la in found] == [(la.name, la.role, la.kind) for la in declared]
@@ -211,3 +221,26 @@ def test_probe_and_check_run_on_your_own_network(tmp_path):
     independent = checks["examples stay independent"]
     assert independent["verdict"] == "note" and "blocks.0.norm1" in independent["remedy"]  # its BN, by name
     assert checks["gradients match finite differences"]["verdict"] == "pass"
+
+
+def _target_run(**per_layer: dict) -> list:
+    """The findings of a run of the user's own model (`model._target_`) whose layers were measured as given."""
+    from diagnose.config import Thresholds
+    from diagnose.findings import run_findings
+    from diagnose.results import RunMetrics
+
+    config = {"model": {"name": "target", "_target_": "yournets.nets.ResNet"}, "act": {"name": "relu"},
+              "norm": {"name": "bn"}, "init": {"name": "default"}}
+    layers = {name.replace("_", "."): values for name, values in per_layer.items()}
+    metrics = RunMetrics.from_json({"status": "completed", "command": "train", "config": config, "steps": 100,
+                                    "layers": layers})
+    return [f for f in run_findings(metrics, Thresholds()) if f.rule not in ("checks", "no_findings")]
+
+
+def test_findings_on_your_own_model_fire_on_its_layers_kinds_and_say_remedies_in_its_terms():
+    (saturated,) = _target_run(blocks_0_act1={"role": "act", "kind": SATURATING, "saturation": 0.9})
+    assert saturated.rule == "saturation" and "your model" in saturated.remedy and "act=" not in saturated.remedy
+    (dead,) = _target_run(blocks_0_act1={"role": "act", "kind": RELU_LIKE, "dead": 0.8})
+    assert dead.rule == "dead_relu" and "init=" not in dead.remedy and "your model's layers" in dead.remedy
+    # smooth activations: neither rule has anything to say, whatever the tool's unused act group holds
+    assert _target_run(blocks_0_act1={"role": "act", "kind": SMOOTH, "act_std": 1.0}) == []
