@@ -63,6 +63,9 @@ def probe(config: ProbeConfig, out_dir: Path) -> RunMetrics:
     monitor.finish(metrics)
 
     acts = [(name, record) for name, record in metrics.layers.items() if record.role == "act"]
+    if not acts:  # a network whose activations are functions (said above): the layers measured in their place
+        acts = [(name, record) for name, record in metrics.layers.items() if record.role == "norm"] or [
+            (name, record) for name, record in metrics.layers.items() if record.role == "weight"]
     writer = SummaryWriter(str(out_dir))
     for depth, (_, record) in enumerate(acts, start=1):
         for metric in columns():

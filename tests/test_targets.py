@@ -244,3 +244,35 @@ def test_findings_on_your_own_model_fire_on_its_layers_kinds_and_say_remedies_in
     assert dead.rule == "dead_relu" and "init=" not in dead.remedy and "your model's layers" in dead.remedy
     # smooth activations: neither rule has anything to say, whatever the tool's unused act group holds
     assert _target_run(blocks_0_act1={"role": "act", "kind": SMOOTH, "act_std": 1.0}) == []
+
+
+def test_act_kind_on_the_command_line_overrides_a_target_activations_measured_kind():
+    from diagnose.build import activation_of
+
+    measured_kind = activation_of(compose_config(with_targets([*TINY_DATA, "act._target_=yournets.nets.Clamp"])).act)
+    said = activation_of(compose_config(with_targets([*TINY_DATA, "act._target_=yournets.nets.Clamp",
+                                                       "act.kind=smooth"])).act)
+    y = torch.tensor([-3.0, -1.99, 0.0, 1.99, 2.0])
+    from diagnose.config import DiagConfig
+
+    assert measured_kind.kind == SATURATING and said.kind == SMOOTH
+    # the measured tails are at -2 and 2: within 2 % of the range 4 (0.08) of either is saturated
+    assert measured_kind.saturated(y, DiagConfig()).tolist() == [True, True, False, True, True]
+
+
+def test_a_target_loss_is_built_with_its_arguments_and_trains_like_the_registrys():
+    config = compose_config(with_targets([*TINY_DATA, "loss._target_=torch.nn.CrossEntropyLoss",
+                                          "loss.label_smoothing=0.1"]))
+    loss = build_loss(config.loss, 10)
+    logits, labels = torch.randn(6, 10), torch.randint(0, 10, (6,))
+    assert loss(logits, labels).item() == pytest.approx(F.cross_entropy(logits, labels, label_smoothing=0.1).item())
+
+
+def test_a_probe_of_a_network_with_functional_activations_measures_its_weight_layers(tmp_path, monkeypatch):
+    from diagnose.probe import probe
+
+    monkeypatch.chdir(tmp_path)
+    config = compose_config(with_targets(["model._target_=yournets.nets.FunctionalNet", "probe.shape=[1,8,8]",
+                                          "probe.batch=8", "device=cpu"]), "probe")
+    metrics = probe(config, tmp_path)
+    assert [name for name, r in metrics.layers.items()] == ["fc1", "fc2", "out"] and metrics.jacobian is None
