@@ -24,7 +24,7 @@ from diagnose.kinds import BATCH, EXAMPLE, IDENTITY, RELU_LIKE, SATURATING, SMOO
 
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))  # as `diagnose` finds them: on the current directory or PYTHONPATH
-from yournets.nets import BatchCentre, FunctionalNet, PixelNorm, ResNet  # noqa: E402
+from yournets.nets import BatchCentre, FunctionalNet, GatedNet, PixelNorm, ResNet  # noqa: E402
 
 SHAPE = (1, 8, 8)
 TARGET_TINY = [*TINY_DATA, "model._target_=yournets.nets.ResNet", "model.width=4", "model.blocks=1"]
@@ -115,6 +115,11 @@ def test_an_activation_called_as_a_function_is_said_once_with_the_layers_measure
     found = discover_layers(FunctionalNet(SHAPE, 10), torch.randn(4, *SHAPE))
     assert [layer.role for layer in found.layers] == ["weight"] * 3
     assert found.unseen.count("relu") == 1 and "fc1, fc2 are measured in their place" in found.unseen
+    # a function called inside a layer the tool measures (a norm's sigmoid gate, tanh inside nn.Tanh) is seen
+    gated = discover_layers(GatedNet(SHAPE, 10), torch.randn(4, *SHAPE))
+    assert [(la.name, la.role, la.kind) for la in gated.layers] == [
+        ("fc", "weight", "weight"), ("norm", "norm", EXAMPLE), ("act", "act", SATURATING), ("out", "weight", "weight")]
+    assert gated.unseen is None
 
 
 def test_a_target_activation_and_norm_go_into_the_tools_own_cnn():
@@ -168,8 +173,10 @@ def _user_folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("args", [["model._target_=yournets.nets.Nope"], ["model._target_=yournets.nets.WrongOutput"]],
-                         ids=["cannot import", "wrong output shape"])
+@pytest.mark.parametrize("args", [
+    pytest.param(["model._target_=yournets.nets.Nope"], id="cannot import"),
+    # found as the run is built, after the data loaded (8 s): the folder Hydra made is removed
+    pytest.param(["model._target_=yournets.nets.WrongOutput"], id="wrong output shape", marks=pytest.mark.slow)])
 def test_a_bad_target_exits_2_and_leaves_no_folder(args, tmp_path):
     result = run_cli(["train", *TINY_DATA, *args], _user_folder(tmp_path))
     assert result.returncode == 2, result.stderr

@@ -182,12 +182,11 @@ def _unseen(layers: list[Layer], calls: list[_Call], functions: _ActivationCalls
     """One sentence on the activations called as functions outside any activation module, which no hook sees:
     which, where, and the layers whose outputs are measured in their place (the last weight or norm layer to finish
     before each call)."""
-    acts = {layer.name for layer in layers if layer.role == "act"}
     measured_roles = {layer.name: layer.role for layer in layers}
     hidden, instead = [], []
     for function, running, finished in functions.calls:
-        if any(name in acts or any(name.startswith(a + ".") for a in acts) for name in running):
-            continue  # inside an activation module: its output is measured
+        if any(name in measured_roles for name in running):
+            continue  # inside an activation module (its output is measured), or part of a norm's or a layer's work
         before = next((c.name for c in reversed(calls[:finished]) if measured_roles.get(c.name) in ("weight", "norm")),
                       None)
         if function not in hidden:
