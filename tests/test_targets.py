@@ -191,16 +191,20 @@ def test_a_bad_target_exits_2_and_leaves_no_folder(args, tmp_path):
 def test_your_own_network_trains_with_findings_and_sweeps_from_the_command_line(tmp_path):
     cwd = _user_folder(tmp_path)
     measuring = ["diag.every=2", "diag.probe_every=2", "steps=6"]
-    result = run_cli(["train", *TARGET_TINY, *measuring], cwd)
+    saturating = ["model.act=clamp", "init=normal", "init.std=2.0"]  # its own activation, saturated by a large init
+    result = run_cli(["train", *TARGET_TINY, *saturating, *measuring], cwd)
     assert result.returncode in (0, 1), result.stderr  # 1: a finding said it did not learn in 6 steps
     said = " ".join((result.stdout + result.stderr).split())
     assert "Traceback" not in result.stderr and "run completed" in said
     (metrics_file,) = (cwd / "outputs").rglob("metrics.json")
     metrics = json.loads(metrics_file.read_text())
     layers = metrics["layers"]
-    assert layers["blocks.0.act2"]["role"] == "act" and layers["blocks.0.act2"]["kind"] == SMOOTH
+    assert layers["blocks.0.act2"]["role"] == "act" and layers["blocks.0.act2"]["kind"] == SATURATING
     assert layers["blocks.0.norm1"]["kind"] == BATCH and layers["blocks.0.norm2"]["kind"] == EXAMPLE
-    assert "act_std" in layers["blocks.0.act2"] and metrics["findings"] is not None
+    assert "act_std" in layers["blocks.0.act2"] and "saturation" in layers["blocks.0.act2"]
+    (saturated,) = [f for f in metrics["findings"] if f["rule"] == "saturation"]
+    assert "your model" in saturated["remedy"] and "act=" not in saturated["remedy"]
+    assert "saturated" in said and "the init of your model's layers" in said  # printed, not only stored
 
     # a sweep, the package found on PYTHONPATH instead of the current directory
     elsewhere = tmp_path / "elsewhere"
