@@ -72,7 +72,7 @@ class _Call:
 
     name: str
     module: nn.Module
-    x: Any  # its first positional input, cloned (an in-place activation overwrites it)
+    x: Any  # its first positional input's first two examples, cloned (an in-place activation overwrites it)
 
 
 class _ActivationCalls(TorchFunctionMode):
@@ -104,7 +104,9 @@ def _record(model: nn.Module, example: torch.Tensor) -> tuple[list[_Call], _Acti
         running.append(name)
         if name not in started:
             first = args[0] if args else None
-            started[name] = _Call(name, module, first.detach().clone() if isinstance(first, torch.Tensor) else None)
+            # two examples are all the measurements need (a norm's batch dependence, an elementwise map): kept small
+            kept = first[:2].detach().clone() if isinstance(first, torch.Tensor) and first.ndim else None
+            started[name] = _Call(name, module, kept)
 
     def after(module: nn.Module, args: tuple, out: Any, name: str) -> None:
         running.pop()
