@@ -287,3 +287,12 @@ def test_a_probe_of_a_network_with_functional_activations_measures_its_weight_la
                                           "probe.batch=8", "device=cpu"]), "probe")
     metrics = probe(config, tmp_path)
     assert [name for name, r in metrics.layers.items()] == ["fc1", "fc2", "out"] and metrics.jacobian is None
+
+
+def test_torch_activations_the_registry_lacks_are_measured_and_weight_layers_are_not_activations():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.PReLU(), nn.Linear(8, 8), nn.Hardtanh(), nn.Dropout(0.1),
+                          nn.Linear(8, 8), nn.ReLU6(), nn.Softplus(), nn.Linear(8, 3))
+    found = discover_layers(model, torch.randn(4, *SHAPE))
+    acts = {layer.name: layer.kind for layer in found.layers if layer.role == "act"}
+    assert acts == {"2": SMOOTH, "4": SATURATING, "7": SATURATING, "8": SMOOTH}  # no Flatten, Dropout or Linear
+    assert [layer.name for layer in found.layers if layer.role == "weight"] == ["1", "3", "6", "9"]

@@ -35,8 +35,9 @@ class Shape:
 
 
 def _on_grid(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(z, f(z), f'(z)) on the grid, in float64 so that a slope is exactly 0 only where the function is flat."""
-    f = copy.deepcopy(module).double()
+    """(z, f(z), f'(z)) on the grid, in float64 so that a slope is exactly 0 only where the function is flat; on a
+    CPU copy, wherever the model is."""
+    f = copy.deepcopy(module).cpu().double()
     z = torch.linspace(-REACH, REACH, 4001, dtype=torch.float64, requires_grad=True)
     y = f(z.clone())  # a clone: an in-place activation must not write into the grid
     (slope,) = torch.autograd.grad(y.sum(), z)
@@ -66,7 +67,7 @@ def activation_shape(module: nn.Module, path: str) -> Shape:
 
 def gain(module: nn.Module) -> float:
     """1/sqrt(E[f(z)^2]) for z ~ N(0, 1), the registry's rule for the activations calculate_gain does not know."""
-    f = copy.deepcopy(module).double()
+    f = copy.deepcopy(module).cpu().double()
     z = torch.linspace(-12, 12, 24_001, dtype=torch.float64)
     density = torch.exp(-z**2 / 2) / math.sqrt(2 * math.pi)
     with torch.no_grad():
