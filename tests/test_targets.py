@@ -151,6 +151,7 @@ BAD_TARGETS = {
     "wrong output shape": (["model._target_=yournets.nets.WrongOutput"], r"returns \(2, 11\) .* must return \(2, 10\)"),
     "activation not a module": (["act._target_=yournets.nets.NOT_A_MODULE"], r"act._target_=.* not a torch.nn.Module"),
     "both an option and a target": (["act=relu", "act._target_=yournets.nets.Swish"], r"pick one"),
+    "target without a path": (["model=target"], r"model=target needs model._target_=<module>.<Class>"),
 }
 
 

@@ -162,13 +162,14 @@ def with_targets(args: list[str]) -> list[str]:
 
 
 def _check_targets(job: list[str]) -> None:
-    """Each `<group>._target_` of a job names a class that imports and is an nn.Module: said before Hydra makes a run
-    folder (imports the user's module, and torch with it, only where a target is given)."""
+    """Each `<group>=target` of a job has a `<group>._target_` naming a class that imports and is an nn.Module: said
+    before Hydra makes a run folder (imports the user's module, and torch with it, only where a target is given)."""
+    paths = {key.removesuffix("._target_"): path.strip("'\"") for key, _, path in (o.partition("=") for o in job)
+             if key.endswith("._target_")}
     for override in job:
-        key, _, path = override.partition("=")
-        group = key.removesuffix("._target_")
-        if group != key and group in TARGET_GROUPS:
-            find_class(group, path.strip("'\""))
+        key, _, value = override.partition("=")
+        if key in TARGET_GROUPS and value == TARGET:
+            find_class(key, paths.get(key))  # without a path: the message says how to give one
 
 
 def _check_launcher(overrides: list[Override]) -> None:
