@@ -1,7 +1,7 @@
 """Turn a composed config into the objects of one run: data, model, loss, optimizer, schedule."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from diagnose.components.optim import (
     make_optimizer,
     scaled_lr,
 )
+from diagnose.components.targets import build_target_model, is_target, target_activation, target_loss, target_norm
 from diagnose.config import (
     DataConfig,
     DiagConfig,
@@ -37,6 +38,7 @@ from diagnose.data.batches import to_input
 from diagnose.data.datasets import DeviceData, read_dataset, read_sample, split
 from diagnose.data.synthetic import make_synthetic
 from diagnose.diagnostics.layer_stats import CURVE_POINTS, stride
+from diagnose.diagnostics.layers import Layer, discover_layers, measured_layers
 from diagnose.errors import UserError
 from diagnose.models import MODELS
 from diagnose.models.init import init_weights
@@ -78,18 +80,33 @@ def load_data(options: SplitConfig, device: torch.device) -> DeviceData:
     return data
 
 
+def activation_of(options: Options) -> Activation:
+    """The registry entry of `act=<name>`, or one made for `act._target_=<your class>`."""
+    return target_activation(options) if is_target(options) else lookup(ACTIVATIONS, options.name, "act")
+
+
+def norm_of(options: Options) -> Norm:
+    return target_norm(options) if is_target(options) else lookup(NORMS, options.name, "norm")
+
+
 def build_model(config: ModelConfig, shape: tuple[int, int, int], n_classes: int) -> nn.Module:
-    """The configured network, initialised; `shape` is one input's (C, H, W)."""
+    """The configured network, initialised; `shape` is one input's (C, H, W). A `model._target_` is the user's own
+    network: `init=` other than default re-initialises its conv/linear weights with gain 1 (which of its layers
+    feed which activation is not known)."""
     if config.model.name == "cnn" and shape[1:] == (1, 1):  # data=file's feature vectors are (F, 1, 1)
         raise UserError(f"model=cnn needs images, but each input here is a vector of {shape[0]} numbers. Train an MLP "
                         f"on it: model=mlp.")
-    act = lookup(ACTIVATIONS, config.act.name, "act")
-    norm = lookup(NORMS, config.norm.name, "norm")
+    scheme = lookup(INITS, config.init.name, "init")
+    if is_target(config.model):
+        model = build_target_model(config.model, shape, n_classes)
+        if scheme.make is not None:
+            init_weights(model, lambda weight, gain: make(scheme, config.init, weight, gain), 1.0)
+        return model
+    act, norm = activation_of(config.act), norm_of(config.norm)
     norm_layer = None if norm.make is None else lambda channels, spatial: make(norm, config.norm, channels, spatial)
     downsample = lookup(DOWNSAMPLES, config.downsample.name, "downsample")
     model = make(lookup(MODELS, config.model.name, "model"), config.model, shape, n_classes,
                  lambda: make(act, config.act), norm_layer, downsample)
-    scheme = lookup(INITS, config.init.name, "init")
     if scheme.make is not None:
         gain = act.gain(**settings(config.act))
         init_weights(model, lambda weight, gain: make(scheme, config.init, weight, gain), gain)
@@ -105,6 +122,8 @@ def build_loss(options: Options, n_classes: int) -> nn.Module:
     if isinstance(alpha, list) and len(alpha) != n_classes:
         raise UserError(f"loss.alpha has {len(alpha)} entries, but the dataset has {n_classes} classes. "
                         f"Give one number, one per class, or null.")
+    if is_target(options):
+        return target_loss(options)
     return make(lookup(LOSSES, options.name, "loss"), options)
 
 
@@ -124,6 +143,18 @@ def dry_run(model: nn.Module, loss_fn: nn.Module, data: DeviceData, config: Trai
                             f"batch={config.batch}). "
                             f"BatchNorm needs batch >= 2; instance and batch-instance norm need at least 2x2 maps, "
                             f"so fewer stages (model.widths) or larger images.") from None
+
+
+def model_layers(config: ModelConfig, model: nn.Module, example: torch.Tensor, act: Activation,
+                 norm: Norm) -> list[Layer]:
+    """The layers the instruments measure: the tool's own models' blocks (their act and norm entries), or those
+    discovered on a user's network by running it once on `example`, with a line on what the hooks cannot see."""
+    if not is_target(config.model):
+        return measured_layers(model, act, norm)
+    discovery = discover_layers(model, example, config.model.act_kind)
+    if discovery.unseen:
+        say(discovery.unseen, "yellow")
+    return discovery.layers
 
 
 @dataclass
@@ -151,6 +182,7 @@ class Run:
     diag: DiagConfig
     findings: Thresholds
     threads: Threads | None = None  # the CPU threads it uses (threads=auto: the faster of 1 and every core, re-checked)
+    layers: list[Layer] = field(default_factory=list)  # what the instruments measure, in the order they run
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Model inputs from uint8 images, normalised as configured."""
@@ -167,10 +199,14 @@ def build_run(config: TrainConfig) -> Run:
         raise UserError(f"batch={config.batch} is larger than the {n_train} training examples "
                         f"(data.subset={config.data.subset}, data.val_size={config.data.val_size}). "
                         f"Use a smaller batch or more data.")
-    act, norm = lookup(ACTIVATIONS, config.act.name, "act"), lookup(NORMS, config.norm.name, "norm")
-    model = to_best_layout(build_model(config, data.shape, data.n_classes).to(device), device, act, norm)
+    act, norm = activation_of(config.act), norm_of(config.norm)
+    model = build_model(config, data.shape, data.n_classes).to(device)
+    if not is_target(config.model):  # a user's network may .view() its maps, which channels_last would break
+        model = to_best_layout(model, device, act, norm)
     loss_fn = build_loss(config.loss, data.n_classes).to(device)
     dry_run(model, loss_fn, data, config)
+    layers = model_layers(config, model, to_input(data.train_x[:config.batch], data.mean, data.std,
+                                                  center=config.data.center), act, norm)
     threads = None
     if device.type == "cpu":  # threads=auto is timed on this model's own step
         x = to_input(data.train_x[:config.batch], data.mean, data.std, center=config.data.center)
@@ -207,4 +243,5 @@ def build_run(config: TrainConfig) -> Run:
         diag=config.diag,
         findings=config.findings,
         threads=threads,
+        layers=layers,
     )

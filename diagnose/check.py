@@ -21,6 +21,7 @@ from torch import nn
 from diagnose.build import Run, build_run
 from diagnose.components.norms import BATCH
 from diagnose.components.optim import make_optimizer
+from diagnose.components.targets import is_target
 from diagnose.config import CheckConfig, CheckSettings, to_dict
 from diagnose.console import console, say
 from diagnose.diagnostics.writing import write_png
@@ -135,15 +136,19 @@ def examples_independent(subject: Subject) -> Check:
     run.model.eval()
     leak_eval = gradient_leak(run.model, run.loss_fn, x, y)
     run.model.train()
-    batch_norm = run.norm.kind == BATCH
+    batch_norms = [layer.name for layer in run.layers if layer.role == "norm" and layer.kind == BATCH]
+    # in the user's terms: the norm=... keys pick the tool's own models' norms only
+    names = (f"norm={subject.config.norm.name}" if not is_target(subject.config.model)
+             else f"your model's {', '.join(batch_norms)}")
+    remedy = "norm=gn or ln" if not is_target(subject.config.model) else "GroupNorm or LayerNorm in their place"
     measured = f"leak {leak:.2g} in train mode, {leak_eval:.2g} in eval mode"
     if leak <= settings.leak_tolerance:
         return Check("examples stay independent", measured, f"<= {settings.leak_tolerance:g}", "pass", value=leak)
-    if batch_norm and leak_eval <= settings.leak_tolerance:
+    if batch_norms and leak_eval <= settings.leak_tolerance:
         return Check("examples stay independent", measured, f"<= {settings.leak_tolerance:g}", "note",
-                     f"expected: norm={subject.config.norm.name} normalises with the batch's statistics, so each "
-                     "example's output depends on the others in training (not in eval mode); a batch-independent "
-                     "norm (norm=gn or ln) removes it", leak)
+                     f"expected: {names} normalise{'s' if len(batch_norms) == 1 else ''} with the batch's statistics, "
+                     f"so each example's output depends on the others in training (not in eval mode); a "
+                     f"batch-independent norm ({remedy}) removes it", leak)
     return Check("examples stay independent", measured, f"<= {settings.leak_tolerance:g}", "fail",
                  "something mixes the examples of a batch: a reshape or view over the batch dimension, or a "
                  "reduction over it, in a custom layer", leak)

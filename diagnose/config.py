@@ -20,6 +20,8 @@ from diagnose.components.inits import INITS
 from diagnose.components.losses import LOSSES
 from diagnose.components.norms import NORMS
 from diagnose.components.optim import CLIPS, OPTIMIZERS, SCHEDULES
+from diagnose.components.targets import SCHEMAS as TARGETS
+from diagnose.components.targets import TARGET
 from diagnose.data.sources import SOURCES
 from diagnose.errors import UserError
 from diagnose.models import MODELS
@@ -316,6 +318,8 @@ def schemas() -> dict[str, dict[str, type]]:
     registries = {"act": ACTIVATIONS, "init": INITS, "norm": NORMS, "downsample": DOWNSAMPLES, "loss": LOSSES,
                   "model": MODELS, "optim": OPTIMIZERS, "schedule": SCHEDULES, "clip": CLIPS}
     found = {group: {name: entry.options for name, entry in registry.items()} for group, registry in registries.items()}
+    for group, target in TARGETS.items():  # the user's own class: `<group>._target_=pkg.module.Class`
+        found[group][TARGET] = target
     found["data"] = {**{name: SampleConfig if source.sample_of else DataConfig for name, source in SOURCES.items()},
                      "synthetic": SyntheticConfig, "file": FileConfig}
     assert tuple(found) == REGISTRY_GROUPS

@@ -17,6 +17,7 @@ from typing import Any
 
 from diagnose.components.activations import ACTIVATIONS
 from diagnose.components.norms import NORMS, GroupNormOptions
+from diagnose.components.targets import TARGET
 from diagnose.config import Thresholds
 from diagnose.diagnostics.metrics import ROLES
 from diagnose.kinds import BATCH, RELU_LIKE, SATURATING
@@ -45,6 +46,29 @@ def _setting(m: RunMetrics, key: str) -> Any:
     return node.get("name") if isinstance(node, dict) else node
 
 
+def _your_model(m: RunMetrics) -> bool:
+    """Whether the run's network is the user's own (`model._target_`): the tool's act, norm and init keys do not build
+    it, so its remedies are said in terms of the model's code."""
+    return _setting(m, "model") == TARGET
+
+
+# what a remedy on a component key means for the user's own network (a `model._target_` run)
+IN_YOUR_MODEL = {"act": "another activation in your model (e.g. nn.LeakyReLU)",
+                 "init": "the init of your model's layers (e.g. nn.init.kaiming_normal_ for ReLU-like ones)",
+                 "norm": "a per-example norm in your model (nn.GroupNorm or nn.LayerNorm)"}
+
+
+def _has_kind(m: RunMetrics, kind: str) -> bool:
+    """Whether the run has a layer of `kind`: the activation's entry says for the tool's models, the layers found
+    in the user's network say for theirs."""
+    return (not _your_model(m) and _activation(m).kind == kind) or any(r.kind == kind for r in m.layers.values())
+
+
+def _has_norm_kind(m: RunMetrics, kind: str) -> bool:
+    return (not _your_model(m) and _norm(m).kind == kind) or any(
+        r.kind == kind for r in m.layers.values() if r.role == "norm")
+
+
 def _activation(m: RunMetrics) -> Any:
     """The registry entry of the run's activation (relu's for a run that does not say)."""
     return ACTIVATIONS.get(_setting(m, "act"), ACTIVATIONS["relu"])
@@ -68,7 +92,7 @@ class Remedy:
     def fits(self, m: RunMetrics) -> bool:
         if self.training and m.command != "train":
             return False
-        if self.key is None:
+        if self.key is None or (self.key in IN_YOUR_MODEL and _your_model(m)):  # the model's own code is unknown
             return True
         value = _setting(m, self.key)
         return not (self.wanted(value) if callable(self.wanted) else value == self.wanted)
@@ -76,7 +100,8 @@ class Remedy:
 
 def _advice(m: RunMetrics, *remedies: Remedy) -> str:
     """The remedies that fit the run, in order, as one phrase."""
-    kept = list(dict.fromkeys(r.text for r in remedies if r.fits(m)))
+    said = (lambda r: IN_YOUR_MODEL.get(r.key, r.text)) if _your_model(m) else (lambda r: r.text)
+    kept = list(dict.fromkeys(said(r) for r in remedies if r.fits(m)))
     if len(kept) > 2:
         return ", ".join(kept[:-1]) + f", or {kept[-1]}"
     return " or ".join(kept)
@@ -304,8 +329,9 @@ def _saturated(m: RunMetrics, t: Thresholds) -> tuple[int, list[tuple[str, float
 
 def _saturation_text(m: RunMetrics, seen: tuple[int, list[tuple[str, float]], int]) -> str:
     step, flat, count = seen
+    kind = "saturating" if _your_model(m) else _setting(m, "act") or "saturating"
     said = (f"{_span([v for _, v in flat])} of outputs saturated (in the flat tails) in "
-            f"{_layers([n for n, _ in flat], count, _setting(m, 'act') or 'saturating')} {_at(m, step)}")
+            f"{_layers([n for n, _ in flat], count, kind)} {_at(m, step)}")
     steps = m.over_steps("saturation")
     if len(steps) < 2 or steps[-1][0] == step:
         return said
@@ -743,6 +769,8 @@ def _jacobian_missing(m: RunMetrics) -> str | None:
         return None
     if _setting(m, "probe.jacobian") == "off":
         return "off: probe.jacobian=off"
+    if _your_model(m):
+        return "measured between the tool's own blocks, not on your model"
     return f"not defined with norm={_setting(m, 'norm')}, which normalises with the batch's statistics"
 
 
@@ -778,15 +806,15 @@ RUN_RULES: list[Rule] = [
     Rule("divergence", divergence, missing=_no_training),
     Rule("zero-init symmetry", symmetry, missing=_no_training),
     Rule("accuracy above chance", did_not_learn, _training, _accuracy_missing),
-    Rule("dead ReLUs", dead_relus, lambda m: _activation(m).kind == RELU_LIKE, _dead_missing, _dead_by_symmetry),
-    Rule("saturation", saturation, lambda m: _activation(m).kind == SATURATING, _needs("saturation", "act"),
+    Rule("dead ReLUs", dead_relus, lambda m: _has_kind(m, RELU_LIKE), _dead_missing, _dead_by_symmetry),
+    Rule("saturation", saturation, lambda m: _has_kind(m, SATURATING), _needs("saturation", "act"),
          _saturation_in_depth),
     Rule("signal over depth", signal_over_depth, missing=_needs("act_std", "act", layers=2),
          elsewhere=_growth_in_divergence),
     Rule("update/weight ratio", update_ratio, _training, _needs("update_ratio")),
     Rule("centred inputs", non_centred_inputs, lambda m: _training(m) and _setting(m, "data.center") is False,
          _sign_missing),
-    Rule("BN train/eval gap", bn_train_eval_gap, lambda m: _training(m) and _norm(m).kind == BATCH, _gap_missing,
+    Rule("BN train/eval gap", bn_train_eval_gap, lambda m: _training(m) and _has_norm_kind(m, BATCH), _gap_missing,
          _bn_in_depth),
     Rule("batch vs noise scale", batch_vs_noise_scale, _training, _noise_missing),
     Rule("sharpness", sharpness, _training, _curvature_missing),

@@ -11,19 +11,18 @@ from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
 from diagnose import console as terminal
-from diagnose.build import build_loss, build_model, load_data, pick_device
-from diagnose.components.activations import ACTIVATIONS
-from diagnose.components.norms import BATCH, NORMS
+from diagnose.build import activation_of, build_loss, build_model, load_data, model_layers, norm_of, pick_device
+from diagnose.components.norms import BATCH
+from diagnose.components.targets import is_target
 from diagnose.config import ProbeConfig, to_dict
 from diagnose.console import console, print_tables, say
 from diagnose.data.batches import to_input
 from diagnose.diagnostics import metrics as metric_table
 from diagnose.diagnostics.instruments import for_probe
 from diagnose.diagnostics.jacobian import DepthSpectrum, blocks_of, jacobian_spectrum, mean_field_phi
-from diagnose.diagnostics.layers import measured_layers
 from diagnose.diagnostics.metrics import LayerMetric
 from diagnose.ending import end_run
-from diagnose.registry import lookup, settings
+from diagnose.registry import settings
 from diagnose.results import Final, JacobianSpectrum, LayerRecord, RunMetrics
 
 
@@ -51,8 +50,7 @@ def probe(config: ProbeConfig, out_dir: Path) -> RunMetrics:
     x, y, shape, classes = probe_batch(config, device)
     model = build_model(config, shape, classes).to(device).train()
     loss_fn = build_loss(config.loss, classes).to(device)
-    act, norm = lookup(ACTIVATIONS, config.act.name, "act"), lookup(NORMS, config.norm.name, "norm")
-    layers = measured_layers(model, act, norm)
+    layers = model_layers(config, model, x, activation_of(config.act), norm_of(config.norm))
 
     monitor = for_probe(model, layers, x, config)
     monitor.before_step(1, x)
@@ -65,6 +63,9 @@ def probe(config: ProbeConfig, out_dir: Path) -> RunMetrics:
     monitor.finish(metrics)
 
     acts = [(name, record) for name, record in metrics.layers.items() if record.role == "act"]
+    if not acts:  # a network whose activations are functions (said above): the layers measured in their place
+        acts = [(name, record) for name, record in metrics.layers.items() if record.role == "norm"] or [
+            (name, record) for name, record in metrics.layers.items() if record.role == "weight"]
     writer = SummaryWriter(str(out_dir))
     for depth, (_, record) in enumerate(acts, start=1):
         for metric in columns():
@@ -82,7 +83,11 @@ def probe_jacobian(model: torch.nn.Module, xs: torch.Tensor, config: ProbeConfig
                    writer: SummaryWriter) -> JacobianSpectrum | None:
     """The input-output Jacobian's spectrum per depth, with mean-field theory's prediction: printed, and written
     as scalars and singular-value histograms against depth."""
-    act, norm = lookup(ACTIVATIONS, config.act.name, "act"), lookup(NORMS, config.norm.name, "norm")
+    if is_target(config.model):
+        say("The Jacobian per depth is measured between the tool's own blocks (model=cnn or mlp): not on your "
+            "model, whose layers probe measured above.", "yellow")
+        return None
+    act, norm = activation_of(config.act), norm_of(config.norm)
     if norm.kind == BATCH:
         say(f"norm={config.norm.name} normalises with the batch's statistics: the Jacobian of one example is not "
             f"defined, so its spectrum is not measured (try norm=none, gn or ln).", "yellow")

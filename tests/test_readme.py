@@ -2,6 +2,7 @@
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from conftest import compose_raw, needs_fashion, run_cli
 from findings_check import contradictions
 from omegaconf import OmegaConf
 
-from diagnose.cli.overrides import check_command_line
+from diagnose.cli.overrides import check_command_line, with_targets
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -78,18 +79,28 @@ def one_job(command: str) -> tuple[str, list[str]]:
     interval's lower end)."""
     args = [a.strip("'") for a in command.split()[1:] if a != "-m"]
     first = [re.sub(r"interval\(([^,]+),.*\)", r"\1", a).split(",")[0] for a in args[1:]]
-    return args[0], first
+    return args[0], with_targets(first)  # as the CLI spells a `_target_` for Hydra
+
+
+def users_file(name: str) -> str:
+    """The file a user writes that README shows in a code block starting `# <name>`."""
+    return next(block for block in re.findall(r"```\n(.*?)```", README, flags=re.S) if block.startswith(f"# {name}\n"))
 
 
 @pytest.mark.parametrize("command", [c for c in commands(README) if c not in TOUR])
-def test_every_other_command_composes_and_validates(command):
+def test_every_other_command_composes_and_validates(command, tmp_path, monkeypatch):
+    if "_target_=mynets." in command:  # the user's file, where they run it: README's own
+        (tmp_path / "mynets.py").write_text(users_file("mynets.py"))
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.delitem(sys.modules, "mynets", raising=False)
     config_name, overrides = one_job(command)
     assert config_name in ("train", "check"), command  # report has its own tests
     check_command_line(config_name, overrides)  # what the CLI checks before anything runs
     cfg = compose_raw(overrides, config_name)
     OmegaConf.to_object(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))  # the schema's checks
     for override in overrides:  # nothing silently dropped
-        key, value = override.split("=", 1)
+        key, value = override.lstrip("+").split("=", 1)
         if "/" not in key:
             assert str(OmegaConf.select(cfg, key)) == value or cfg[key].name == value, override
 

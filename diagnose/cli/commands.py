@@ -180,8 +180,9 @@ def main(argv: list[str] | None = None) -> None:
         if command not in SUBCOMMANDS:
             known = ", ".join([*SUBCOMMANDS, *PLAIN_COMMANDS])
             raise UserError(f"unknown command '{command}'. Valid commands: {known}. Run `diagnose --help` for usage.")
-        from diagnose.cli.overrides import check_command_line, name_jobs_by_swept_keys  # not for report
+        from diagnose.cli.overrides import check_command_line, name_jobs_by_swept_keys, with_targets  # not for report
 
+        rest = with_targets(rest)
         check_command_line(command, rest)
         if "-h" in rest or "--help" in rest:
             print(command_help(command, [a for a in rest if "=" in a and not a.startswith("-")]))

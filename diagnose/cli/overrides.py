@@ -19,6 +19,7 @@ from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException, Valid
 from diagnose import checks
 from diagnose.cli import config_dir, hand_the_schema_to_hydra
 from diagnose.cli.schema import LAUNCHER_LEAST
+from diagnose.components.targets import DECLARED, TARGET, TARGET_GROUPS, find_class
 from diagnose.config import COMMANDS, GROUPS
 from diagnose.errors import UserError
 
@@ -67,6 +68,7 @@ def check_command_line(command: str, args: list[str]) -> None:
     _check_launcher(overrides)
     groups, bases = groups_and_options(command), {}
     for job in _jobs_to_check(overrides):
+        _check_targets(job)
         choice = tuple(o for o in job if o.split("=")[0] in groups)  # the job's component options: norm=gn, ...
         if choice not in bases:
             bases[choice] = _composed_config(command, job)
@@ -118,6 +120,8 @@ def _check_names(command: str, overrides: list[Override]) -> None:
         key = override.key_or_group
         if override.is_hydra_override():
             continue
+        if key.split(".")[0] in TARGET_GROUPS and key.split(".")[1:2] == ["args"]:  # a target's own arguments
+            continue
         if override.is_add() or override.is_force_add():  # the schema holds every key: one added would be ignored
             raise UserError(f"{override.input_line}: diagnose has no setting '{key}' to add; every setting exists "
                             f"already (set one with key=value). `diagnose {command} --help` shows them all.")
@@ -133,6 +137,39 @@ def _check_names(command: str, overrides: list[Override]) -> None:
             raise UserError(f"'{key}' is not a setting of `diagnose {command}`.{hint} "
                             f"Settings: {', '.join(sorted(settings))}; component groups (pick with group=option): "
                             f"{', '.join(groups)}.")
+
+
+def with_targets(args: list[str]) -> list[str]:
+    """The command line with the user's own classes spelt as Hydra composes them: `model._target_=pkg.Net` picks the
+    option `model=target`, and the class's arguments, `model.width=32`, become `++model.args.width=32` (the schema
+    of a target cannot know them, so they are added). A group given both a `_target_` and another option is a
+    mistake."""
+    keys = {arg.lstrip("+~").split("=", 1)[0]: arg.split("=", 1)[1] for arg in args if _is_override(arg)}
+    targets = [group for group in TARGET_GROUPS if f"{group}._target_" in keys or keys.get(group) == TARGET]
+    for group in targets:
+        if keys.get(group, TARGET) != TARGET:
+            raise UserError(f"{group}={keys[group]} and {group}._target_={keys.get(f'{group}._target_')}: pick one, "
+                            f"the tool's own ({group}={keys[group]}) or your class ({group}._target_=...).")
+    rewritten = [f"{group}={TARGET}" for group in targets if group not in keys]
+    for arg in args:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        group, _, setting = key.partition(".")
+        if _is_override(arg) and not arg.startswith("~") and group in targets and setting \
+                and setting.split(".")[0] not in DECLARED - {"args"}:
+            arg = f"++{group}.args.{setting.removeprefix('args.')}={arg.split('=', 1)[1]}"
+        rewritten.append(arg)
+    return rewritten
+
+
+def _check_targets(job: list[str]) -> None:
+    """Each `<group>=target` of a job has a `<group>._target_` naming a class that imports and is an nn.Module: said
+    before Hydra makes a run folder (imports the user's module, and torch with it, only where a target is given)."""
+    paths = {key.removesuffix("._target_"): path.strip("'\"") for key, _, path in (o.partition("=") for o in job)
+             if key.endswith("._target_")}
+    for override in job:
+        key, _, value = override.partition("=")
+        if key in TARGET_GROUPS and value == TARGET:
+            find_class(key, paths.get(key))  # without a path: the message says how to give one
 
 
 def _check_launcher(overrides: list[Override]) -> None:

@@ -38,7 +38,7 @@ class BatchNormStats(Instrument):
         pass over the activations."""
 
         def pre_hook(module: nn.modules.batchnorm._BatchNorm, inputs: tuple) -> None:
-            if module.training and module.running_mean is not None and module.momentum:
+            if module.training and getattr(module, "running_mean", None) is not None and module.momentum:
                 self._running_before[layer.name] = (module.running_mean.clone(), module.running_var.clone())
 
         return pre_hook

@@ -15,7 +15,6 @@ from diagnose.build import Run
 from diagnose.console import RunProgress, say
 from diagnose.diagnostics.dashboard import Measured, custom_scalars_layout
 from diagnose.diagnostics.instruments import Sources, Span, for_training
-from diagnose.diagnostics.layers import measured_layers
 from diagnose.diagnostics.monitor import Monitor
 from diagnose.diagnostics.watch import Watch
 from diagnose.ending import end_run
@@ -172,7 +171,7 @@ def monitor_for(run: Run, writer: SummaryWriter, step_batch: list[tuple[torch.Te
     one_evaluation = run.steps_per_epoch >= run.total_steps  # at the end: a snapshot in the middle too
     span = Span(last=run.total_steps, batch=run.batch, seed=run.seed,
                 middle=run.total_steps // 2 if one_evaluation and run.total_steps > 2 else None)
-    return for_training(run.model, run.optimizer, measured_layers(run.model, run.act, run.norm), diag, sources, span,
+    return for_training(run.model, run.optimizer, run.layers, diag, sources, span,
                         writer)
 
 
@@ -235,7 +234,7 @@ def open_writer(out_dir: Path, config: dict[str, Any], resume_step: int | None, 
     if resume_step is None:
         config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
         writer.add_text("config", "    " + config_yaml.replace("\n", "\n    "))  # indented: shown verbatim
-        layers = measured_layers(run.model, run.act, run.norm)
+        layers = run.layers
         writer.add_custom_scalars(custom_scalars_layout(layers, Measured.of(run.diag, len(run.data.val_y) > 0)))
     return writer
 
