@@ -6,7 +6,7 @@
 #
 #   bash scripts/slurm_cluster.sh start    # idempotent: a cluster that is up is left as it is
 #   export SLURM_CONF=/tmp/diagnose-slurm/slurm.conf   # as `start` says: sbatch, squeue, ... read it
-#   bash scripts/slurm_cluster.sh status   # exit 0 when the node is up
+#   bash scripts/slurm_cluster.sh status   # exit 0 when the node is up (and says the export, as `start` does)
 #   bash scripts/slurm_cluster.sh stop     # ends the three daemons and removes the folder
 set -euo pipefail
 
@@ -113,6 +113,6 @@ start() {
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
-    status) if up; then sinfo; else say "not up"; exit 1; fi ;;
+    status) if up; then sinfo >&2; echo "export SLURM_CONF=$CONF"; else say "not up (in $DIR)"; exit 1; fi ;;
     *) say "usage: $0 start|stop|status"; exit 2 ;;
 esac

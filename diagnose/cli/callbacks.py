@@ -1,5 +1,6 @@
 """Hydra callbacks: the output folder checked before Hydra makes it, a sweep summed up at its end."""
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ class DiagnoseCallbacks(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
         _check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
+        if config.hydra.launcher.get("_target_", "").endswith("submitit_launcher.SlurmLauncher"):
+            _without_accounting()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
         """In the launching process, after every job: sensitivity curves, HParams, summary.csv, table."""
@@ -76,3 +79,23 @@ def _check_writable(folder: str, key: str) -> None:
         fail(f"cannot write the run's output folder {path} ({err.strerror}). Run from a folder you can write "
              f"to, or set {key}=<a writable folder>.")
         sys.exit(USER_ERROR_EXIT)
+
+
+def _without_accounting() -> None:
+    """submitit asks sacct for its SLURM jobs' states every few seconds; where the cluster keeps no accounting (as on
+    many small ones) every call fails and prints two lines of warning and sacct's own complaint. Said once here,
+    and the calls left out: submitit then knows a job has ended by its result file, as it does when sacct fails."""
+    try:
+        subprocess.run(["sacct", "--noheader", "--jobs=1", "--format=JobID"], capture_output=True, text=True,
+                       check=True, timeout=60)
+        return
+    except (OSError, subprocess.SubprocessError) as err:
+        why = (getattr(err, "stderr", None) or str(err)).strip()
+    from submitit.slurm.slurm import SlurmJob
+
+    SlurmJob.watcher.update = lambda: None  # the launcher's own watcher, shared by its jobs
+    from diagnose.console import console
+
+    # the terminal only: Hydra's logging would print it a second time in the launching process
+    console.print(f"SLURM keeps no job accounting here (sacct: {why}): submitit follows the jobs by their result "
+                  f"files.", highlight=False, soft_wrap=True)

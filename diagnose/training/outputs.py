@@ -2,6 +2,7 @@
 
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,19 @@ def write_metrics(out_dir: Path, metrics: RunMetrics) -> Path:
 
 def read_metrics(run_dir: Path) -> RunMetrics:
     return RunMetrics.from_json(json.loads((run_dir / METRICS_FILE).read_text()))
+
+
+def log_into(run_dir: Path) -> None:
+    """Send the log lines of this process (Hydra's file handler, <job>.log) to `run_dir`'s log of that name, appended:
+    a resumed run's train.log goes on where the interrupted run's stopped."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        moved = logging.FileHandler(Path(run_dir) / Path(handler.baseFilename).name, mode="a")
+        moved.setFormatter(handler.formatter)
+        moved.setLevel(handler.level)
+        root.removeHandler(handler)
+        handler.close()
+        root.addHandler(moved)
 
 
 def save_checkpoint(out_dir: Path, state: dict[str, Any]) -> Path:
