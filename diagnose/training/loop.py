@@ -75,12 +75,14 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
     last_good, watch = LastGood(run, generator, start, monitor), NonFiniteLoss(run.device)
     status, done, nonfinite, between_steps = "completed", start, None, True
     started = time.perf_counter()
+    saved = {"step": start if resume else None}  # the step of the last checkpoint in out_dir, None before the first
 
     def checkpoint(step: int) -> None:
         """Save the state after `step` steps with everything the record needs to go on exactly."""
         record.window_losses, record.window_correct = window.state()
         record.diagnostics = monitor.state()
         save_checkpoint(out_dir, {**capture(run, generator, step), "config": config, "record": asdict(record)})
+        saved["step"] = step
 
     run.model.train()
     with RunProgress(run.total_steps, start, run.steps_per_epoch) as progress:
@@ -123,8 +125,9 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
                     window.pause(time.perf_counter() - evaluation_started)  # evaluation time is not training time
         except KeyboardInterrupt:  # a second Ctrl-C, in the middle of a step: the last checkpoint stays
             status, between_steps = "interrupted", False
-            say(f"Interrupted in the middle of step {done + 1}; metrics are saved, and the last checkpoint is from "
-                f"an epoch end.", "yellow")
+            last = (f"the last checkpoint is from step {saved['step']}" if saved["step"] is not None else
+                    "there is no checkpoint yet (the first is saved at the first epoch's end), so it cannot be resumed")
+            say(f"Interrupted in the middle of step {done + 1}; metrics are saved, and {last}.", "yellow")
         except Exception as err:  # the disk, or a bug: record what the run has, then the error goes on up
             failure = write_error(err, out_dir) if isinstance(err, OSError) else err
             metrics = run_metrics(run, record, "failed", done, nonfinite, config)
