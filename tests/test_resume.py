@@ -61,7 +61,12 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path):
     run.loss_fn = interrupted_at_9
     first = train(run, tmp_path / "split", config)
     assert first.status == "interrupted" and first.steps == 9
-    second = train(build_run(cfg), tmp_path / "split", config, resume=load_checkpoint(tmp_path / "split"))
+    checkpoint = load_checkpoint(tmp_path / "split")
+    assert 0 < checkpoint["record"]["wall_time"] <= first.wall_time_s  # the interrupted part's time, said and saved
+    checkpoint["record"]["wall_time"] = 1000.0  # as if that part had taken 1000 s: the resumed run's clock goes on
+    began = time.perf_counter()
+    second = train(build_run(cfg), tmp_path / "split", config, resume=checkpoint)
+    assert 1000 < second.wall_time_s < 1000 + time.perf_counter() - began
     assert second.status == "completed" and second.steps == 40
     assert second.final == whole.final
     assert second.history == whole.history

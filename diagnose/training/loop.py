@@ -41,6 +41,7 @@ class Record:
     train_loss: float = float("nan")
     train_acc: float = float("nan")
     train_time: float = 0.0  # seconds spent in training steps (evaluations excluded)
+    wall_time: float = 0.0  # seconds since training began, over every process of the run, at its last checkpoint
     history: list[dict[str, Any]] = field(default_factory=list)  # one Evaluation per evaluation
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train_loss) at each log window
     threads: list[list[int]] = field(default_factory=list)  # [first step, CPU threads] at each change
@@ -74,13 +75,14 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
     window = LogWindow(run.log_every, run.device, record.window_losses, record.window_correct)
     last_good, watch = LastGood(run, generator, start, monitor), NonFiniteLoss(run.device)
     status, done, nonfinite, between_steps = "completed", start, None, True
-    started = time.perf_counter()
+    started = time.perf_counter() - record.wall_time  # a resumed run's clock goes on from its checkpoint
     saved = {"step": start if resume else None}  # the step of the last checkpoint in out_dir, None before the first
 
     def checkpoint(step: int) -> None:
         """Save the state after `step` steps with everything the record needs to go on exactly."""
         record.window_losses, record.window_correct = window.state()
         record.diagnostics = monitor.state()
+        record.wall_time = time.perf_counter() - started
         save_checkpoint(out_dir, {**capture(run, generator, step), "config": config, "record": asdict(record)})
         saved["step"] = step
 
@@ -168,7 +170,7 @@ def after_training(run: Run, out_dir: Path, metrics: RunMetrics, monitor: Monito
             metrics.wall_time_s = time.perf_counter() - started
             return end_run(out_dir, metrics, run.findings, writer)
     except KeyboardInterrupt:
-        metrics.status = "interrupted"
+        metrics.status, metrics.wall_time_s = "interrupted", time.perf_counter() - started
         say(f"{stop.requested or 'SIGINT'}: stopped after training, before its results were written; resume= "
             f"writes them.", "yellow")
         writer.close()
