@@ -38,35 +38,27 @@ def sweep_dir_of(folder: Path) -> Path:
     return sweep
 
 
-@pytest.fixture(scope="session")
-def slurm_sweep(slurm_env, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A 4-job sweep on SLURM, one job of which fails (GN's 8 groups do not divide 6 channels)."""
-    folder = tmp_path_factory.mktemp("slurm_sweep")
-    result = run_cli(["train", "-m", *SLURM, *TINY_DATA, "model.widths=[6,12],[8,16]", "norm=bn,gn"], folder,
-                     env=slurm_env)
-    return sweep_dir_of(folder), result
-
-
 @pytest.mark.slow
-def test_a_sweep_on_slurm_runs_every_job_and_sums_up_as_with_the_local_launcher(slurm_sweep, capsys):
-    sweep, result = slurm_sweep
+def test_a_sweep_on_slurm_sums_up_as_with_the_local_launcher_and_a_failing_job_gives_its_exit_code(slurm_env, tmp_path,
+                                                                                                   capsys):
+    # one sweep for both (each costs ~35 s): 4 jobs, one of which fails (GN's 8 groups do not divide 6 channels)
+    result = run_cli(["train", "-m", *SLURM, *TINY_DATA, "model.widths=[6,12],[8,16]", "norm=bn,gn"], tmp_path,
+                     env=slurm_env)
+    sweep = sweep_dir_of(tmp_path)
     assert "Traceback" not in result.stderr + result.stdout
+    assert len(list(sweep.glob(".submitit/*_*/*_log.out"))) == 4  # four SLURM array tasks ran them
     rows = {(r["model.widths"], r["norm"]): r["status"] for r in csv.DictReader((sweep / "summary.csv").open())}
     assert rows == {("[6,12]", "bn"): "completed", ("[6,12]", "gn"): "failed", ("[8,16]", "bn"): "completed",
                     ("[8,16]", "gn"): "completed"}
-    assert len(list(sweep.glob(".submitit/*_*/*_log.out"))) == 4  # four SLURM array tasks ran them
     from diagnose.cli.commands import main
 
     main(["report", str(sweep)])
     assert "4 runs" in capsys.readouterr().out
-    # accounting is off here, as on many small clusters: submitit's sacct fallback is said once, not every poll
+    # accounting is off here, as on many small clusters: sacct's failure is said once, not every poll
     said = result.stdout + result.stderr
     assert said.count("sacct") == said.count("Slurm accounting storage is disabled") == 1 and "Bypassing" not in said
 
-
-@pytest.mark.slow
-def test_a_failing_job_on_slurm_gives_the_sweep_its_exit_code_and_the_others_their_results(slurm_sweep):
-    sweep, result = slurm_sweep
+    # the failing job: the sweep's exit code, and the others' results
     assert result.returncode == 2, result.stderr
     assert "1 failed on a user error of the sweep's 4 jobs" in " ".join(result.stderr.split())
     failed = json.loads((sweep / "model.widths=[6,12],norm=gn" / "metrics.json").read_text())

@@ -54,16 +54,20 @@ SWEEP: dict[str, object] = {"code": 0, "message": ""}
 
 
 def sweep_outcome(jobs: list[RunMetrics]) -> tuple[int, str]:
-    """The exit code of a sweep (its worst job: an internal error, then a user error, then a divergence) and the
-    line that counts them; (0, "") when every job completed."""
+    """The exit code of a sweep (its worst job: an internal error, then a user error, then a divergence, then an
+    interruption: a SLURM job stopped at its time limit and not requeued) and the line that counts them; (0, "")
+    when every job completed."""
     internal = sum(m.status == "failed" and m.error_kind != "user" for m in jobs)
     user = sum(m.status == "failed" and m.error_kind == "user" for m in jobs)
     diverged = sum(m.status == "diverged" for m in jobs)
-    if not internal + user + diverged:
+    interrupted = sum(m.status == "interrupted" for m in jobs)
+    if not internal + user + diverged + interrupted:
         return 0, ""
     counts = [f"{n} {what}" for n, what in ((internal, "failed on an internal error"),
-                                            (user, "failed on a user error"), (diverged, "diverged")) if n]
-    code = INTERNAL_ERROR_EXIT if internal else USER_ERROR_EXIT if user else EXIT_CODES["diverged"]
+                                            (user, "failed on a user error"), (diverged, "diverged"),
+                                            (interrupted, "interrupted (resume= goes on with each)")) if n]
+    code = (INTERNAL_ERROR_EXIT if internal else USER_ERROR_EXIT if user else
+            EXIT_CODES["diverged"] if diverged else EXIT_CODES["interrupted"])
     return code, f"{' and '.join(counts)} of the sweep's {len(jobs)} jobs (see its table above and summary.csv)."
 
 
