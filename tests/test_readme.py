@@ -106,7 +106,7 @@ def test_every_other_command_composes_and_validates(command, tmp_path, monkeypat
 
 
 def test_the_slurm_example_composes(tmp_path):
-    (slurm,) = [c for c in commands(README) if "submitit_slurm" in c]
+    slurm = next(c for c in commands(README) if "submitit_slurm" in c)  # the GPU cluster's (then the local one's)
     # without SLURM it cannot launch; --cfg hydra composes the config it would launch with (one job's values)
     args = [a if "," not in a else a.split(",")[0] for a in slurm.split()[1:] if a != "-m"]
     result = run_cli([*args, "--cfg", "hydra"], tmp_path)

@@ -105,6 +105,7 @@ def test_a_checkpoint_write_killed_halfway_leaves_no_temp_file_after_the_next_on
     (["completed", "diverged"], EXIT_CODES["diverged"], "1 diverged of the sweep's 2 jobs"),
     (["diverged", "failed:user"], USER_ERROR_EXIT, "1 failed on a user error and 1 diverged of the sweep's 2 jobs"),
     (["failed:user", "failed:internal"], INTERNAL_ERROR_EXIT, "1 failed on an internal error and 1 failed on a user"),
+    (["completed", "interrupted"], EXIT_CODES["interrupted"], "1 interrupted (resume= goes on with each) of the sweep"),
 ])
 def test_a_sweep_exits_with_its_worst_job(statuses, code, said):
     jobs = [RunMetrics(status=s.split(":")[0], error_kind=s.split(":")[1] if ":" in s else None) for s in statuses]

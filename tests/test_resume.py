@@ -61,7 +61,12 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path):
     run.loss_fn = interrupted_at_9
     first = train(run, tmp_path / "split", config)
     assert first.status == "interrupted" and first.steps == 9
-    second = train(build_run(cfg), tmp_path / "split", config, resume=load_checkpoint(tmp_path / "split"))
+    checkpoint = load_checkpoint(tmp_path / "split")
+    assert 0 < checkpoint["record"]["wall_time"] <= first.wall_time_s  # the interrupted part's time, said and saved
+    checkpoint["record"]["wall_time"] = 1000.0  # as if that part had taken 1000 s: the resumed run's clock goes on
+    began = time.perf_counter()
+    second = train(build_run(cfg), tmp_path / "split", config, resume=checkpoint)
+    assert 1000 < second.wall_time_s < 1000 + time.perf_counter() - began
     assert second.status == "completed" and second.steps == 40
     assert second.final == whole.final
     assert second.history == whole.history
@@ -97,6 +102,8 @@ def test_sigterm_to_a_cli_run_then_resume_from_the_command_line(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["steps"] == 400
     assert [p.parent for p in tmp_path.glob("outputs/*/*/metrics.json")] == [run_dir]  # no second run folder
+    logged = (run_dir / "train.log").read_text()  # one log: the resumed run's lines follow the interrupted one's
+    assert logged.index("SIGTERM: stopping after") < logged.index("step 400/400")
 
     (tmp_path / "reference").mkdir()
     assert run_cli(args, tmp_path / "reference").returncode == 0
@@ -227,3 +234,68 @@ def test_a_checkpoint_write_that_fails_leaves_the_previous_one_whole(tmp_path, m
         save_checkpoint(tmp_path, {"step": 2})
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
+
+
+def test_a_second_ctrl_c_before_the_first_checkpoint_says_there_is_none(tmp_path, caplog):
+    cfg = compose_config(RESUMABLE)
+    run = build_run(cfg)
+    real_loss, calls = run.loss_fn, {"n": 0}
+
+    def loss_that_gets_two_ctrl_c(logits, target):
+        calls["n"] += 1
+        if calls["n"] == 3:  # step 3 of a 12-step epoch: no checkpoint yet
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # the impatient second one stops in the middle of the step
+        return real_loss(logits, target)
+
+    run.loss_fn = loss_that_gets_two_ctrl_c
+    with caplog.at_level("INFO", logger="diagnose"):
+        metrics = train(run, tmp_path, to_dict(cfg))
+    assert metrics.status == "interrupted" and not (tmp_path / "checkpoint.pt").exists()
+    said = caplog.text
+    assert "there is no checkpoint yet" in said and "from an epoch end" not in said
+
+
+@pytest.mark.slow
+def test_a_crash_in_a_resumed_run_is_recorded_in_that_run_and_no_other_folder_is_left(tmp_path):
+    cfg = compose_config(RESUMABLE)
+    run = build_run(cfg)
+    real_loss, calls = run.loss_fn, {"n": 0}
+
+    def interrupted_at_9(logits, target):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(logits, target)
+
+    run.loss_fn = interrupted_at_9
+    run_dir = tmp_path / "run"
+    assert train(run, run_dir, to_dict(cfg)).status == "interrupted"
+    (run_dir / "train.log").write_text("the interrupted run's lines\n")
+    # the resumed run's first step fails as a bug in diagnose would
+    script = ("import sys\nimport diagnose.training.loop as loop\n"
+              "def bug(*args, **kwargs):\n    raise RuntimeError('a bug')\n"
+              "loop.train_step = bug\nfrom diagnose.cli.commands import main\nmain(['train', sys.argv[1]])\n")
+    result = subprocess.run([sys.executable, "-c", script, f"resume={run_dir}"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 3, result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"The traceback is in {run_dir / 'train.log'}" in said and f"resume={run_dir} goes on" in said
+    assert not (tmp_path / "outputs").exists()  # the resume command's own folder is gone, with no metrics.json
+    logged = (run_dir / "train.log").read_text()
+    assert logged.startswith("the interrupted run's lines\n") and "RuntimeError: a bug" in logged
+    failed = json.loads((run_dir / "metrics.json").read_text())
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: a bug" and failed["steps"] == 9
+
+
+def test_a_probe_that_fails_on_a_bug_is_recorded_as_a_probe_and_offers_no_resume(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from diagnose.cli.exits import INTERNAL_ERROR_EXIT
+    from diagnose.cli.jobs import _failed
+
+    code = _failed(MemoryError("can't allocate memory"), OmegaConf.create({"batch": 4}), tmp_path, sweep=False,
+                   command="probe")
+    said = " ".join(capsys.readouterr().err.split())
+    assert code == INTERNAL_ERROR_EXIT and f"{tmp_path / 'probe.log'}" in said and "resume=" not in said
+    assert json.loads((tmp_path / "metrics.json").read_text())["command"] == "probe"

@@ -1,5 +1,6 @@
 """Hydra callbacks: the output folder checked before Hydra makes it, a sweep summed up at its end."""
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ class DiagnoseCallbacks(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
         _check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
+        if config.hydra.launcher.get("_target_", "").endswith("submitit_launcher.SlurmLauncher"):
+            _without_accounting()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
         """In the launching process, after every job: sensitivity curves, HParams, summary.csv, table."""
@@ -51,16 +54,20 @@ SWEEP: dict[str, object] = {"code": 0, "message": ""}
 
 
 def sweep_outcome(jobs: list[RunMetrics]) -> tuple[int, str]:
-    """The exit code of a sweep (its worst job: an internal error, then a user error, then a divergence) and the
-    line that counts them; (0, "") when every job completed."""
+    """The exit code of a sweep (its worst job: an internal error, then a user error, then a divergence, then an
+    interruption: a SLURM job stopped at its time limit and not requeued) and the line that counts them; (0, "")
+    when every job completed."""
     internal = sum(m.status == "failed" and m.error_kind != "user" for m in jobs)
     user = sum(m.status == "failed" and m.error_kind == "user" for m in jobs)
     diverged = sum(m.status == "diverged" for m in jobs)
-    if not internal + user + diverged:
+    interrupted = sum(m.status == "interrupted" for m in jobs)
+    if not internal + user + diverged + interrupted:
         return 0, ""
     counts = [f"{n} {what}" for n, what in ((internal, "failed on an internal error"),
-                                            (user, "failed on a user error"), (diverged, "diverged")) if n]
-    code = INTERNAL_ERROR_EXIT if internal else USER_ERROR_EXIT if user else EXIT_CODES["diverged"]
+                                            (user, "failed on a user error"), (diverged, "diverged"),
+                                            (interrupted, "interrupted (resume= goes on with each)")) if n]
+    code = (INTERNAL_ERROR_EXIT if internal else USER_ERROR_EXIT if user else
+            EXIT_CODES["diverged"] if diverged else EXIT_CODES["interrupted"])
     return code, f"{' and '.join(counts)} of the sweep's {len(jobs)} jobs (see its table above and summary.csv)."
 
 
@@ -76,3 +83,23 @@ def _check_writable(folder: str, key: str) -> None:
         fail(f"cannot write the run's output folder {path} ({err.strerror}). Run from a folder you can write "
              f"to, or set {key}=<a writable folder>.")
         sys.exit(USER_ERROR_EXIT)
+
+
+def _without_accounting() -> None:
+    """submitit asks sacct for its SLURM jobs' states every few seconds; where the cluster keeps no accounting (as on
+    many small ones) every call fails and prints two lines of warning and sacct's own complaint. Said once here,
+    and the calls left out: submitit then knows a job has ended by its result file, as it does when sacct fails."""
+    try:
+        subprocess.run(["sacct", "--noheader", "--jobs=1", "--format=JobID"], capture_output=True, text=True,
+                       check=True, timeout=60)
+        return
+    except (OSError, subprocess.SubprocessError) as err:
+        why = (getattr(err, "stderr", None) or str(err)).strip()
+    from submitit.slurm.slurm import SlurmJob
+
+    SlurmJob.watcher.update = lambda: None  # the launcher's own watcher, shared by its jobs
+    from diagnose.console import console
+
+    # the terminal only: Hydra's logging would print it a second time in the launching process
+    console.print(f"SLURM keeps no job accounting here (sacct: {why}): submitit follows the jobs by their result "
+                  f"files.", highlight=False, soft_wrap=True)

@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -18,39 +19,48 @@ from diagnose.errors import UserError
 from diagnose.results import RunMetrics
 
 
-def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Path], RunMetrics]) -> float | None:
-    """Run `work(cfg, out_dir)` as one Hydra job, with the error handling a user expects of it."""
+@dataclass
+class Job:
+    """Where a job's run lives: the folder Hydra made for it, or, once the job goes on with an earlier run
+    (resume=), that run's folder, which an error is then recorded in and said of."""
+
+    out_dir: Path
+    sweep: bool
+    not_requeued: bool = False  # SLURM stopped the job and submitit did not requeue it: the sweep's others go on
+
+
+def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Job], RunMetrics]) -> float | None:
+    """Run `work(cfg, job)` as one Hydra job, with the error handling a user expects of it."""
     hydra_cfg = HydraConfig.get()
-    out_dir = Path(hydra_cfg.runtime.output_dir)
-    sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    if sweep:
+    job = Job(Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN)
+    if job.sweep:
         _share_cores(hydra_cfg)
     try:
-        own(out_dir)  # a single run's folder is owned from before Hydra wrote into it (callbacks.on_run_start)
-        metrics = work(cfg, out_dir)
+        own(job.out_dir)  # a single run's folder is owned from before Hydra wrote into it (callbacks.on_run_start)
+        metrics = work(cfg, job)
     except KeyboardInterrupt:  # before training began (training handles its own): nothing to keep
         fail("interrupted before training began.")
-        _remove_run_dir(out_dir)
+        _remove_run_dir(job.out_dir)
         sys.exit(EXIT_CODES["interrupted"])
     except Exception as err:  # noqa: BLE001 - a user's mistake or a bug: each is recorded and said
         # in a sweep one job's failure must not stop the others (Hydra aborts a sweep on an exception): the
         # job's folder records why it failed, and the sweep summary lists it
-        code = _failed(err, cfg, out_dir, sweep)
-        if sweep:
+        code = _failed(err, cfg, job.out_dir, job.sweep, hydra_cfg.job.name)
+        if job.sweep:
             return None
         sys.exit(code)
-    if metrics.status == "interrupted" or (not sweep and metrics.status != "completed"):
+    if (metrics.status == "interrupted" and not job.not_requeued) or (not job.sweep and metrics.status != "completed"):
         sys.exit(EXIT_CODES[metrics.status])  # an interruption stops the whole sweep, not just this job
     return metrics.final.val_acc
 
 
-def _failed(err: Exception, cfg: DictConfig, out_dir: Path, sweep: bool) -> int:
-    """Say why a run failed, in one paragraph, record it in its metrics.json; the exit code."""
+def _failed(err: Exception, cfg: DictConfig, out_dir: Path, sweep: bool, command: str = "train") -> int:
+    """Say why a run of `command` failed, in one paragraph, record it in its metrics.json; the exit code."""
     from diagnose.training.outputs import METRICS_FILE, write_metrics
 
-    job = f"job {out_dir.name} failed: " if sweep else ""
+    whose = f"job {out_dir.name} failed: " if sweep else ""
     if isinstance(err, UserError):
-        fail(f"{job}{err}")
+        fail(f"{whose}{err}")
         kind, message, code = "user", str(err), USER_ERROR_EXIT
         if not sweep:
             _remove_run_dir(out_dir)  # nothing was made: leave no half-made run behind
@@ -58,46 +68,71 @@ def _failed(err: Exception, cfg: DictConfig, out_dir: Path, sweep: bool) -> int:
     else:
         logging.getLogger("diagnose").exception("internal error")  # the traceback, into the run's train.log
         kind, message, code = "internal", f"{type(err).__name__}: {err}", INTERNAL_ERROR_EXIT
-        log = out_dir / f"{HydraConfig.get().job.name if HydraConfig.initialized() else 'train'}.log"
-        fail(f"{job}internal error, a bug in diagnose rather than in the command line: {message}. The traceback is "
-             f"in {log}; a checkpoint in that folder, if the run got one, is kept "
-             f"(resume={out_dir} goes on from it). Please report it with that log.")
+        # only training saves a state to go on from
+        kept = (f"; a checkpoint in that folder, if the run got one, is kept (resume={out_dir} goes on from it)"
+                if command == "train" else "")
+        fail(f"{whose}internal error, a bug in diagnose rather than in the command line: {message}. The traceback is "
+             f"in {out_dir / f'{command}.log'}{kept}. Please report it with that log.")
     if not (out_dir / METRICS_FILE).exists() or sweep:
         config = OmegaConf.to_container(cfg, resolve=True)
-        write_metrics(out_dir, RunMetrics(status="failed", error=message, error_kind=kind, config=config))
+        write_metrics(out_dir, RunMetrics(status="failed", error=message, error_kind=kind, config=config,
+                                          command=command))
     return code
 
 
 def train_job(cfg: DictConfig) -> float | None:
-    def work(cfg: DictConfig, out_dir: Path) -> RunMetrics:
+    def work(cfg: DictConfig, job: Job) -> RunMetrics:
         from diagnose.build import build_run
         from diagnose.config import from_dict, to_dict
-        from diagnose.console import print_summary
+        from diagnose.console import print_summary, say
         from diagnose.training.loop import train
+        from diagnose.training.outputs import log_into
         from diagnose.training.stop import StopRequests
 
         with StopRequests() as stop:  # from before the data loads: a signal at any moment stops cleanly
-            if cfg.resume is None:
-                config = OmegaConf.to_object(cfg)  # checked against the schema, ranges included
-                metrics = train(build_run(config), out_dir, to_dict(config), stop=stop)
-            else:
+            if cfg.resume is not None:
                 checkpoint, run_dir = resumable(cfg, list(HydraConfig.get().overrides.task))
                 own(run_dir)  # refused while that run is still training
-                metrics = train(build_run(from_dict(checkpoint["config"])), run_dir, checkpoint["config"],
+                log_into(run_dir)  # the run's train.log goes on where it stopped
+                _remove_run_dir(job.out_dir)  # the folder Hydra made for this command: the run goes on in its own
+                job.out_dir = run_dir
+            elif (checkpoint := requeued(job.out_dir)) is not None:
+                say(f"requeued by SLURM: going on from step {checkpoint['step']}, the checkpoint in {job.out_dir}.")
+            if checkpoint is None:  # a new run
+                config = OmegaConf.to_object(cfg)  # checked against the schema, ranges included
+                metrics = train(build_run(config), job.out_dir, to_dict(config), stop=stop)
+            else:
+                metrics = train(build_run(from_dict(checkpoint["config"])), job.out_dir, checkpoint["config"],
                                 resume=checkpoint, stop=stop)
-                _remove_run_dir(out_dir)  # the folder Hydra made for this command: the run goes on in its own
-                out_dir = run_dir
-        print_summary(metrics, str(out_dir))
+        print_summary(metrics, str(job.out_dir))
+        try:
+            stop.pass_on()  # under submitit, SLURM's USR2 requeues the job now that its state is saved
+        except Exception as err:  # noqa: BLE001 - submitit's refusal (its count of time limits reached), or its bug
+            job.not_requeued = True
+            fail(f"job {job.out_dir.name}: SLURM stopped it ({stop.requested}) and it was not requeued ({err}). Its "
+                 f"state is saved: resume={job.out_dir} goes on from it.")
         return metrics
 
     return _run_task(cfg, work)
 
 
+def requeued(out_dir: Path) -> dict | None:
+    """The checkpoint a SLURM job that was requeued (its time limit reached, preempted) goes on from: the one it saved
+    in its own folder before it stopped. submitit brings a requeued job back with the same Hydra job, folder
+    included; SLURM counts its restarts. None at a job's first start, and for one stopped before its first
+    checkpoint, which starts again."""
+    from diagnose.training.outputs import CHECKPOINT_FILE, load_checkpoint
+
+    if os.environ.get("SLURM_RESTART_COUNT", "0") in ("", "0") or not (out_dir / CHECKPOINT_FILE).exists():
+        return None
+    return load_checkpoint(out_dir)
+
+
 def check_job(cfg: DictConfig) -> None:
     from diagnose.check import check
 
-    def work(cfg: DictConfig, out_dir: Path) -> RunMetrics:
-        found = check(OmegaConf.to_object(cfg), out_dir)
+    def work(cfg: DictConfig, job: Job) -> RunMetrics:
+        found = check(OmegaConf.to_object(cfg), job.out_dir)
         return RunMetrics(status="failed" if any(c.verdict == "fail" for c in found) else "completed",
                           command="check")
 
@@ -107,7 +142,7 @@ def check_job(cfg: DictConfig) -> None:
 def probe_job(cfg: DictConfig) -> None:
     from diagnose.probe import probe
 
-    _run_task(cfg, lambda cfg, out_dir: probe(OmegaConf.to_object(cfg), out_dir))
+    _run_task(cfg, lambda cfg, job: probe(OmegaConf.to_object(cfg), job.out_dir))
 
 
 def resumable(cfg: DictConfig, command_line: list[str]) -> tuple[dict, Path]:

@@ -41,6 +41,7 @@ class Record:
     train_loss: float = float("nan")
     train_acc: float = float("nan")
     train_time: float = 0.0  # seconds spent in training steps (evaluations excluded)
+    wall_time: float = 0.0  # seconds since training began, over every process of the run, at its last checkpoint
     history: list[dict[str, Any]] = field(default_factory=list)  # one Evaluation per evaluation
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train_loss) at each log window
     threads: list[list[int]] = field(default_factory=list)  # [first step, CPU threads] at each change
@@ -75,13 +76,16 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
     window = LogWindow(run.log_every, run.device, record.window_losses, record.window_correct)
     last_good, losses_watch = LastGood(run, generator, start, watch), NonFiniteLoss(run.device)
     status, done, nonfinite, between_steps = "completed", start, None, True
-    started = time.perf_counter()
+    started = time.perf_counter() - record.wall_time  # a resumed run's clock goes on from its checkpoint
+    saved = {"step": start if resume else None}  # the step of the last checkpoint in out_dir, None before the first
 
     def checkpoint(step: int) -> None:
         """Save the state after `step` steps with everything the record needs to go on exactly."""
         record.window_losses, record.window_correct = window.state()
         record.diagnostics = watch.monitor.state()
+        record.wall_time = time.perf_counter() - started
         save_checkpoint(out_dir, {**capture(run, generator, step), "config": config, "record": asdict(record)})
+        saved["step"] = step
 
     run.model.train()
     with RunProgress(run.total_steps, start, run.steps_per_epoch) as progress:
@@ -124,8 +128,9 @@ def train(run: Run, out_dir: Path, config: dict[str, Any], resume: dict[str, Any
                     window.pause(time.perf_counter() - evaluation_started)  # evaluation time is not training time
         except KeyboardInterrupt:  # a second Ctrl-C, in the middle of a step: the last checkpoint stays
             status, between_steps = "interrupted", False
-            say(f"Interrupted in the middle of step {done + 1}; metrics are saved, and the last checkpoint is from "
-                f"an epoch end.", "yellow")
+            last = (f"the last checkpoint is from step {saved['step']}" if saved["step"] is not None else
+                    "there is no checkpoint yet (the first is saved at the first epoch's end), so it cannot be resumed")
+            say(f"Interrupted in the middle of step {done + 1}; metrics are saved, and {last}.", "yellow")
         except Exception as err:  # the disk, or a bug: record what the run has, then the error goes on up
             failure = write_error(err, out_dir) if isinstance(err, OSError) else err
             metrics = run_metrics(run, record, "failed", done, nonfinite, config)
@@ -190,7 +195,7 @@ def after_training(run: Run, out_dir: Path, metrics: RunMetrics, watch: Watch, w
             metrics.wall_time_s = time.perf_counter() - started
             return end_run(out_dir, metrics, run.findings, writer)
     except KeyboardInterrupt:
-        metrics.status = "interrupted"
+        metrics.status, metrics.wall_time_s = "interrupted", time.perf_counter() - started
         say(f"{stop.requested or 'SIGINT'}: stopped after training, before its results were written; resume= "
             f"writes them.", "yellow")
         writer.close()

@@ -1,6 +1,7 @@
 """A training run's checkpoint, written atomically beside its metrics.json (diagnose.files)."""
 
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,19 @@ from diagnose.files import (  # noqa: F401
     replace_atomically,
     write_metrics,
 )
+
+
+def log_into(run_dir: Path) -> None:
+    """Send the log lines of this process (Hydra's file handler, <job>.log) to `run_dir`'s log of that name, appended:
+    a resumed run's train.log goes on where the interrupted run's stopped."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        moved = logging.FileHandler(Path(run_dir) / Path(handler.baseFilename).name, mode="a")
+        moved.setFormatter(handler.formatter)
+        moved.setLevel(handler.level)
+        root.removeHandler(handler)
+        handler.close()
+        root.addHandler(moved)
 
 
 def save_checkpoint(out_dir: Path, state: dict[str, Any]) -> Path:

@@ -1,7 +1,8 @@
-"""Ctrl-C (SIGINT) and a scheduler's SIGTERM become a request to stop at the next step boundary."""
+"""Ctrl-C (SIGINT), a scheduler's SIGTERM and SLURM's warning before a time limit (USR2, under submitit) become a
+request to stop at the next step boundary."""
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -12,10 +13,15 @@ class StopRequests:
     inside `at_once()` (the work after training, where there is no step boundary to wait for)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    # SLURM's warning that a job's time is nearly up (or that it is preempted): submitit's handler for it requeues the
+    # job at once, in the middle of a step. It is taken only where such a handler waits for it, and handed on to that
+    # handler (pass_on) once the run has saved its state, so that the requeued job goes on from there.
+    HANDED_ON = (signal.SIGUSR2,)
 
     def __init__(self) -> None:
         self.requested: str | None = None
         self._previous: dict[int, object] = {}
+        self._handed_on: dict[int, Callable[[int, FrameType | None], object]] = {}
         self._at_once = False
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -39,9 +45,19 @@ class StopRequests:
         try:
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+            for sig in self.HANDED_ON:
+                if callable(handler := signal.getsignal(sig)):
+                    self._handed_on[sig] = handler
+                    self._previous[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread (a thread-based launcher): the default handling stays
             self._previous.clear()
         return self
+
+    def pass_on(self) -> None:
+        """Hand a signal taken from another handler (submitit's requeue) to that handler, now that the run is saved."""
+        signum = signal.Signals[self.requested] if self.requested else None
+        if signum in self._handed_on:
+            self._handed_on[signum](signum, None)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
