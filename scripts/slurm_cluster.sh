@@ -18,8 +18,8 @@ export SLURM_CONF=$CONF
 
 say() { echo "slurm_cluster: $*" >&2; }
 
-alive() {  # the daemon whose pid file is $1 runs
-    [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+alive() {  # the daemon whose pid file is $1 runs (a starting daemon may rewrite its file: read it quietly)
+    [ -s "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null
 }
 
 up() {  # the three daemons run and the node takes jobs

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import TINY, TINY_DATA, run_cli
+from conftest import TINY, TINY_DATA, compose_config, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
@@ -117,3 +116,43 @@ def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted
     expected = json.loads((tmp_path / "alone" / "metrics.json").read_text())
     for key in ("train_loss", "val_loss", "val_acc", "test_loss", "test_acc"):
         assert metrics["final"][key] == pytest.approx(expected["final"][key], rel=1e-6), key
+
+
+# What the requeue rests on, without a cluster
+
+
+def test_slurms_usr2_stops_training_and_is_handed_to_submitits_handler_once_the_state_is_saved():
+    import signal
+
+    from diagnose.training.stop import StopRequests
+
+    handed = []
+    before = signal.signal(signal.SIGUSR2, lambda signum, frame: handed.append(signum))  # as submitit's requeue
+    try:
+        with StopRequests() as stop:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert stop.requested == "SIGUSR2" and handed == []  # training stops at its next step, not at once
+        stop.pass_on()
+        assert handed == [signal.SIGUSR2]
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)  # no one waits for it (not under submitit): left alone
+        with StopRequests():
+            assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+
+
+def test_a_job_goes_on_from_its_own_checkpoint_only_when_slurm_requeued_it(tmp_path, monkeypatch):
+    from diagnose.build import build_run
+    from diagnose.cli.jobs import requeued
+    from diagnose.config import to_dict
+    from diagnose.training.loop import train
+
+    cfg = compose_config([*TINY, "steps=3"])
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert requeued(tmp_path) is None  # requeued before its first checkpoint: it starts again
+    train(build_run(cfg), tmp_path, to_dict(cfg))
+    assert requeued(tmp_path)["step"] == 3
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # SLURM's first start of the job
+    assert requeued(tmp_path) is None
+    monkeypatch.delenv("SLURM_RESTART_COUNT")  # not under SLURM
+    assert requeued(tmp_path) is None
