@@ -175,7 +175,7 @@ def test_import_diagnose_stays_cheap():
 
 def test_the_readme_example_runs_and_measures_its_layers(tmp_path, monkeypatch):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    example = readme.split("<!-- watch-example -->\n```python\n")[1].split("```")[0]
+    example = readme.split("<!-- watch-example -->\n```\n")[1].split("```")[0]
     assert "range(300)" in example
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
