@@ -2,6 +2,7 @@
 
     python benchmarks/overhead.py                      # default CNN, Fashion-MNIST subset (synthetic if absent)
     python benchmarks/overhead.py --data synthetic --steps 200 --rounds 2
+    python benchmarks/overhead.py --threads 2                 # the CPU threads fixed, as `threads=2` fixes them
 
 Each measurement runs in a fresh subprocess (so peak memory is its own), the modes interleaved round by
 round (so a slow moment of the machine hits every mode alike); the table shows medians and ratios to off.
@@ -34,7 +35,7 @@ def worker(args: argparse.Namespace) -> None:
     from diagnose.training.loop import train
 
     overrides = [*MODES[args.worker], f"steps={args.steps}", f"device={args.device}", f"batch={args.batch}",
-                 f"data={args.data}", "data.val_size=1000"]
+                 f"data={args.data}", "data.val_size=1000", f"threads={args.threads}"]
     overrides += ["data.subset=10000"] if args.data != "synthetic" else ["data.train_count=11000"]
     cfg = composed("train", overrides)
     run = build_run(cfg)
@@ -66,7 +67,7 @@ def peak_rss_mb() -> float:
 
 def measure(mode: str, args: argparse.Namespace, steps: int, env: dict | None = None) -> dict:
     cmd = [sys.executable, __file__, "--worker", mode, "--steps", str(steps), "--data", args.data,
-           "--device", args.device, "--batch", str(args.batch)]
+           "--device", args.device, "--batch", str(args.batch), "--threads", args.threads]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", default="auto", help="CPU threads: auto (the CLI's default) or a number")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -94,7 +96,8 @@ def main() -> None:
     memory_runs = {mode: measure(mode, args, min(args.steps, 100), env) for mode in MODES}
 
     device = speed_runs["off"][0].get("gpu", speed_runs["off"][0]["device"])
-    print(f"default CNN, {args.data}, batch {args.batch}, {args.steps} steps, {args.rounds} rounds, on {device}")
+    print(f"default CNN, {args.data}, batch {args.batch}, {args.steps} steps, {args.rounds} rounds, "
+          f"threads={args.threads}, on {device}")
     memory_key = "cuda_peak_mb" if "cuda_peak_mb" in memory_runs["off"] else "peak_rss_mb"
     off_speed = statistics.median(r["steps_per_s"] for r in speed_runs["off"])
     off_memory = memory_runs["off"][memory_key]
