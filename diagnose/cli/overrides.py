@@ -11,7 +11,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.override_parser.types import Glob, Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException, ValidationError
@@ -34,15 +34,45 @@ _checked: set[tuple[str, tuple[str, ...]]] = set()  # (command, job) the last ch
 
 
 def _is_override(arg: str) -> bool:
-    return "=" in arg and not arg.startswith("-")
+    return ("=" in arg or arg.startswith("~")) and not arg.startswith("-")
 
 
 def _parsed(args: list[str]) -> list[Override] | None:
-    """The overrides among `args`, or None when one is malformed: Hydra itself reports that."""
+    """The overrides among `args`, or None when one is malformed (`_check_grammar` says which)."""
     try:
         return OverridesParser.create().parse_overrides([a for a in args if _is_override(a)])
     except HydraException:
         return None
+
+
+# Hydra's own options that take a value (`--config-name train`): that value is not an override
+VALUED_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--package", "-p", "--cfg",
+                "-c", "--info", "-i", "--experimental-rerun")
+
+
+def _check_grammar(command: str, args: list[str]) -> None:
+    """A word without a value (`batch`) or an override Hydra's grammar cannot read (`lr=0.1)`, `batch=[`), said in
+    one paragraph with what is valid: Hydra's own report is four lines that name neither."""
+    for before, arg in zip(["", *args], args, strict=False):
+        if arg.startswith("-") or before in VALUED_FLAGS:
+            continue
+        if "=" not in arg and not arg.startswith("~"):  # `~key` deletes: `_check_names` says why it cannot
+            raise UserError(f"'{arg}' has no value: a setting is key=value (e.g. batch=64), a component group "
+                            f"group=option (e.g. norm=gn). {_valid(command)}")
+        try:
+            OverridesParser.create().parse_overrides([arg])
+        except HydraException as err:
+            said = "".join(f" ({line})" for line in str(err).splitlines()[1:2] if not line.startswith("See "))
+            raise UserError(f"{arg}: Hydra's override grammar cannot read this{said}. A value is a number, a word, "
+                            f"a list [1,2] or a sweep a,b,c; one with spaces, brackets, parentheses or commas of its "
+                            f"own goes in quotes inside the shell's quotes, e.g. data.root='\"my data\"'. "
+                            f"{_valid(command)}") from None
+
+
+def _valid(command: str) -> str:
+    """What `diagnose <command>` takes: its settings and its component groups."""
+    return (f"Settings: {', '.join(sorted(settings_of(command)))}; component groups (pick with group=option): "
+            f"{', '.join(groups_and_options(command))}. `diagnose {command} --help` shows every value.")
 
 
 def groups_and_options(command: str) -> dict[str, list[str]]:
@@ -60,9 +90,8 @@ def check_command_line(command: str, args: list[str]) -> None:
     """Raise a UserError, one paragraph, for a command line that cannot run: an option or setting that does not
     exist, a value of the wrong type or out of range, for a single run and for every value a sweep takes."""
     _checked.clear()  # first: a command line that does not pass leaves no job checked
+    _check_grammar(command, args)
     overrides = _parsed(args)
-    if overrides is None:
-        return
     _check_names(command, overrides)
     _check_launcher(overrides)
     groups, bases = groups_and_options(command), {}
@@ -121,8 +150,10 @@ def _check_names(command: str, overrides: list[Override]) -> None:
         if override.is_add() or override.is_force_add():  # the schema holds every key: one added would be ignored
             raise UserError(f"{override.input_line}: diagnose has no setting '{key}' to add; every setting exists "
                             f"already (set one with key=value). `diagnose {command} --help` shows them all.")
-        if override.is_delete():
-            continue
+        if override.is_delete():  # the schema needs every key: a run without `norm` or `model.depth` cannot be built
+            what = f"pick another option ({key}=<option>)" if key in groups else f"set it ({key}=<value>)"
+            raise UserError(f"{override.input_line}: diagnose cannot delete '{key}'; every setting and component group "
+                            f"is part of the run. To change it, {what}. {_valid(command)}")
         if key in groups:
             for value in _values(override) or []:
                 if value not in groups[key]:
@@ -130,9 +161,7 @@ def _check_names(command: str, overrides: list[Override]) -> None:
                                     f"{_did_you_mean(value, groups[key])} Valid options: {', '.join(groups[key])}.")
         elif "." not in key and key not in settings:
             hint = _did_you_mean(key, settings + [*groups])
-            raise UserError(f"'{key}' is not a setting of `diagnose {command}`.{hint} "
-                            f"Settings: {', '.join(sorted(settings))}; component groups (pick with group=option): "
-                            f"{', '.join(groups)}.")
+            raise UserError(f"'{key}' is not a setting of `diagnose {command}`.{hint} {_valid(command)}")
 
 
 def _check_launcher(overrides: list[Override]) -> None:
@@ -149,10 +178,14 @@ def _values(override: Override) -> list[str] | None:
     """The values an override gives its key, as text; None for a sweep whose values Hydra finds (glob)."""
     if not override.is_sweep_override():
         return [override.get_value_element_as_str()]
+    if isinstance(override.value(), Glob):  # glob(...): only Hydra can expand it, against the config group
+        return None
     try:
         return list(override.sweep_string_iterator())
-    except Exception:  # noqa: BLE001 - glob(...) and other sweeps that only Hydra can expand
-        return None
+    except Exception:  # noqa: BLE001 - a sweep Hydra cannot expand either: range(0,2),1 nests one sweep in another
+        raise UserError(f"{override.input_line}: Hydra cannot expand this sweep (a range(...) or interval(...) inside "
+                        f"a list of values is not a value). List the values (seed=0,1,2), or give one range "
+                        f"(seed=range(0,3)).") from None
 
 
 def _jobs_to_check(overrides: list[Override]) -> Any:
@@ -168,10 +201,13 @@ def _jobs_to_check(overrides: list[Override]) -> Any:
         key, values = override.get_key_element(), _values(override)
         if not values:  # glob(...): only Hydra can expand it, and composes those jobs itself
             continue
-        if len(set(values)) < len(values):
-            twice = next(v for v in values if values.count(v) > 1)
-            raise UserError(f"{key}={','.join(values)} lists {twice} more than once: those jobs would be the same run "
-                            f"and write one folder. List each value once (a seed sweep: seed=0,1,2).")
+        same = [_as_number(v) for v in values]  # 0 and 00, 0.1 and 1e-1: one value as the config holds it
+        twice = next((v for i, v in enumerate(values) if same[i] in same[:i]), None)
+        if twice is not None:
+            first = values[same.index(_as_number(twice))]
+            written = f"{twice} more than once" if first == twice else f"{first} and {twice}, one value"
+            raise UserError(f"{key}={','.join(values)} lists {written}: those jobs would be the same run and write "
+                            f"one folder. List each value once (a seed sweep: seed=0,1,2).")
         choices.append([f"{key}={value}" for value in values])
     if math.prod(len(options) for options in choices) <= CHECKED_JOBS:
         yield from (list(job) for job in itertools.product(*choices))
@@ -181,6 +217,16 @@ def _jobs_to_check(overrides: list[Override]) -> Any:
     for i, options in enumerate(choices):
         for option in options[1:]:
             yield [option if j == i else first for j, first in enumerate(firsts)]
+
+
+def _as_number(value: str) -> object:
+    """A swept value as a number where it reads as one (as an int or float key holds it), else as written."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def composed(command: str, overrides: list[str]) -> Any:
