@@ -33,3 +33,44 @@ def test_a_hostile_command_line_is_one_paragraph_exit_2_and_no_folder(case, tmp_
     assert said.err.startswith("Error: ") and said.err.count("\n") == 1, said.err  # one paragraph
     assert re.search(message, said.err), said.err
     assert "Traceback" not in said.out + said.err and not list(tmp_path.iterdir())
+
+
+def completed_run(folder):
+    """A run folder as a completed run leaves it, as far as `diagnose report` reads it."""
+    from diagnose.results import Evaluation, Final, RunMetrics
+    from diagnose.training.outputs import write_metrics
+
+    folder.mkdir(parents=True)
+    write_metrics(folder, RunMetrics(status="completed", steps=4, wall_time_s=1.5, images_per_s=100.0,
+                                     final=Final(val_acc=0.5, test_acc=0.25),
+                                     history=[Evaluation(step=4, epoch=1.0, val_loss=1.0, val_acc=0.5)]))
+    return folder
+
+
+@pytest.mark.parametrize(("key", "value", "said"), [
+    ("final", {"val_acc": "0.5"}, "final.val_acc is '0.5', not a number"),
+    ("wall_time_s", None, "wall_time_s is None, not a number"),
+    ("steps", True, "steps is True, not a number"),
+    ("status", 1, "status is 1, not text"),
+    ("history", [{"step": 4, "epoch": 1, "val_loss": 1, "val_acc": [1]}], "history.val_acc is [1], not a number"),
+])
+def test_report_of_a_metrics_json_of_the_wrong_types_says_unreadable(key, value, said, tmp_path, capsys):
+    import json
+
+    run = completed_run(tmp_path / "run")
+    data = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**data, key: value}))
+    main(["report", str(run)])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "unreadable" in out and said in out and "Traceback" not in out
+
+
+def test_report_of_a_runs_own_file_reports_that_run(tmp_path, capsys):
+    run = completed_run(tmp_path / "run")
+    main(["report", str(run / "metrics.json")])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"run {run}: completed" in out and "│ test_acc │ 0.2500 │" in out
+    (run / "notes.txt").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        main(["report", str(run / "notes.txt")])
+    assert stop.value.code == 2 and "is a file; diagnose report reads a run folder" in capsys.readouterr().err
