@@ -74,3 +74,20 @@ def test_report_of_a_runs_own_file_reports_that_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["report", str(run / "notes.txt")])
     assert stop.value.code == 2 and "is a file; diagnose report reads a run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("line", "offered"), [
+    ("diagnose train 'lr=interval(0.001,0.5)' no", "norm="),  # README's own quoted sweep before the word
+    ("diagnose train -m 'lr=interval(0.001,0.5)' norm=g", "norm=gn"),
+    ("diagnose train 'data.root=\"my data\"' no", "norm="),
+    ("diagnose train batch=[ no", "norm="),  # a word Hydra cannot read before it
+    ("diagnose train batch no", "norm="),
+    ("diagnose train 'no", "norm="),  # the word itself opens a quote
+])
+def test_tab_completion_after_a_quoted_or_broken_word_offers_and_says_nothing_else(line, offered, capsys,
+                                                                                   monkeypatch):
+    monkeypatch.setenv("COMP_LINE", line)
+    monkeypatch.setenv("COMP_POINT", str(len(line)))
+    main(["-sc", "query=bash"])
+    said = capsys.readouterr()
+    assert offered in said.out.split() and not said.err, said
