@@ -91,3 +91,29 @@ def test_tab_completion_after_a_quoted_or_broken_word_offers_and_says_nothing_el
     main(["-sc", "query=bash"])
     said = capsys.readouterr()
     assert offered in said.out.split() and not said.err, said
+
+
+def a_sweep(folder):
+    """A sweep folder as Hydra and diagnose leave it: multirun.yaml, summary.csv and a job with its results."""
+    completed_run(folder / "seed=0")
+    (folder / "multirun.yaml").write_text("hydra: {}\n")
+    (folder / "summary.csv").write_text("status\ncompleted\n")
+    return folder
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["-m", "seed=0,1", "hydra.sweep.dir=sweep"], r"hydra.sweep.dir=sweep already holds a sweep \(multirun.yaml"),
+    (["hydra.run.dir=sweep"], r"hydra.run.dir=sweep already holds a sweep .*another run written into it"),
+    (["hydra.run.dir=sweep/seed=0"], r"hydra.run.dir=sweep/seed=0 already holds a run \(metrics.json\)"),
+    (["-m", "seed=0,1", "hydra.sweep.dir=sweep/seed=0"], r"already holds a run \(metrics.json\): a new sweep would"),
+    (["-m", "seed=0,1", "hydra.sweep.dir=jobs_only"], r"jobs_only already holds a sweep \(the jobs seed=0\)"),
+])
+def test_a_folder_that_holds_a_sweep_or_a_run_is_never_written_into(args, said, tmp_path):
+    from conftest import TINY, run_cli
+
+    a_sweep(tmp_path / "sweep")
+    completed_run(tmp_path / "jobs_only" / "seed=0")  # a sweep whose multirun.yaml was deleted: its jobs remain
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    result = run_cli(["train", *TINY, *args], tmp_path)
+    assert result.returncode == 2 and re.search(said, result.stderr), result.stderr
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written, nothing left behind

@@ -65,16 +65,16 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-PATH_KEYS = ("resume=",)
+PATH_KEYS = ("resume=", "hydra.run.dir=", "hydra.sweep.dir=")  # keys whose value is one folder, never a sweep
 
 
 def quote_path(arg: str) -> str:
-    """`resume=<run folder>` quoted for Hydra, whose grammar takes the `=` and `,` of folder names such as
-    `20-51-40_act=sigmoid,norm=none` (and a sweep job's `batch=4,norm=gn`) for syntax."""
+    """`resume=<run folder>` (and an output folder) quoted for Hydra, whose grammar takes the `=` and `,` of folder
+    names such as `20-51-40_act=sigmoid,norm=none` (and a sweep job's `batch=4,norm=gn`) for syntax."""
     if not arg.startswith(PATH_KEYS):
         return arg
     key, _, value = arg.partition("=")
-    if value[:1] in ("'", '"') or value in ("", "null"):
+    if value[:1] in ("'", '"') or value in ("", "null") or "${" in value:  # ${now:...}: Hydra resolves it
         return arg
     return f"{key}='{value.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
 
