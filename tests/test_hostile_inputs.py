@@ -117,3 +117,35 @@ def test_a_folder_that_holds_a_sweep_or_a_run_is_never_written_into(args, said, 
     result = run_cli(["train", *TINY, *args], tmp_path)
     assert result.returncode == 2 and re.search(said, result.stderr), result.stderr
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written, nothing left behind
+
+
+# a probe whose Jacobian takes seconds in Python's loop of jvp/vjp calls, where a signal is handled at once
+SLOW_PROBE = ["probe", "model=mlp", "model.width=64", "model.depth=10", "probe.jacobian=moments", "probe.batch=2",
+              "probe.shape=[1,8,8]", "device=cpu"]
+
+
+@pytest.mark.parametrize(("command", "sig"), [
+    (SLOW_PROBE, "SIGTERM"),  # Ctrl-C takes the same way (StopRequests)
+    (["check", *["data=synthetic", "data.size=8", "device=cpu", "model.widths=[8,16]"]], "SIGTERM"),
+])
+def test_a_signal_during_probe_or_check_says_interrupted_exits_130_and_leaves_no_folder(command, sig, tmp_path):
+    """SIGTERM (a scheduler's, `kill`) as Ctrl-C: it killed probe and check outright (exit 143, no word, a half-made
+    folder)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "diagnose", *command], cwd=tmp_path, stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True, env={**os.environ, "COLUMNS": "200"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
+    try:
+        started = "Jacobian:" if command[0] == "probe" else "data:"
+        said = [next(line for line in process.stderr if line.startswith(started))]  # well inside the command
+        process.send_signal(getattr(signal, sig))
+        said += process.stderr.readlines()
+        assert process.wait(timeout=60) == 130, said
+    finally:
+        process.kill()
+    assert said[-1].startswith(f"Error: interrupted: the {command[0]} stopped before it finished"), said
+    assert "Traceback" not in "".join(said) and not list(tmp_path.iterdir())
