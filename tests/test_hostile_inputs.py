@@ -149,3 +149,33 @@ def test_a_signal_during_probe_or_check_says_interrupted_exits_130_and_leaves_no
         process.kill()
     assert said[-1].startswith(f"Error: interrupted: the {command[0]} stopped before it finished"), said
     assert "Traceback" not in "".join(said) and not list(tmp_path.iterdir())
+
+
+# `diagnose ARGV[2:]` with every path below the folder ARGV[1] refused as the OS refuses a user a folder of mode 000:
+# the tests run as root, whom permissions do not stop
+LOCKED_FOLDER = """
+import os, pathlib, sys
+locked, real_stat = os.path.abspath(sys.argv[1]), pathlib.Path.stat
+def stat(self, *args, **kwargs):
+    if os.path.abspath(self).startswith(locked + os.sep):
+        raise PermissionError(13, "Permission denied", str(self))
+    return real_stat(self, *args, **kwargs)
+pathlib.Path.stat = stat
+from diagnose.cli.commands import main
+main(sys.argv[2:])
+"""
+
+
+def test_a_data_folder_the_user_cannot_read_is_one_paragraph_and_no_folder(tmp_path):
+    """It was an internal error (a PermissionError from looking for the files) with a failed run folder."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "data" / "mnist"  # what it holds is not seen: every look into it is refused
+    folder.mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-c", LOCKED_FOLDER, str(folder), "train", "data=mnist", "data.root=data",
+                             "data.download=false", "steps=1"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("Error: Cannot look into the folder data/mnist: permission denied."), result.stderr
+    assert "Traceback" not in result.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["data"]
