@@ -21,6 +21,7 @@ from diagnose.diagnostics.layer_stats import ActivationStats, Schedule, WeightSt
 from diagnose.diagnostics.layers import Layer, measured_layers
 from diagnose.diagnostics.monitor import Instrument, Monitor
 from diagnose.diagnostics.noise_scale import GradientNoise
+from diagnose.sizes import check_noise_batch
 from diagnose.training.batches import training_batch
 from diagnose.training.evaluate import evaluate
 
@@ -43,6 +44,7 @@ def for_training(run: Run, writer: object) -> Monitor:
         instruments.append(Landscape(model, run.loss_fn, lambda: run.optimizer.param_groups[0]["lr"],
                                      diag.landscape_every))
     if diag.noise_every:
+        check_noise_batch(model, run.data.shape, diag.noise_batch, diag.noise_micro, run.device)  # before drawing one
         instruments.append(GradientNoise(model, run.loss_fn, partial(noise_batches, run),
                                          at_least_a_few(diag.noise_every, run), diag.noise_micro,
                                          diag.noise_max_batch // diag.noise_batch, run.batch, last=run.total_steps))
