@@ -19,6 +19,20 @@ REFUSED = {
     "an unbalanced parenthesis": (["train", "lr=0.1)"], r"grammar cannot read this \(extraneous input.*Settings:"),
     "an open bracket": (["probe", "batch=["], r"batch=\[: Hydra's override grammar cannot read this.*probe --help"),
     "a seed beyond 64 bits": (["train", "seed=9223372036854775808"], r"seed must be a whole number in \[0, "),
+    # more a new user tries
+    "a word Hydra's lexer refuses": (["train", "act=ünïcode"], r"grammar cannot read this \(LexerNoViableAlt"),
+    "a key under no group": (["train", "foo.bar=1"], r"'foo' is not a setting of `diagnose train`"),
+    "a sweep of no values": (["train", "-m", "seed=range(0)"], r"gives seed no value: the sweep would run nothing"),
+    "a sweep of a million jobs": (["train", "-m", "seed=range(0,1000000)"], r"makes 1,000,000 jobs; one sweep runs"),
+    "a launcher that does not exist": (["train", "hydra/launcher=nonexistent"],
+                                       r"Could not find 'hydra/launcher/nonexistent' Available options in "
+                                       r"'hydra/launcher': basic, joblib, local"),
+    "a launcher setting of the wrong one": (["train", "hydra.launcher.n_jobs=4"], r"Key 'n_jobs' not in 'BasicLaunch"),
+    "a text for a launcher's number": (["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=abc"],
+                                       r"could not be converted to Integer"),
+    "a Hydra key deleted": (["train", "~hydra.job.chdir"], r"Could not delete from config"),
+    "an empty output folder": (["train", "hydra.run.dir="], r"hydra.run.dir= is empty: give a folder"),
+    "an empty resume": (["train", "resume="], r"resume= is empty: give a folder"),
 }
 
 

@@ -74,7 +74,10 @@ def quote_path(arg: str) -> str:
     if not arg.startswith(PATH_KEYS):
         return arg
     key, _, value = arg.partition("=")
-    if value[:1] in ("'", '"') or value in ("", "null") or "${" in value:  # ${now:...}: Hydra resolves it
+    if value == "":  # Hydra would take '' for the current folder: a run written among the user's own files
+        raise UserError(f"{arg} is empty: give a folder (e.g. {key}=outputs/2026-12-01/10-00-00), or leave {key} "
+                        f"out.")
+    if value[:1] in ("'", '"') or value == "null" or "${" in value:  # ${now:...}: Hydra resolves it
         return arg
     return f"{key}='{value.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
 
@@ -203,8 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         sys.exit(0 if argv else USER_ERROR_EXIT)
-    command, rest = argv[0], [quote_path(arg) for arg in argv[1:]]
+    command = argv[0]
     try:
+        rest = [quote_path(arg) for arg in argv[1:]]
         if command in PLAIN_COMMANDS:
             return PLAIN_COMMANDS[command][0](rest)
         if command not in SUBCOMMANDS:

@@ -29,6 +29,7 @@ hand_the_schema_to_hydra()
 # value by value (each swept value with the others' first), which finds every value that cannot be right whatever
 # the other keys hold.
 CHECKED_JOBS = 64
+MOST_JOBS = 10_000  # a sweep of more is surely a slip (seed=range(0,1000000)): checking its values alone takes minutes
 TYPE_WORDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false"}
 _checked: set[tuple[str, tuple[str, ...]]] = set()  # (command, job) the last check found fit to run, hydra.* aside
 
@@ -62,7 +63,8 @@ def _check_grammar(command: str, args: list[str]) -> None:
         try:
             OverridesParser.create().parse_overrides([arg])
         except HydraException as err:
-            said = "".join(f" ({line})" for line in str(err).splitlines()[1:2] if not line.startswith("See "))
+            said = next((f" ({line.strip()})" for line in str(err).splitlines() if line.strip(" ^")
+                         and not line.startswith(("Error parsing override", "See "))), "")
             raise UserError(f"{arg}: Hydra's override grammar cannot read this{said}. A value is a number, a word, "
                             f"a list [1,2] or a sweep a,b,c; one with spaces, brackets, parentheses or commas of its "
                             f"own goes in quotes inside the shell's quotes, e.g. data.root='\"my data\"'. "
@@ -94,6 +96,7 @@ def check_command_line(command: str, args: list[str]) -> None:
     overrides = _parsed(args)
     _check_names(command, overrides)
     _check_launcher(overrides)
+    _check_hydra_settings(command, overrides)
     groups, bases = groups_and_options(command), {}
     for job in _jobs_to_check(overrides):
         choice = tuple(o for o in job if o.split("=")[0] in groups)  # the job's component options: norm=gn, ...
@@ -159,7 +162,8 @@ def _check_names(command: str, overrides: list[Override]) -> None:
                 if value not in groups[key]:
                     raise UserError(f"{key}={value}: there is no {key} option '{value}'."
                                     f"{_did_you_mean(value, groups[key])} Valid options: {', '.join(groups[key])}.")
-        elif "." not in key and key not in settings:
+        elif key.split(".")[0] not in [*settings, *groups]:  # foo.bar: no group foo to hold it
+            key = key.split(".")[0]
             hint = _did_you_mean(key, settings + [*groups])
             raise UserError(f"'{key}' is not a setting of `diagnose {command}`.{hint} {_valid(command)}")
 
@@ -172,6 +176,23 @@ def _check_launcher(overrides: list[Override]) -> None:
         setting = key.removeprefix("hydra.launcher.")
         if setting != key and setting in LAUNCHER_LEAST and not override.is_sweep_override():
             checks.whole(key, override.value(), minimum=LAUNCHER_LEAST[setting])
+
+
+def _check_hydra_settings(command: str, overrides: list[Override]) -> None:
+    """hydra.* and hydra/... overrides (a sweep's aside), checked by composing Hydra's own config with them: Hydra's
+    report of a bad one is a dozen lines and exit 1."""
+    theirs = [o.input_line for o in overrides if o.is_hydra_override() and not o.is_sweep_override()]
+    if not theirs:
+        return
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            compose(command, overrides=theirs, return_hydra_config=True)
+    except HydraException as err:
+        said = str(err).split("Config search path:")[0].replace("\n\t", ", ").replace(":,", ":")
+        lines = [line for line in said.splitlines() if line.strip() and not line.startswith("To append")]
+        cause = f" ({str(err.__cause__).splitlines()[0]})" if err.__cause__ is not None else ""
+        raise UserError(f"{' '.join(theirs)}: Hydra's own config cannot take this: {' '.join(lines).rstrip('.')}"
+                        f"{cause}. `diagnose {command} --hydra-help` lists Hydra's groups and settings.") from None
 
 
 def _values(override: Override) -> list[str] | None:
@@ -199,17 +220,28 @@ def _jobs_to_check(overrides: list[Override]) -> Any:
             choices.append([override.input_line])
             continue
         key, values = override.get_key_element(), _values(override)
-        if not values:  # glob(...): only Hydra can expand it, and composes those jobs itself
+        if values is None:  # glob(...): only Hydra can expand it, and composes those jobs itself
             continue
-        same = [_as_number(v) for v in values]  # 0 and 00, 0.1 and 1e-1: one value as the config holds it
-        twice = next((v for i, v in enumerate(values) if same[i] in same[:i]), None)
+        if not values:
+            raise UserError(f"{override.input_line} gives {key} no value: the sweep would run nothing. Give at least "
+                            f"one (seed=range(0,3) runs seeds 0, 1 and 2).")
+        seen: dict[object, str] = {}  # 0 and 00, 0.1 and 1e-1: one value as the config holds it
+        first = twice = None
+        for value in values:
+            if _as_number(value) in seen:
+                first, twice = seen[_as_number(value)], value
+                break
+            seen[_as_number(value)] = value
         if twice is not None:
-            first = values[same.index(_as_number(twice))]
             written = f"{twice} more than once" if first == twice else f"{first} and {twice}, one value"
             raise UserError(f"{key}={','.join(values)} lists {written}: those jobs would be the same run and write "
                             f"one folder. List each value once (a seed sweep: seed=0,1,2).")
         choices.append([f"{key}={value}" for value in values])
-    if math.prod(len(options) for options in choices) <= CHECKED_JOBS:
+    jobs = math.prod(len(options) for options in choices)
+    if jobs > MOST_JOBS:
+        raise UserError(f"This sweep makes {jobs:,} jobs; one sweep runs at most {MOST_JOBS:,} (each is a run folder "
+                        f"and a row of its summary). Split it into sweeps of fewer values.")
+    if jobs <= CHECKED_JOBS:
         yield from (list(job) for job in itertools.product(*choices))
         return
     firsts = [options[0] for options in choices]
