@@ -11,7 +11,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Glob, Override
+from hydra.core.override_parser.types import ChoiceSweep, Glob, Override, Sweep
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException, ValidationError
@@ -199,11 +199,14 @@ def _values(override: Override) -> list[str] | None:
     """The values an override gives its key, as text; None for a sweep whose values Hydra finds (glob)."""
     if not override.is_sweep_override():
         return [override.get_value_element_as_str()]
-    if isinstance(override.value(), Glob):  # glob(...): only Hydra can expand it, against the config group
+    value = override.value()
+    if isinstance(value, Glob):  # glob(...): only Hydra can expand it, against the config group
         return None
     try:
         return list(override.sweep_string_iterator())
-    except Exception:  # noqa: BLE001 - a sweep Hydra cannot expand either: range(0,2),1 nests one sweep in another
+    except Exception:  # noqa: BLE001 - interval(...): a sweeper's (optuna) to sample; range(0,2),1: no one's
+        if not (isinstance(value, ChoiceSweep) and any(isinstance(v, Sweep) for v in value.list)):
+            return None
         raise UserError(f"{override.input_line}: Hydra cannot expand this sweep (a range(...) or interval(...) inside "
                         f"a list of values is not a value). List the values (seed=0,1,2), or give one range "
                         f"(seed=range(0,3)).") from None
