@@ -16,9 +16,10 @@ def _is_number(value: Any) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
-def whole(key: str, value: Any, minimum: int = 1) -> None:
-    if not _is_int(value) or value < minimum:
-        raise UserError(f"{key} must be a whole number >= {minimum}, got {value!r}.")
+def whole(key: str, value: Any, minimum: int = 1, maximum: int | None = None) -> None:
+    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        limits = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise UserError(f"{key} must be a whole number {limits}, got {value!r}.")
 
 
 def optional_whole(key: str, value: Any, minimum: int = 1) -> None:

@@ -28,6 +28,9 @@ from diagnose.models import MODELS
 from diagnose.registry import Options, lookup
 
 PRECISIONS = ("fp32", "bf16")
+# torch's generators take a signed 64-bit seed, and a run derives more from it (seed * 1_000_003 + step): 32 bits
+# leave room for that
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -78,7 +81,7 @@ class SyntheticConfig(SplitConfig):
         super().__post_init__()
         for key, least in (("channels", 1), ("size", 4), ("classes", 2), ("train_count", 1), ("test_count", 1)):
             checks.whole(f"data.{key}", getattr(self, key), minimum=least)
-        checks.whole("data.seed", self.seed, minimum=0)
+        checks.whole("data.seed", self.seed, minimum=0, maximum=MAX_SEED)
 
 
 LAYOUTS = ("auto", "nchw", "nhwc")
@@ -224,7 +227,7 @@ class TrainConfig(ModelConfig):
         checks.positive("lr", self.lr)
         checks.whole("epochs", self.epochs)
         checks.optional_whole("steps", self.steps)
-        checks.whole("seed", self.seed, minimum=0)
+        checks.whole("seed", self.seed, minimum=0, maximum=MAX_SEED)
         checks.whole("log_every", self.log_every)
         checks.one_of("precision", self.precision, PRECISIONS)
         if self.threads != "auto":
@@ -308,7 +311,7 @@ class ProbeConfig(Flatness, ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        checks.whole("seed", self.seed, minimum=0)
+        checks.whole("seed", self.seed, minimum=0, maximum=MAX_SEED)
 
 
 @cache

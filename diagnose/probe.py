@@ -24,6 +24,7 @@ from diagnose.diagnostics.metrics import LayerMetric
 from diagnose.ending import end_run
 from diagnose.registry import settings
 from diagnose.results import Final, JacobianSpectrum, LayerRecord, RunMetrics
+from diagnose.sizes import check_exact_jacobian, check_probe
 
 
 def columns() -> list[LayerMetric]:
@@ -46,6 +47,7 @@ def probe_batch(config: ProbeConfig, device: torch.device) -> tuple[torch.Tensor
 def probe(config: ProbeConfig, out_dir: Path) -> RunMetrics:
     """Measure one forward/backward pass; write TensorBoard scalars (x = layer index) and metrics.json."""
     device = pick_device(config.device)
+    check_probe(config, device, lambda shape, classes: build_model(config, shape, classes))  # before allocating
     torch.manual_seed(config.seed)
     x, y, shape, classes = probe_batch(config, device)
     model = build_model(config, shape, classes).to(device).train()
@@ -95,6 +97,7 @@ def probe_jacobian(model: torch.nn.Module, xs: torch.Tensor, config: ProbeConfig
     # the prediction is for elementwise activations without normalisation
     activation = act.make(**settings(config.act)) if act.make is not None else None
     phi = mean_field_phi(activation) if activation is not None and norm.make is None else None
+    check_exact_jacobian(model, xs[0], config.probe.jacobian)
     with JacobianProgress() as progress:
         spectrum, depths = jacobian_spectrum(model, xs, phi, config.probe.jacobian, progress)
     if len(depths) < len(blocks_of(model)):

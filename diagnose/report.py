@@ -5,6 +5,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -14,10 +15,12 @@ from rich.table import Table
 from diagnose.console import line, print_findings, print_tables
 from diagnose.diagnostics import metrics as metric_table
 from diagnose.diagnostics.metrics import LayerMetric
+from diagnose.errors import UserError
 from diagnose.findings import as_dicts
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
 from diagnose.sweep.sensitivity import series_name
 from diagnose.sweep.summary import METRICS, cell, report_findings, sweep_findings, sweep_table
+from diagnose.training.outputs import CHECKPOINT_FILE, METRICS_FILE
 
 TRAINED = ("completed", "diverged", "interrupted")  # the statuses of a run that has steps to count
 
@@ -85,13 +88,23 @@ def as_json(runs: list[RunRecord]) -> dict[str, Any]:
     }
 
 
+def run_folder(path: Path) -> Path:
+    """The folder to report: a run's own file (RUN/metrics.json, as tab completion offers it) stands for its run."""
+    if path.is_file() and path.name in (METRICS_FILE, CHECKPOINT_FILE):
+        return path.parent
+    if path.is_file():
+        raise UserError(f"{path} is a file; diagnose report reads a run folder (outputs/<date>/<time>, the folder "
+                        f"that holds {METRICS_FILE}) or a sweep folder (outputs/multirun/<date>/<time>).")
+    return path
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="diagnose report",
                                      description="Show the results of a run folder or a sweep folder.")
     parser.add_argument("path", help="outputs/<date>/<time> (a run) or outputs/multirun/<date>/<time> (a sweep)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
     args = parser.parse_args(argv)
-    runs = find_runs(args.path)
+    runs = find_runs(run_folder(Path(args.path)))
     if args.json:
         print(json.dumps(as_json(runs), indent=2))
         return

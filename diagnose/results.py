@@ -5,8 +5,9 @@ the report, the sweep summary and the tests read them, not dicts by string keys.
 """
 
 import math
+import types
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, get_args
 
 
 @dataclass
@@ -218,12 +219,14 @@ class RunMetrics:
         """Read a metrics.json object, also one written before a key existed (it takes its default)."""
         data = _restore(data)
         known = {f.name for f in fields(cls)}
-        values = {"status": "unknown", **{key: value for key, value in data.items() if key in known}}
-        values["final"] = Final(**{k: v for k, v in (data.get("final") or {}).items()
-                                   if k in Final.__dataclass_fields__})
-        values["history"] = [Evaluation(**{k: v for k, v in entry.items() if k in Evaluation.__dataclass_fields__})
+        values = _typed(cls, {"status": "unknown", **{key: value for key, value in data.items() if key in known}})
+        values["final"] = Final(**_typed(Final, {k: v for k, v in (data.get("final") or {}).items()
+                                                 if k in Final.__dataclass_fields__}, "final."))
+        values["history"] = [Evaluation(**_typed(Evaluation, {k: v for k, v in entry.items()
+                                                              if k in Evaluation.__dataclass_fields__}, "history."))
                              for entry in data.get("history") or []]
-        values["nonfinite"] = NonFinite(**data["nonfinite"]) if data.get("nonfinite") else None
+        values["nonfinite"] = NonFinite(**_typed(NonFinite, data["nonfinite"], "nonfinite.")) \
+            if data.get("nonfinite") else None
         values["train_curve"] = [tuple(point) for point in data.get("train_curve") or []]
         if data.get("noise"):
             noise = data["noise"]
@@ -241,6 +244,23 @@ class RunMetrics:
                                    for metric, by in (data.get("layer_history") or {}).items()}
         values["findings"] = [Finding(**f) for f in data.get("findings") or []]
         return cls(**values)
+
+
+_SCALARS: dict[type, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,)}  # a field's type -> JSON's
+
+
+def _typed(cls: type, values: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """`values`, once each number or text is of the type `cls`'s field declares: a metrics.json edited by hand or by
+    another tool (`"final": {"val_acc": "0.9"}`) is refused as it is read, not where a table formats the value."""
+    for f in fields(cls):
+        options = get_args(f.type) if isinstance(f.type, types.UnionType) else (f.type,)  # float | None: either
+        kinds = [kind for kind in options if kind in _SCALARS]
+        value = values.get(f.name)
+        if not kinds or f.name not in values or (value is None and type(None) in options):
+            continue
+        if isinstance(value, bool) or not isinstance(value, tuple(t for kind in kinds for t in _SCALARS[kind])):
+            raise TypeError(f"{where}{f.name} is {value!r}, not {'text' if kinds == [str] else 'a number'}")
+    return values
 
 
 def _finite(value: Any, pointer: str, found: dict[str, str]) -> Any:

@@ -142,7 +142,7 @@ def test_a_run_folder_has_one_owner(tmp_path):
     import subprocess
     import sys
 
-    from diagnose.cli.ownership import own, refuse_a_finished_run, release
+    from diagnose.cli.ownership import own, refuse_a_used_folder, release
     from diagnose.errors import UserError
 
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from diagnose.cli.ownership import own; "
@@ -159,7 +159,7 @@ def test_a_run_folder_has_one_owner(tmp_path):
     release(tmp_path)
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(UserError, match="already holds a run \\(checkpoint.pt\\)"):
-        refuse_a_finished_run(tmp_path, "hydra.run.dir")
+        refuse_a_used_folder(tmp_path, "hydra.run.dir")
 
 
 def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):

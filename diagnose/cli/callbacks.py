@@ -8,7 +8,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from diagnose.cli.exits import EXIT_CODES, INTERNAL_ERROR_EXIT, USER_ERROR_EXIT, fail
-from diagnose.cli.ownership import own, refuse_a_finished_run
+from diagnose.cli.ownership import own, refuse_a_used_folder
 from diagnose.errors import UserError
 from diagnose.results import RunMetrics
 
@@ -20,7 +20,7 @@ class DiagnoseCallbacks(Callback):
         """Before Hydra writes into the run's folder: it must be writable, free, and hold no run."""
         _check_writable(config.hydra.run.dir, "hydra.run.dir")
         try:
-            refuse_a_finished_run(Path(config.hydra.run.dir), "hydra.run.dir")
+            refuse_a_used_folder(Path(config.hydra.run.dir), "hydra.run.dir")
             own(Path(config.hydra.run.dir))
         except UserError as err:
             fail(str(err))
@@ -28,6 +28,11 @@ class DiagnoseCallbacks(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
         _check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
+        try:  # before Hydra writes its multirun.yaml there
+            refuse_a_used_folder(Path(config.hydra.sweep.dir), "hydra.sweep.dir", sweep=True)
+        except UserError as err:
+            fail(str(err))
+            sys.exit(USER_ERROR_EXIT)
         if config.hydra.launcher.get("_target_", "").endswith("submitit_launcher.SlurmLauncher"):
             _without_accounting()
 

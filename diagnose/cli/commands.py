@@ -11,6 +11,7 @@ import glob
 import io
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import fields
@@ -64,16 +65,19 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-PATH_KEYS = ("resume=",)
+PATH_KEYS = ("resume=", "hydra.run.dir=", "hydra.sweep.dir=")  # keys whose value is one folder, never a sweep
 
 
 def quote_path(arg: str) -> str:
-    """`resume=<run folder>` quoted for Hydra, whose grammar takes the `=` and `,` of folder names such as
-    `20-51-40_act=sigmoid,norm=none` (and a sweep job's `batch=4,norm=gn`) for syntax."""
+    """`resume=<run folder>` (and an output folder) quoted for Hydra, whose grammar takes the `=` and `,` of folder
+    names such as `20-51-40_act=sigmoid,norm=none` (and a sweep job's `batch=4,norm=gn`) for syntax."""
     if not arg.startswith(PATH_KEYS):
         return arg
     key, _, value = arg.partition("=")
-    if value[:1] in ("'", '"') or value in ("", "null"):
+    if value == "":  # Hydra would take '' for the current folder: a run written among the user's own files
+        raise UserError(f"{arg} is empty: give a folder (e.g. {key}=outputs/2026-12-01/10-00-00), or leave {key} "
+                        f"out.")
+    if value[:1] in ("'", '"') or value == "null" or "${" in value:  # ${now:...}: Hydra resolves it
         return arg
     return f"{key}='{value.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
 
@@ -138,10 +142,12 @@ def _settings_offered(command: str, line: str, request: str) -> list[str]:
     hand_the_schema_to_hydra()
     typed = re.match(r"\s*\S+\s+\S+\s?(.*)", line, re.S).group(1)  # the line after `diagnose <command>`
     before = os.environ.get("COMP_LINE")
-    os.environ["COMP_LINE"] = f"diagnose-{command} {typed}"
-    try:
-        with contextlib.redirect_stdout(io.StringIO()) as said:
+    os.environ["COMP_LINE"] = f"diagnose-{command} {_readable_words(typed)}"
+    try:  # a line Hydra cannot read offers nothing: no message in the middle of the line being typed
+        with contextlib.redirect_stdout(io.StringIO()) as said, contextlib.redirect_stderr(io.StringIO()):
             _run_hydra_app(command, [f"diagnose-{command}", "-sc", request])
+    except SystemExit:
+        return []
     finally:
         if before is None:
             del os.environ["COMP_LINE"]
@@ -151,6 +157,33 @@ def _settings_offered(command: str, line: str, request: str) -> list[str]:
     # Hydra offers every config group it can see: the schema's own and the other commands' groups go
     keys = {field.name for field in fields(COMMANDS[command])} | {"hydra"}
     return [offer for offer in offers if re.split(r"[=./]", offer.lstrip("+~"))[0] in keys]
+
+
+def _readable_words(typed: str) -> str:
+    """The line being completed as Hydra's completion reads it, words split at spaces and parsed as overrides: the
+    shell's quotes taken off (README's own 'lr=interval(0.001,0.5)'), and a word that is no override Hydra can read
+    (`batch`, `batch=[`) left out, as it cannot say what to offer next."""
+    *done, current = typed.split(" ") if typed else [""]
+    try:
+        words = shlex.split(" ".join(done))
+    except ValueError:  # an unclosed quote
+        words = " ".join(done).split()
+    kept = []
+    for word in words:
+        if word.startswith("-") or (not re.search(r"\s", word) and _readable(word)):
+            kept.append(word)
+    return " ".join([*kept, current.lstrip("'\"")])
+
+
+def _readable(word: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        OverridesParser.create().parse_overrides([word])
+    except HydraException:
+        return False
+    return True
 
 
 def _run_hydra_app(command: str, argv: list[str]) -> None:
@@ -173,8 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         sys.exit(0 if argv else USER_ERROR_EXIT)
-    command, rest = argv[0], [quote_path(arg) for arg in argv[1:]]
+    command = argv[0]
     try:
+        rest = [quote_path(arg) for arg in argv[1:]]
         if command in PLAIN_COMMANDS:
             return PLAIN_COMMANDS[command][0](rest)
         if command not in SUBCOMMANDS:

@@ -14,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from diagnose.cli.exits import EXIT_CODES, INTERNAL_ERROR_EXIT, USER_ERROR_EXIT, fail
+from diagnose.cli.interrupts import at_once
 from diagnose.cli.ownership import LOCK_FILE, own, release
 from diagnose.errors import UserError
 from diagnose.results import RunMetrics
@@ -136,13 +137,13 @@ def check_job(cfg: DictConfig) -> None:
         return RunMetrics(status="failed" if any(c.verdict == "fail" for c in found) else "completed",
                           command="check")
 
-    _run_task(cfg, work)
+    _run_task(cfg, at_once(work, "check"))
 
 
 def probe_job(cfg: DictConfig) -> None:
     from diagnose.probe import probe
 
-    _run_task(cfg, lambda cfg, job: probe(OmegaConf.to_object(cfg), job.out_dir))
+    _run_task(cfg, at_once(lambda cfg, job: probe(OmegaConf.to_object(cfg), job.out_dir), "probe"))
 
 
 def resumable(cfg: DictConfig, command_line: list[str]) -> tuple[dict, Path]:

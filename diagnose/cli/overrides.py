@@ -11,7 +11,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.override_parser.types import ChoiceSweep, Glob, Override, Sweep
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException, ValidationError
@@ -30,20 +30,52 @@ hand_the_schema_to_hydra()
 # value by value (each swept value with the others' first), which finds every value that cannot be right whatever
 # the other keys hold.
 CHECKED_JOBS = 64
+MOST_JOBS = 10_000  # a sweep of more is surely a slip (seed=range(0,1000000)): checking its values alone takes minutes
 TYPE_WORDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false"}
 _checked: set[tuple[str, tuple[str, ...]]] = set()  # (command, job) the last check found fit to run, hydra.* aside
 
 
 def _is_override(arg: str) -> bool:
-    return "=" in arg and not arg.startswith("-")
+    return ("=" in arg or arg.startswith("~")) and not arg.startswith("-")
 
 
 def _parsed(args: list[str]) -> list[Override] | None:
-    """The overrides among `args`, or None when one is malformed: Hydra itself reports that."""
+    """The overrides among `args`, or None when one is malformed (`_check_grammar` says which)."""
     try:
         return OverridesParser.create().parse_overrides([a for a in args if _is_override(a)])
     except HydraException:
         return None
+
+
+# Hydra's own options that take a value (`--config-name train`): that value is not an override
+VALUED_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--package", "-p", "--cfg",
+                "-c", "--info", "-i", "--experimental-rerun")
+
+
+def _check_grammar(command: str, args: list[str]) -> None:
+    """A word without a value (`batch`) or an override Hydra's grammar cannot read (`lr=0.1)`, `batch=[`), said in
+    one paragraph with what is valid: Hydra's own report is four lines that name neither."""
+    for before, arg in zip(["", *args], args, strict=False):
+        if arg.startswith("-") or before in VALUED_FLAGS:
+            continue
+        if "=" not in arg and not arg.startswith("~"):  # `~key` deletes: `_check_names` says why it cannot
+            raise UserError(f"'{arg}' has no value: a setting is key=value (e.g. batch=64), a component group "
+                            f"group=option (e.g. norm=gn). {_valid(command)}")
+        try:
+            OverridesParser.create().parse_overrides([arg])
+        except HydraException as err:
+            said = next((f" ({line.strip()})" for line in str(err).splitlines() if line.strip(" ^")
+                         and not line.startswith(("Error parsing override", "See "))), "")
+            raise UserError(f"{arg}: Hydra's override grammar cannot read this{said}. A value is a number, a word, "
+                            f"a list [1,2] or a sweep a,b,c; one with spaces, brackets, parentheses or commas of its "
+                            f"own goes in quotes inside the shell's quotes, e.g. data.root='\"my data\"'. "
+                            f"{_valid(command)}") from None
+
+
+def _valid(command: str) -> str:
+    """What `diagnose <command>` takes: its settings and its component groups."""
+    return (f"Settings: {', '.join(sorted(settings_of(command)))}; component groups (pick with group=option): "
+            f"{', '.join(groups_and_options(command))}. `diagnose {command} --help` shows every value.")
 
 
 def groups_and_options(command: str) -> dict[str, list[str]]:
@@ -61,11 +93,11 @@ def check_command_line(command: str, args: list[str]) -> None:
     """Raise a UserError, one paragraph, for a command line that cannot run: an option or setting that does not
     exist, a value of the wrong type or out of range, for a single run and for every value a sweep takes."""
     _checked.clear()  # first: a command line that does not pass leaves no job checked
+    _check_grammar(command, args)
     overrides = _parsed(args)
-    if overrides is None:
-        return
     _check_names(command, overrides)
     _check_launcher(overrides)
+    _check_hydra_settings(command, overrides)
     groups, bases = groups_and_options(command), {}
     for job in _jobs_to_check(overrides):
         _check_targets(job)
@@ -125,18 +157,19 @@ def _check_names(command: str, overrides: list[Override]) -> None:
         if override.is_add() or override.is_force_add():  # the schema holds every key: one added would be ignored
             raise UserError(f"{override.input_line}: diagnose has no setting '{key}' to add; every setting exists "
                             f"already (set one with key=value). `diagnose {command} --help` shows them all.")
-        if override.is_delete():
-            continue
+        if override.is_delete():  # the schema needs every key: a run without `norm` or `model.depth` cannot be built
+            what = f"pick another option ({key}=<option>)" if key in groups else f"set it ({key}=<value>)"
+            raise UserError(f"{override.input_line}: diagnose cannot delete '{key}'; every setting and component group "
+                            f"is part of the run. To change it, {what}. {_valid(command)}")
         if key in groups:
             for value in _values(override) or []:
                 if value not in groups[key]:
                     raise UserError(f"{key}={value}: there is no {key} option '{value}'."
                                     f"{_did_you_mean(value, groups[key])} Valid options: {', '.join(groups[key])}.")
-        elif "." not in key and key not in settings:
+        elif key.split(".")[0] not in [*settings, *groups]:  # foo.bar: no group foo to hold it
+            key = key.split(".")[0]
             hint = _did_you_mean(key, settings + [*groups])
-            raise UserError(f"'{key}' is not a setting of `diagnose {command}`.{hint} "
-                            f"Settings: {', '.join(sorted(settings))}; component groups (pick with group=option): "
-                            f"{', '.join(groups)}.")
+            raise UserError(f"'{key}' is not a setting of `diagnose {command}`.{hint} {_valid(command)}")
 
 
 def with_targets(args: list[str]) -> list[str]:
@@ -182,14 +215,38 @@ def _check_launcher(overrides: list[Override]) -> None:
             checks.whole(key, override.value(), minimum=LAUNCHER_LEAST[setting])
 
 
+def _check_hydra_settings(command: str, overrides: list[Override]) -> None:
+    """hydra.* and hydra/... overrides (a sweep's aside), checked by composing Hydra's own config with them: Hydra's
+    report of a bad one is a dozen lines and exit 1."""
+    theirs = [o.input_line for o in overrides if o.is_hydra_override() and not o.is_sweep_override()]
+    if not theirs:
+        return
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            compose(command, overrides=theirs, return_hydra_config=True)
+    except HydraException as err:
+        said = str(err).split("Config search path:")[0].replace("\n\t", ", ").replace(":,", ":")
+        lines = [line for line in said.splitlines() if line.strip() and not line.startswith("To append")]
+        cause = f" ({str(err.__cause__).splitlines()[0]})" if err.__cause__ is not None else ""
+        raise UserError(f"{' '.join(theirs)}: Hydra's own config cannot take this: {' '.join(lines).rstrip('.')}"
+                        f"{cause}. `diagnose {command} --hydra-help` lists Hydra's groups and settings.") from None
+
+
 def _values(override: Override) -> list[str] | None:
     """The values an override gives its key, as text; None for a sweep whose values Hydra finds (glob)."""
     if not override.is_sweep_override():
         return [override.get_value_element_as_str()]
+    value = override.value()
+    if isinstance(value, Glob):  # glob(...): only Hydra can expand it, against the config group
+        return None
     try:
         return list(override.sweep_string_iterator())
-    except Exception:  # noqa: BLE001 - glob(...) and other sweeps that only Hydra can expand
-        return None
+    except Exception:  # noqa: BLE001 - interval(...): a sweeper's (optuna) to sample; range(0,2),1: no one's
+        if not (isinstance(value, ChoiceSweep) and any(isinstance(v, Sweep) for v in value.list)):
+            return None
+        raise UserError(f"{override.input_line}: Hydra cannot expand this sweep (a range(...) or interval(...) inside "
+                        f"a list of values is not a value). List the values (seed=0,1,2), or give one range "
+                        f"(seed=range(0,3)).") from None
 
 
 def _jobs_to_check(overrides: list[Override]) -> Any:
@@ -203,14 +260,28 @@ def _jobs_to_check(overrides: list[Override]) -> Any:
             choices.append([override.input_line])
             continue
         key, values = override.get_key_element(), _values(override)
-        if not values:  # glob(...): only Hydra can expand it, and composes those jobs itself
+        if values is None:  # glob(...): only Hydra can expand it, and composes those jobs itself
             continue
-        if len(set(values)) < len(values):
-            twice = next(v for v in values if values.count(v) > 1)
-            raise UserError(f"{key}={','.join(values)} lists {twice} more than once: those jobs would be the same run "
-                            f"and write one folder. List each value once (a seed sweep: seed=0,1,2).")
+        if not values:
+            raise UserError(f"{override.input_line} gives {key} no value: the sweep would run nothing. Give at least "
+                            f"one (seed=range(0,3) runs seeds 0, 1 and 2).")
+        seen: dict[object, str] = {}  # 0 and 00, 0.1 and 1e-1: one value as the config holds it
+        first = twice = None
+        for value in values:
+            if _as_number(value) in seen:
+                first, twice = seen[_as_number(value)], value
+                break
+            seen[_as_number(value)] = value
+        if twice is not None:
+            written = f"{twice} more than once" if first == twice else f"{first} and {twice}, one value"
+            raise UserError(f"{key}={','.join(values)} lists {written}: those jobs would be the same run and write "
+                            f"one folder. List each value once (a seed sweep: seed=0,1,2).")
         choices.append([f"{key}={value}" for value in values])
-    if math.prod(len(options) for options in choices) <= CHECKED_JOBS:
+    jobs = math.prod(len(options) for options in choices)
+    if jobs > MOST_JOBS:
+        raise UserError(f"This sweep makes {jobs:,} jobs; one sweep runs at most {MOST_JOBS:,} (each is a run folder "
+                        f"and a row of its summary). Split it into sweeps of fewer values.")
+    if jobs <= CHECKED_JOBS:
         yield from (list(job) for job in itertools.product(*choices))
         return
     firsts = [options[0] for options in choices]
@@ -218,6 +289,16 @@ def _jobs_to_check(overrides: list[Override]) -> Any:
     for i, options in enumerate(choices):
         for option in options[1:]:
             yield [option if j == i else first for j, first in enumerate(firsts)]
+
+
+def _as_number(value: str) -> object:
+    """A swept value as a number where it reads as one (as an int or float key holds it), else as written."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def composed(command: str, overrides: list[str]) -> Any:

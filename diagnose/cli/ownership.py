@@ -7,7 +7,8 @@ from typing import IO
 from diagnose.errors import UserError
 
 LOCK_FILE = ".diagnose.lock"  # holds the owner's pid
-RESULTS = ("metrics.json", "checkpoint.pt")
+RESULTS = ("metrics.json", "checkpoint.pt", "check.json")  # a run's or a probe's, a check's
+SWEEP_MARKS = ("multirun.yaml", "summary.csv")  # Hydra writes the first as a sweep starts, diagnose the second
 
 _held: dict[Path, IO[str]] = {}  # folder -> its open lock file: the OS drops the lock when the process ends
 
@@ -45,9 +46,20 @@ def release(folder: Path) -> None:
         handle.close()
 
 
-def refuse_a_finished_run(folder: Path, key: str) -> None:
-    """A new run never writes over one that finished or was interrupted (resume= goes on with that one)."""
-    found = [name for name in RESULTS if (Path(folder) / name).exists()]
-    if found:
-        raise UserError(f"{key}={folder} already holds a run ({', '.join(found)}): a new run would overwrite it. Give "
-                        f"another folder, or resume={folder} to go on with that run if it was interrupted.")
+def refuse_a_used_folder(folder: Path, key: str, *, sweep: bool = False) -> None:
+    """A folder that holds a run or a sweep is never written into by another command, sweep or single run: a new
+    run would overwrite the old one's results, a sweep its jobs' (and mix both into one summary.csv). `sweep`: the
+    folder is for a sweep, which must not land on a sweep's job folders either."""
+    folder = Path(folder)
+    marks = [name for name in SWEEP_MARKS if (folder / name).exists()]
+    results = [name for name in RESULTS if (folder / name).exists()]
+    jobs = sorted({p.parent.name for name in RESULTS for p in folder.glob(f"*/{name}")}) if sweep else []
+    if marks or jobs:
+        held = ", ".join(marks) or f"the jobs {', '.join(jobs[:3])}{', ...' if len(jobs) > 3 else ''}"
+        raise UserError(f"{key}={folder} already holds a sweep ({held}): another {'sweep' if sweep else 'run'} "
+                        f"written into it would overwrite its results and hide among its jobs. Give another folder, "
+                        f"or leave {key} out (each command gets a folder of its own).")
+    if results:
+        raise UserError(f"{key}={folder} already holds a run ({', '.join(results)}): a new "
+                        f"{'sweep' if sweep else 'run'} would overwrite it. Give another folder, or resume={folder} to "
+                        f"go on with that run if it was interrupted.")

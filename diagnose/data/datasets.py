@@ -102,8 +102,13 @@ def _accepted_names(file: str, name: str, source: Source) -> list[str]:
 def _find(names: list[str], folders: list[Path]) -> Path | None:
     for folder in folders:
         for candidate in names:
-            if (folder / candidate).exists():
-                return folder / candidate
+            try:
+                if (folder / candidate).exists():
+                    return folder / candidate
+            except PermissionError:  # a folder this user may not look into (chmod 000, another user's)
+                raise UserError(f"Cannot look into the folder {folder}: permission denied. Make it readable "
+                                f"(chmod u+rx {folder}), or set data.root / the environment variable DIAGNOSE_DATA "
+                                f"to a folder you can read.") from None
     return None
 
 

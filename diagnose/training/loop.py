@@ -21,6 +21,7 @@ from diagnose.ending import end_run
 from diagnose.errors import UserError
 from diagnose.files import quiet_write_errors_in_threads, write_error, write_metrics
 from diagnose.results import Evaluation, Final, NonFinite, RunMetrics
+from diagnose.sizes import check_noise_batch
 from diagnose.training.batches import batch_indices, noise_batches, training_batch
 from diagnose.training.divergence import LastGood
 from diagnose.training.evaluate import evaluate
@@ -161,6 +162,8 @@ def monitor_for(run: Run, writer: SummaryWriter, step_batch: list[tuple[torch.Te
     are the run's: dead units on held-out examples, the noise scale on training examples drawn by step, the
     curvature on the first training examples, the landscape on the step's own batch (`step_batch`)."""
     diag, data = run.diag, run.data
+    if diag.noise_every:  # refused before a batch of that size is drawn, with a size that would fit
+        check_noise_batch(run.model, data.shape, diag.noise_batch, diag.noise_micro, run.device)
 
     def bn_accuracy() -> float:  # BN needs 2 examples
         return evaluate(run.model, run.loss_fn, data.val_x, data.val_y, run.prepare, batch=max(run.batch, 2),
