@@ -101,11 +101,11 @@ def test_a_noise_batch_that_cannot_fit_is_refused_with_one_that_fits(monkeypatch
     free = 2**24  # 16 MiB
     with_free(monkeypatch, free)
     config = compose_config([*TINY, "diag.noise_every=1", "diag.noise_batch=1048576", "diag.noise_max_batch=1048576"])
-    from diagnose.diagnostics.instruments import for_training
+    from diagnose.training.loop import monitor_for
 
     run = build_run(config)
     with pytest.raises(UserError) as refused:
-        for_training(run, writer=None)
+        monitor_for(run, writer=None, step_batch=[])
     said = str(refused.value)
     fits = int(re.search(r"diag.noise_batch=(\d+) would fit", said).group(1))
     weights, outputs = sizes.per_example(run.model, run.data.shape)

@@ -177,7 +177,7 @@ def with_targets(args: list[str]) -> list[str]:
     option `model=target`, and the class's arguments, `model.width=32`, become `++model.args.width=32` (the schema
     of a target cannot know them, so they are added). A group given both a `_target_` and another option is a
     mistake."""
-    keys = {arg.lstrip("+~").split("=", 1)[0]: arg.split("=", 1)[1] for arg in args if _is_override(arg)}
+    keys = {arg.lstrip("+~").split("=", 1)[0]: arg.split("=", 1)[1] for arg in args if _is_override(arg) and "=" in arg}
     targets = [group for group in TARGET_GROUPS if f"{group}._target_" in keys or keys.get(group) == TARGET]
     for group in targets:
         if keys.get(group, TARGET) != TARGET:
@@ -187,7 +187,7 @@ def with_targets(args: list[str]) -> list[str]:
     for arg in args:
         key = arg.lstrip("+~").split("=", 1)[0]
         group, _, setting = key.partition(".")
-        if _is_override(arg) and not arg.startswith("~") and group in targets and setting \
+        if _is_override(arg) and "=" in arg and not arg.startswith("~") and group in targets and setting \
                 and setting.split(".")[0] not in DECLARED - {"args"}:
             arg = f"++{group}.args.{setting.removeprefix('args.')}={arg.split('=', 1)[1]}"
         rewritten.append(arg)
