@@ -25,18 +25,17 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from diagnose.cli import config_dir
-from diagnose.components.activations import ACTIVATIONS
-from diagnose.components.norms import NORMS
+from diagnose.components.targets import TARGET
 from diagnose.config import DiagConfig, Thresholds
+from diagnose.console import say
 from diagnose.diagnostics.dashboard import Measured, custom_scalars_layout
 from diagnose.diagnostics.instruments import Batch, Sources, Span, for_training
-from diagnose.diagnostics.layers import Layer, measured_layers
+from diagnose.diagnostics.layers import discover_layers
 from diagnose.diagnostics.monitor import Monitor
 from diagnose.diagnostics.watch import Watch
 from diagnose.ending import end_run
 from diagnose.errors import UserError
 from diagnose.files import quiet_write_errors_in_threads, write_metrics
-from diagnose.registry import make
 from diagnose.results import Evaluation, Final, NonFinite, RunMetrics
 
 WINDOW = 50  # logged losses read back together: one host transfer per this many steps, a point of the train curve
@@ -101,35 +100,6 @@ def examples(draw: Callable[[], Batch], count: int) -> Batch:
     return torch.cat(xs)[:count], torch.cat(ys)[:count]
 
 
-def known_layers(model: nn.Module) -> tuple[list[Layer], dict[str, Any]]:
-    """The measured layers of a model built the way diagnose builds them (blocks with `act` and `norm` children),
-    their activation and norm found in the registries by module type, and those as `diagnose train`'s config says
-    them; on any other model, its conv/linear layers.
-
-    Stands in for the layer discovery on any nn.Module (diagnostics/layers.py, issue 26) until it lands."""
-    acts = [module for name, module in model.named_modules() if name.endswith(".act")]
-    norms = [module for name, module in model.named_modules() if name.endswith(".norm")]
-    act = next((name for name, entry in ACTIVATIONS.items() if acts
-                and type(make(entry, entry.options(name=name))) is type(acts[0])), "relu")
-    norm = next((name for name, entry in NORMS.items() if norms and entry.make is not None
-                 and _same_norm(make(entry, entry.options(name=name), _channels(norms[0]), _spatial(norms[0])),
-                                norms[0])), "none")
-    return measured_layers(model, ACTIVATIONS[act], NORMS[norm]), {"act": {"name": act}, "norm": {"name": norm}}
-
-
-def _channels(norm: nn.Module) -> int:
-    return getattr(norm, "num_features", None) or getattr(norm, "num_channels", None) or 8
-
-
-def _spatial(norm: nn.Module) -> bool:
-    return not isinstance(norm, (nn.BatchNorm1d, nn.LayerNorm))
-
-
-def _same_norm(made: nn.Module, norm: nn.Module) -> bool:
-    """The same type, and for a GroupNorm the same groups (ln is a GroupNorm of one group)."""
-    return type(made) is type(norm) and getattr(made, "num_groups", None) == getattr(norm, "num_groups", None)
-
-
 class Watched:
     """A model and its optimizer under watch (see `watch`); `close()` ends it and returns the run's metrics."""
 
@@ -140,7 +110,9 @@ class Watched:
         self.draw = None if batches is None else batch_source(batches)
         self.probe, self.diag, self.steps, self.seed = probe, diag, steps or 0, seed
         self.lr = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
-        self.config: dict[str, Any] = {"diag": asdict(diag), "optim": {"name": type(optimizer).__name__.lower()}}
+        # a watched network is the user's own: findings say their remedies in its terms, not the tool's keys
+        self.config: dict[str, Any] = {"diag": asdict(diag), "model": {"name": TARGET},
+                                       "optim": {"name": type(optimizer).__name__.lower()}}
         log_dir.mkdir(parents=True, exist_ok=True)
         quiet_write_errors_in_threads()
         self.writer = SummaryWriter(log_dir=str(log_dir))
@@ -160,8 +132,11 @@ class Watched:
 
     def _begin(self, x: torch.Tensor) -> Monitor:
         """The instruments, once the first step's inputs `x` show the model's layers and the batch size."""
-        layers, components = known_layers(self.model)
-        self.config.update(components, batch=len(x))
+        discovery = discover_layers(self.model, x)
+        if discovery.unseen:
+            say(discovery.unseen, "yellow")
+        layers = discovery.layers
+        self.config.update(batch=len(x))
         draw, diag, loss_fn = self.draw, self.diag, self.loss_fn
         sources = Sources(loss_fn=loss_fn, probe=self.probe)
         if draw is not None and loss_fn is not None:

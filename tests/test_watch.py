@@ -80,7 +80,9 @@ def test_watch_in_a_with_block_writes_metrics_and_findings(both):
     folder, _, watched = both
     saved = RunMetrics.from_json(json.loads((folder / "watch" / "metrics.json").read_text()))
     assert saved == watched and saved.findings
-    assert saved.config["act"] == {"name": "tanh"} and saved.config["norm"] == {"name": "bn"}
+    assert saved.config["model"] == {"name": "target"}  # the user's network: remedies in its terms
+    kinds = {(record.role, record.kind) for record in saved.layers.values()}
+    assert ("act", "saturating") in kinds and ("norm", "batch") in kinds  # tanh and BN, found by discovery
     closing = saved.findings[-1].message
     assert "not measured" in closing and "accuracy above chance" in closing  # no loss or accuracy was given
     tensors = EventAccumulator(str(folder / "watch")).Reload().Tags()["tensors"]
@@ -229,3 +231,49 @@ def test_an_error_in_the_loop_leaves_metrics_with_status_failed_and_goes_on_up(t
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["status"] == "failed" and "RuntimeError" in saved["error"] and watch.metrics.steps == 0
     assert not model._forward_pre_hooks and not optimizer._optimizer_step_pre_hooks  # detached
+
+
+def test_a_network_and_an_activation_diagnose_has_never_seen_are_diagnosed_in_a_plain_loop(tmp_path, capsys):
+    """The user's residual CNN (tests/fixtures/yournets) with its own clamp activation, saturated by a wide init:
+    its layers are found by running it (the skip connection included), the clamp classified as saturating by
+    measuring it, and the findings name the saturation in the user's terms."""
+    sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+    from yournets.nets import FunctionalNet, ResNet
+
+    torch.manual_seed(0)
+    model = ResNet((1, 8, 8), 10, width=8, blocks=1, act="clamp")
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.normal_(module.weight, std=2.0)  # pushes the clamp into its flat tails
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(96, 1, 8, 8), torch.randint(0, 10, (96,))
+    with diagnose.watch(model, optimizer, tmp_path / "mine", probe=x[:32], diag="default", every=2,
+                        steps=8) as watch:
+        for step in range(8):
+            i = torch.arange(step * 8, step * 8 + 8) % 64 + 32
+            loss = F.cross_entropy(model(x[i]), y[i])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            watch.log(loss=loss)
+    metrics = watch.metrics
+    acts = {name: record for name, record in metrics.layers.items() if record.role == "act"}
+    assert set(acts) == {"stem_act", "blocks.0.act1", "blocks.0.act2"}  # in the order they run
+    assert all(record.kind == "saturating" for record in acts.values())  # the clamp, measured
+    norms = {name: record.kind for name, record in metrics.layers.items() if record.role == "norm"}
+    assert norms == {"blocks.0.norm1": "batch", "blocks.0.norm2": "example"}  # BN by type, PixelNorm measured
+    saturation = next(f for f in metrics.findings if f.rule == "saturation")
+    assert "your model" in saturation.remedy and "init=" not in saturation.remedy  # the user's terms
+    assert max(r.values["saturation"] for r in acts.values()) > 0.5
+
+    functional = FunctionalNet((1, 8, 8), 10)
+    optimizer = torch.optim.SGD(functional.parameters(), lr=0.01)
+    with diagnose.watch(functional, optimizer, tmp_path / "functional", diag="default", steps=2):
+        for _ in range(2):
+            loss = F.cross_entropy(functional(x[:8]), y[:8])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    said = capsys.readouterr()
+    unseen = [line for line in (said.out + said.err).splitlines() if "as a function inside forward()" in line]
+    assert len(unseen) == 1 and "relu" in unseen[0] and "fc1, fc2" in unseen[0]  # once, naming the layers measured
