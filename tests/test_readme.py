@@ -15,9 +15,25 @@ from diagnose.cli.overrides import check_command_line, with_targets
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
+def shell_blocks(text: str) -> list[str]:
+    """The fenced code blocks of `text` with no language or a shell's (a ```python block is not a command line)."""
+    blocks, block, language = [], None, ""
+    for line in text.splitlines():
+        if not line.startswith("```"):
+            if block is not None:
+                block.append(line)
+        elif block is None:
+            block, language = [], line[3:].strip()
+        else:
+            if language in ("", "bash", "sh", "console"):
+                blocks.append("\n".join(block) + "\n")
+            block = None
+    return blocks
+
+
 def commands(text: str) -> list[str]:
     """`diagnose ...` lines of the fenced code blocks in `text`, continuation lines joined."""
-    blocks = re.findall(r"```\n(.*?)```", text, flags=re.S)
+    blocks = shell_blocks(text)
     joined = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
     return [line.split("  #")[0].strip() for line in joined if line.startswith("diagnose ")]
 
@@ -84,7 +100,7 @@ def one_job(command: str) -> tuple[str, list[str]]:
 
 def users_file(name: str) -> str:
     """The file a user writes that README shows in a code block starting `# <name>`."""
-    return next(block for block in re.findall(r"```\n(.*?)```", README, flags=re.S) if block.startswith(f"# {name}\n"))
+    return next(block for block in shell_blocks(README) if block.startswith(f"# {name}\n"))
 
 
 @pytest.mark.parametrize("command", [c for c in commands(README) if c not in TOUR])
