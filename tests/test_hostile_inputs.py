@@ -138,6 +138,7 @@ SLOW_PROBE = ["probe", "model=mlp", "model.width=64", "model.depth=10", "probe.j
               "probe.shape=[1,8,8]", "device=cpu"]
 
 
+@pytest.mark.slow  # a command started and stopped midway: 6-18 s each measured here, the 2 cores shared
 @pytest.mark.parametrize(("command", "sig"), [
     (SLOW_PROBE, "SIGTERM"),  # Ctrl-C takes the same way (StopRequests)
     (["check", *["data=synthetic", "data.size=8", "device=cpu", "model.widths=[8,16]"]], "SIGTERM"),
@@ -180,6 +181,7 @@ main(sys.argv[2:])
 """
 
 
+@pytest.mark.slow  # a train command up to its data: 9-12 s measured here, the 2 cores shared
 def test_a_data_folder_the_user_cannot_read_is_one_paragraph_and_no_folder(tmp_path):
     """It was an internal error (a PermissionError from looking for the files) with a failed run folder."""
     import subprocess
