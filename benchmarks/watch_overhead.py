@@ -118,8 +118,8 @@ def main() -> None:
     print(f"default CNN, {args.data}, batch {args.batch}, {args.steps} steps, threads={args.threads}, "
           f"{args.clock} clock, median of {args.rounds} rounds")
     print(f"{'loop':<22}{'steps/s':>9}{'vs plain':>10}{'range':>13}")
-    names = {"plain": "plain loop", "watch": "plain loop + watch", "off": "diagnose train off",
-             "default": "diagnose train default"}
+    names = {"plain": "plain loop", "watch": "plain loop + watch", "off": "train diag=off",
+             "default": "train diag=default"}
     for kind in LOOPS:
         # each round's ratio: the machine drifts between rounds more than within one
         ratios = [s / p for s, p in zip(speeds[kind], speeds["plain"], strict=True)]

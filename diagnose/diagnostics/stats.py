@@ -92,7 +92,8 @@ def zero_fraction(x: torch.Tensor) -> torch.Tensor:
     flat, buffer = memory_rows(x).reshape(-1), x.new_empty(ZERO_BLOCK)
     counts = [torch.sign(block, out=buffer[:len(block)]).abs_().sum(dtype=torch.float32)
               for block in flat.split(ZERO_BLOCK)]
-    # each block's count is exact in float32 (< 2**24) and so is their sum in float64: the count of the one-shot sum
+    # each block's count is exact in float32 (< 2**24) and so is their sum in float64: the one-shot float32 sum's count
+    # wherever that is exact (up to 2**24 entries)
     return 1 - torch.stack(counts).double().sum().float() / x.numel()
 
 
