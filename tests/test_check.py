@@ -101,6 +101,37 @@ def test_the_gradient_check_passes_a_deep_relu_cnn_whose_entries_have_tiny_gradi
         assert checks.gradients_correct(s).verdict == "pass"
 
 
+def test_a_bias_just_before_batchnorm_passes_the_gradient_check_and_a_broken_layer_behind_it_still_fails():
+    """BN removes each channel's mean, so a conv bias just before it has a true gradient of 0 (autograd: ~1e-17 in
+    float64): README's own network failed here with a relative error of 1 between two zeros."""
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 2, 5, 5), torch.randint(0, 3, (4,))
+
+    def net(act: nn.Module) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), act,
+                             nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Tanh(), nn.Flatten(),
+                             nn.Linear(100, 3))
+
+    assert gradient_check(net(nn.Tanh()), nn.CrossEntropyLoss(), x, y)[0] < 1e-6
+
+    class DoubledGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.tanh()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return 2 * grad
+
+    class BrokenTanh(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return DoubledGradient.apply(x)
+
+    torch.manual_seed(0)
+    error, where = gradient_check(net(BrokenTanh()), nn.CrossEntropyLoss(), x, y)
+    assert error > 0.1 and where.startswith(("0.", "1."))  # the layers before the broken one: wrong gradients
+
+
 def test_dropout_does_not_fail_the_overfit_check():
     assert checks.overfit_one_batch(subject("model.dropout=0.5")).verdict == "pass"
 
