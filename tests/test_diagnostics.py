@@ -18,14 +18,12 @@ from diagnose.build import build_model, build_run
 from diagnose.components.activations import ACTIVATIONS, SATURATING
 from diagnose.components.norms import NORMS
 from diagnose.config import DiagConfig, to_dict
-from diagnose.diagnostics import metrics as metric_table
 from diagnose.diagnostics.batchnorm import BatchNormStats
 from diagnose.diagnostics.dead_units import DeadUnits
 from diagnose.diagnostics.depth import DepthFigure
 from diagnose.diagnostics.landscape import landscape
 from diagnose.diagnostics.layer_stats import ActivationStats, Schedule, WeightStats
 from diagnose.diagnostics.layers import measured_layers
-from diagnose.diagnostics.metrics import LayerMetric
 from diagnose.diagnostics.monitor import Monitor
 from diagnose.diagnostics.stats import ZERO_BLOCK, histograms, mean_std, norm_from, sign_agreement, zero_fraction
 from diagnose.models.modes import batch_statistics
@@ -283,32 +281,6 @@ def test_mean_std_of_entries_whose_squares_overflow_float32_and_of_an_empty_tens
     ref_std, ref_mean = torch.std_mean(x.double(), correction=0)
     assert mean_std(x)[1].item() == pytest.approx(ref_std.item(), rel=1e-3)
     assert all(math.isnan(v.item()) for v in mean_std(torch.empty(0, 5)))
-
-
-def test_the_statistics_are_computed_on_one_thread_and_the_run_keeps_its_own(monkeypatch):
-    """A measuring step's reductions run on one thread (stats.one_thread: on a shared core, each parallel region
-    waits for a descheduled thread), in the hooks of the forward and the backward pass and for the weights; the
-    training step around them keeps the threads it has."""
-    seen_threads = []
-
-    def threads_of(seen):
-        seen_threads.append(torch.get_num_threads())
-        return seen.mean
-
-    probes = [LayerMetric(f"threads_{of}", "threads", None, of=of, compute=threads_of)
-              for of in ("output", "output_grad", "weight_grad")]
-    monkeypatch.setattr(metric_table, "LAYER_METRICS", [*metric_table.LAYER_METRICS, *probes])
-    model = model_for("model.widths=[4,8]")
-    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 4, (16,))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        writer, *_ = one_measured_step(model, x, y)
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(threads)
-    assert len(seen_threads) == 2 * len(model.measured) + 3 and set(seen_threads) == {1}  # 3 conv/linear weights
-    assert writer.scalars["act_std/features.0.conv"] > 0  # and the step was measured
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])

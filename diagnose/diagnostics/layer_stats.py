@@ -82,12 +82,11 @@ class ActivationStats(Instrument):
 
     def _forward_hook(self, layer: Layer, readings: Readings, measure: bool, draw: bool):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            with stats.one_thread():
-                if measure:
-                    seen = _add(readings, "output", output, layer, self.settings)
-                    readings.finite.append((layer.name, "activation", seen.mean))  # NaN/Inf exactly when an entry is
-                if draw:
-                    readings.histograms[f"act/{layer.name}"] = stats.histogram_sample(output)
+            if measure:
+                seen = _add(readings, "output", output, layer, self.settings)
+                readings.finite.append((layer.name, "activation", seen.mean))  # NaN/Inf exactly when an entry is
+            if draw:
+                readings.histograms[f"act/{layer.name}"] = stats.histogram_sample(output)
             if output.requires_grad:
                 output.register_hook(self._grad_hook(layer, readings, measure, draw))
 
@@ -95,12 +94,11 @@ class ActivationStats(Instrument):
 
     def _grad_hook(self, layer: Layer, readings: Readings, measure: bool, draw: bool):
         def hook(grad: torch.Tensor) -> None:
-            with stats.one_thread():
-                if measure:
-                    seen = _add(readings, "output_grad", grad, layer, self.settings)
-                    readings.finite.append((layer.name, "gradient", seen.mean))
-                if draw:
-                    readings.histograms[f"grad/{layer.name}"] = stats.histogram_sample(grad)
+            if measure:
+                seen = _add(readings, "output_grad", grad, layer, self.settings)
+                readings.finite.append((layer.name, "gradient", seen.mean))
+            if draw:
+                readings.histograms[f"grad/{layer.name}"] = stats.histogram_sample(grad)
 
         return hook
 
@@ -123,10 +121,6 @@ class WeightStats(Instrument):
         self._before: list[tuple[Layer, torch.Tensor, torch.Tensor]] = []  # (layer, weight, its norm) before the step
 
     def after_backward(self, step: int, readings: Readings) -> None:
-        with stats.one_thread():
-            self._measure(step, readings)
-
-    def _measure(self, step: int, readings: Readings) -> None:
         layers = [layer for layer in self.layers if layer.module.weight.grad is not None] \
             if self.schedule.stats(step) else []  # only on the steps that measure: this runs every step
         if layers:
@@ -156,8 +150,7 @@ class WeightStats(Instrument):
         if not self._before:  # a histogram-only step
             return
         layers, before, before_norms = zip(*self._before, strict=True)
-        with stats.one_thread():
-            moved = torch._foreach_norm(torch._foreach_sub([layer.module.weight.detach() for layer in layers], before))
+        moved = torch._foreach_norm(torch._foreach_sub([layer.module.weight.detach() for layer in layers], before))
         for layer, distance, norm in zip(layers, moved, before_norms, strict=True):
             # Karpathy's update:data ratio; about 1e-3 is healthy, far above or below is not
             readings.scalars[f"update_ratio/{layer.name}"] = distance / norm.clamp(min=1e-12)

@@ -134,8 +134,7 @@ class Monitor:
         if self.writer is not None:
             write_scalars(self.writer, self._shown(measured), step)
             if readings.histograms:
-                with stats.one_thread():
-                    rows = stats.histograms(list(readings.histograms.values())).cpu()
+                rows = stats.histograms(list(readings.histograms.values())).cpu()
                 write_histograms(self.writer, {self._label(tag): row for tag, row in zip(readings.histograms, rows,
                                                                                            strict=True)}, step)
             self._pending.update({tag: value for tag, value in measured.items()

@@ -1,9 +1,6 @@
 """Statistics of one tensor, computed where it lives. On a GPU nothing here reads a value back to the host; on the
 CPU a value is read only where there is no device to wait for (`mean_std`)."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 
 HIST_BINS = 64
@@ -17,24 +14,6 @@ HIST_SAMPLE = 1 << 14
 CANCELLATION = 1e-2
 
 ZERO_BLOCK = 1 << 18  # entries (1 MiB of float32) that `zero_fraction` counts at a time, in the core's cache
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Compute on one CPU thread, whatever the run trains with. A measuring step is a hundred-odd reductions, each a
-    parallel region of its own where intra-op threads are in use, and on a core shared with other jobs each region
-    waits for a descheduled thread: measured with threads=2 on this 2-core machine under a load of ~8, a statistics
-    step's reductions took 1.8-4.5 s with two threads against 0.2-0.27 s with one. Their numbers are then also those
-    of a threads=1 run (a float32 sum split between threads rounds differently), whatever threads=auto picks."""
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def in_memory_order(x: torch.Tensor) -> torch.Tensor:
