@@ -1,8 +1,14 @@
+import atexit
+import io
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +68,63 @@ def cfg_factory() -> Callable[..., DictConfig]:
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `diagnose ARGS` as a user would, in `cwd`, and capture everything it prints."""
+    """Run `diagnose ARGS` as a user would, in `cwd`, and capture everything it prints: a process of its own, forked
+    from a `python -m diagnose` that has done its imports (tests/cli_server.py), or started afresh where the
+    environment differs in what torch reads at import (or DIAGNOSE_TEST_FRESH=1 asks for it)."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "diagnose", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    command = [sys.executable, "-m", "diagnose", *args]
+    if os.environ.get("DIAGNOSE_TEST_FRESH") == "1" or _read_at_import(full_env) != _read_at_import(os.environ):
+        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return _CLI_SERVER.run(command, cwd, timeout, full_env)
+
+
+def _read_at_import(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables a process reads once, as it starts: torch's and the thread pools'; the server has its own."""
+    prefixes = ("OMP_", "MKL_", "KMP_", "GOMP_", "TORCH", "CUDA", "LD_", "PYTHON", "MALLOC")
+    return {key: value for key, value in env.items() if key.startswith(prefixes) and key != "PYTHONPATH"}
+
+
+class _CliServer:
+    """One tests/cli_server.py per test process, started at its first run."""
+
+    def __init__(self):
+        self.server: subprocess.Popen | None = None
+
+    def _started(self) -> subprocess.Popen:
+        if self.server is None or self.server.poll() is not None:
+            self.server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cli_server.py"))],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            json.loads(self.server.stdout.readline())  # {"ready"}: its imports done
+        return self.server
+
+    def run(self, command: list[str], cwd: Path, timeout: float, env: dict) -> subprocess.CompletedProcess:
+        server = self._started()
+        with tempfile.TemporaryDirectory() as folder:
+            out, err = Path(folder, "stdout"), Path(folder, "stderr")
+            request = {"args": command[3:], "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            server.stdin.write(json.dumps(request) + "\n")
+            server.stdin.flush()
+            pid = json.loads(server.stdout.readline())["pid"]
+            overdue = threading.Event()
+            timer = threading.Timer(timeout, lambda: (overdue.set(), os.kill(pid, signal.SIGKILL)))
+            timer.start()
+            try:
+                returncode = json.loads(server.stdout.readline())["returncode"]
+            finally:
+                timer.cancel()
+            said = [io.TextIOWrapper(io.BytesIO(path.read_bytes())).read() for path in (out, err)]  # as text=True
+        if overdue.is_set():
+            raise subprocess.TimeoutExpired(command, timeout, *said)
+        return subprocess.CompletedProcess(command, returncode, *said)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stdin.close()
+            self.server.wait(timeout=30)
+
+
+_CLI_SERVER = _CliServer()
+atexit.register(_CLI_SERVER.close)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

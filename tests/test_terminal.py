@@ -86,6 +86,29 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     return root / LONG, killed
 
 
+@pytest.mark.slow
+def test_the_tests_forked_diagnose_says_and_exits_as_a_fresh_one(runs, tmp_path, monkeypatch):
+    # run_cli forks `diagnose` from a server that has done its imports (tests/cli_server.py): what every other test
+    # reads of a command holds only where that child is the process `python -m diagnose` would be: its width, its
+    # exit code, its streams, a run through Hydra's job
+    def said(result: subprocess.CompletedProcess) -> tuple[int, str, str]:  # less a run's own speed and folder
+        timing = re.compile(r"in [\d.]+ s, [\d,]+ images/s|[\d,]+ img/s|run_(forked|fresh)")
+        return result.returncode, timing.sub("", result.stdout), timing.sub("", result.stderr)
+
+    train = ["train", *TINY_DATA, "steps=2", "model.widths=[4,8]"]
+    for args in (["report", str(runs[0])], train):
+        forked = run_cli([*args, "hydra.run.dir=run_forked"] if args is train else args, tmp_path,
+                         env={"COLUMNS": "60"})
+        monkeypatch.setenv("DIAGNOSE_TEST_FRESH", "1")
+        fresh = run_cli([*args, "hydra.run.dir=run_fresh"] if args is train else args, tmp_path,
+                        env={"COLUMNS": "60"})
+        monkeypatch.delenv("DIAGNOSE_TEST_FRESH")
+        assert said(forked) == said(fresh)
+        assert forked.stdout + forked.stderr and not (tmp_path / "outputs").exists()
+    assert (tmp_path / "run_forked" / "metrics.json").exists()
+    assert any(TABLE.match(line) for line in forked.stderr.splitlines())  # a table: drawn to the width
+
+
 @pytest.mark.parametrize("where", ["terminal", "piped"])
 def test_report_at_80_columns_shows_every_layer_name_and_the_folder_whole(runs, where, tmp_path):
     run, _ = runs
