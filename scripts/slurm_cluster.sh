@@ -56,7 +56,7 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 # cred_expire: also how long a requeued job waits before it may start again (SLURM's default is 120 s)
-AuthInfo=socket=$SOCKET,cred_expire=10
+AuthInfo=socket=$SOCKET,cred_expire=5
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
