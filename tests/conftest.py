@@ -1,18 +1,15 @@
 import atexit
-import io
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_server import CliServer
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -70,60 +67,43 @@ def cfg_factory() -> Callable[..., DictConfig]:
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `diagnose ARGS` as a user would, in `cwd`, and capture everything it prints: a process of its own, forked
     from a `python -m diagnose` that has done its imports (tests/cli_server.py), or started afresh where the
-    environment differs in what torch reads at import (or DIAGNOSE_TEST_FRESH=1 asks for it)."""
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    command = [sys.executable, "-m", "diagnose", *args]
-    if os.environ.get("DIAGNOSE_TEST_FRESH") == "1" or _read_at_import(full_env) != _read_at_import(os.environ):
+    environment differs in what torch reads at import, the server is busy, or DIAGNOSE_TEST_FRESH=1 asks for it."""
+    command, full_env = [sys.executable, "-m", "diagnose", *args], {**os.environ, "COLUMNS": "200", **(env or {})}
+    if _fresh(full_env):
         return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
     return _CLI_SERVER.run(command, cwd, timeout, full_env)
 
 
-def _read_at_import(env: Mapping[str, str]) -> dict[str, str]:
-    """The variables a process reads once, as it starts: torch's and the thread pools'; the server has its own."""
+def start_cli(args: list[str], cwd: Path, env: dict | None = None, stdout: bool = True, tty: int | None = None,
+              session: bool = False, sigint: bool = False) -> Any:
+    """Start `diagnose ARGS` as subprocess.Popen(..., stdout=PIPE (DEVNULL: stdout=False), stderr=PIPE, text=True)
+    would, or with the follower `tty` of a pseudo-terminal as its three streams; `session`: a session of its own
+    (start_new_session); `sigint`: Python's Ctrl-C handler even where the tests run with SIGINT ignored (nohup).
+    Forked from the server as run_cli's runs are; what comes back has Popen's pid, stdout, stderr, poll, wait,
+    communicate, send_signal and kill."""
+    command, full_env = [sys.executable, "-m", "diagnose", *args], {**os.environ, "COLUMNS": "200", **(env or {})}
+    if not _fresh(full_env):
+        return _CLI_SERVER.start(command, cwd, full_env, stdout, tty, session, sigint)
+    streams = {"stdin": tty, "stdout": tty, "stderr": tty} if tty is not None else \
+        {"stdout": subprocess.PIPE if stdout else subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    return subprocess.Popen(command, cwd=cwd, env=full_env, text=tty is None, start_new_session=session,
+                            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if sigint else None,
+                            **streams)
+
+
+def _fresh(env: Mapping[str, str]) -> bool:
+    """Whether `diagnose` must start afresh: the server has another command running, the environment differs in
+    what a process reads once as it starts (torch's and its thread pools' variables), or DIAGNOSE_TEST_FRESH=1."""
     prefixes = ("OMP_", "MKL_", "KMP_", "GOMP_", "TORCH", "CUDA", "LD_", "PYTHON", "MALLOC")
-    return {key: value for key, value in env.items() if key.startswith(prefixes) and key != "PYTHONPATH"}
+
+    def read_at_start(env: Mapping[str, str]) -> dict[str, str]:
+        return {key: value for key, value in env.items() if key.startswith(prefixes) and key != "PYTHONPATH"}
+
+    return (_CLI_SERVER.busy or os.environ.get("DIAGNOSE_TEST_FRESH") == "1"
+            or read_at_start(env) != read_at_start(os.environ))
 
 
-class _CliServer:
-    """One tests/cli_server.py per test process, started at its first run."""
-
-    def __init__(self):
-        self.server: subprocess.Popen | None = None
-
-    def _started(self) -> subprocess.Popen:
-        if self.server is None or self.server.poll() is not None:
-            self.server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cli_server.py"))],
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            json.loads(self.server.stdout.readline())  # {"ready"}: its imports done
-        return self.server
-
-    def run(self, command: list[str], cwd: Path, timeout: float, env: dict) -> subprocess.CompletedProcess:
-        server = self._started()
-        with tempfile.TemporaryDirectory() as folder:
-            out, err = Path(folder, "stdout"), Path(folder, "stderr")
-            request = {"args": command[3:], "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
-            server.stdin.write(json.dumps(request) + "\n")
-            server.stdin.flush()
-            pid = json.loads(server.stdout.readline())["pid"]
-            overdue = threading.Event()
-            timer = threading.Timer(timeout, lambda: (overdue.set(), os.kill(pid, signal.SIGKILL)))
-            timer.start()
-            try:
-                returncode = json.loads(server.stdout.readline())["returncode"]
-            finally:
-                timer.cancel()
-            said = [io.TextIOWrapper(io.BytesIO(path.read_bytes())).read() for path in (out, err)]  # as text=True
-        if overdue.is_set():
-            raise subprocess.TimeoutExpired(command, timeout, *said)
-        return subprocess.CompletedProcess(command, returncode, *said)
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.stdin.close()
-            self.server.wait(timeout=30)
-
-
-_CLI_SERVER = _CliServer()
+_CLI_SERVER = CliServer()
 atexit.register(_CLI_SERVER.close)
 
 

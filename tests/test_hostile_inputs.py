@@ -146,14 +146,11 @@ SLOW_PROBE = ["probe", "model=mlp", "model.width=64", "model.depth=10", "probe.j
 def test_a_signal_during_probe_or_check_says_interrupted_exits_130_and_leaves_no_folder(command, sig, tmp_path):
     """SIGTERM (a scheduler's, `kill`) as Ctrl-C: it killed probe and check outright (exit 143, no word, a half-made
     folder)."""
-    import os
     import signal
-    import subprocess
-    import sys
 
-    process = subprocess.Popen([sys.executable, "-m", "diagnose", *command], cwd=tmp_path, stderr=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, text=True, env={**os.environ, "COLUMNS": "200"},
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
+    from conftest import start_cli
+
+    process = start_cli(command, tmp_path, stdout=False, sigint=True)  # Ctrl-C not ignored, as on a terminal
     try:
         started = "Jacobian:" if command[0] == "probe" else "data:"
         said = [next(line for line in process.stderr if line.startswith(started))]  # well inside the command

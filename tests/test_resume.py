@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import TINY, compose_config, compose_raw, run_cli
+from conftest import TINY, compose_config, compose_raw, run_cli, start_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from diagnose.build import build_run
@@ -84,9 +84,7 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path):
 @pytest.mark.slow
 def test_sigterm_to_a_cli_run_then_resume_from_the_command_line(tmp_path):
     args = ["train", *RESUMABLE, "steps=400", "data.train_count=2000"]
-    env = {**os.environ, "COLUMNS": "200"}
-    process = subprocess.Popen([sys.executable, "-m", "diagnose", *args], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_cli(args, tmp_path)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("outputs/*/*/events.out.*")) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -7,12 +7,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, TINY_DATA, compose_config, run_cli
+from conftest import TINY, TINY_DATA, compose_config, run_cli, start_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
@@ -84,10 +83,8 @@ def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted
     longer = {"steps": "steps=1500", "log_every": "log_every=100", "data.train_count": "data.train_count=16064"}
     config = [longer.pop(o.split("=")[0], o) for o in TINY] + list(longer.values())
     # submitit counts a USR2 this early in a 10-minute job as its time limit: it requeues it up to twice
-    launcher = subprocess.Popen([sys.executable, "-m", "diagnose", "train", "-m", *SLURM, *config,
-                                 "hydra.launcher.max_num_timeout=2"], cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, **slurm_env, "COLUMNS": "200"})
+    launcher = start_cli(["train", "-m", *SLURM, *config, "hydra.launcher.max_num_timeout=2"], tmp_path,
+                         env=slurm_env)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list(tmp_path.glob("outputs/multirun/*/*/**/train.log")):

@@ -7,14 +7,12 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import TINY, needs_fashion, run_cli
+from conftest import TINY, needs_fashion, run_cli, start_cli
 from filelock import FileLock
 from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -291,12 +289,10 @@ def processes_in(folder):
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm to the launcher"])
 def test_a_stopped_local_sweep_saves_its_running_jobs_and_leaves_no_process(how, tmp_path):
-    command = [sys.executable, "-m", "diagnose", "train", "-m", "hydra/launcher=local", "hydra.launcher.workers=2",
+    command = ["train", "-m", "hydra/launcher=local", "hydra.launcher.workers=2",
                *[o for o in SWEEP_TINY if not o.startswith("steps=")], "steps=100000", "batch=4,8,16,32"]
     # a session of its own: Ctrl-C reaches the launcher and its workers, as a terminal's would
-    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True, env={**os.environ, "COLUMNS": "200"},
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    sweep = start_cli(command, tmp_path, session=True, sigint=True)
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("outputs/multirun/**/events.out.tfevents.*"))) < 2:  # two jobs training
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()

@@ -15,7 +15,7 @@ import termios
 from pathlib import Path
 
 import pytest
-from conftest import TINY_DATA, compose_config, run_cli
+from conftest import TINY_DATA, compose_config, run_cli, start_cli
 from rich.console import Console
 from rich.table import Table
 
@@ -36,9 +36,7 @@ def on_a_terminal(args: list[str], cwd: Path, columns: int = 80) -> str:
     """What `diagnose ARGS` shows on a pseudo-terminal `columns` wide, escape codes taken out."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    env = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm-256color"}
-    process = subprocess.Popen([sys.executable, "-m", "diagnose", *args], cwd=cwd, env=env, stdin=follower,
-                               stdout=follower, stderr=follower)
+    process = start_cli(args, cwd, env={"COLUMNS": str(columns), "TERM": "xterm-256color"}, tty=follower)
     os.close(follower)
     shown = b""
     while True:
