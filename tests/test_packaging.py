@@ -57,23 +57,20 @@ def test_wheel_installs_into_a_fresh_venv_and_trains_from_another_directory(tmp_
         s.bind(("127.0.0.1", 0))
         proxy = f"http://127.0.0.1:{s.getsockname()[1]}"
     offline = {**os.environ, "DIAGNOSE_DATA": str(empty), "http_proxy": proxy, "https_proxy": proxy, "no_proxy": ""}
+    # a sweep of two: the wheel carries the local launcher and the sweeper (every sweep's) where Hydra looks for
+    # plugins, and each job trains on the sample
     result = subprocess.run(
-        [venv / "bin" / "diagnose", "train", "steps=2", "device=cpu", "diag=off", "threads=1", "model.widths=[8]"],
-        cwd=elsewhere, capture_output=True, text=True, timeout=300, env=offline)
+        [venv / "bin" / "diagnose", "train", "-m", "hydra/launcher=local", "batch=8,16", "steps=2", "device=cpu",
+         "diag=off", "threads=1", "model.widths=[8]"], cwd=elsewhere, capture_output=True, text=True, timeout=300,
+        env=offline)
     assert result.returncode == 0, result.stderr
     assert "data: the Fashion-MNIST sample shipped with diagnose" in result.stdout + result.stderr
-    (metrics,) = elsewhere.glob("outputs/*/*/metrics.json")
-    assert json.loads(metrics.read_text())["status"] == "completed" and list(empty.iterdir()) == []
+    finished = elsewhere.glob("outputs/multirun/*/*/batch=*/metrics.json")
+    assert [json.loads(metrics.read_text())["status"] for metrics in finished] == ["completed"] * 2
+    assert list(empty.iterdir()) == []
     refused = subprocess.run([venv / "bin" / "diagnose", "train", "data=mnist"], cwd=elsewhere, capture_output=True,
                              text=True, timeout=300, env=offline)
     assert refused.returncode == 2 and "Could not download" in refused.stderr  # the same setting refuses downloads
-    # the wheel carries the local launcher and the sweeper (every sweep's) where Hydra looks for plugins
-    sweep = subprocess.run(
-        [venv / "bin" / "diagnose", "train", "-m", "hydra/launcher=local", "data=synthetic", "data.size=8",
-         "data.train_count=128", "data.test_count=32", "data.val_size=32", "batch=8,16", "steps=2", "device=cpu",
-         "model.widths=[8]"], cwd=elsewhere, capture_output=True, text=True, timeout=300)
-    assert sweep.returncode == 0, sweep.stderr
-    assert len(list(elsewhere.glob("outputs/multirun/*/*/batch=*/metrics.json"))) == 2
     for plugin in ("diagnose_launcher", "diagnose_sweeper"):
         assert str(venv) in subprocess.run([python, "-c", f"import hydra_plugins.{plugin} as m; print(m.__file__)"],
                                            cwd=elsewhere, check=True, capture_output=True, text=True).stdout
