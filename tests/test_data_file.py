@@ -250,14 +250,15 @@ def test_a_file_that_cannot_be_read_is_one_line(case, tmp_path, monkeypatch):
 
 TARGETS = {  # name -> (data._target_, what the message must say)
     "no such module": ("no_such_module.load", r"no module no_such_module was found in .* or on PYTHONPATH"),
-    "no such function": ("loaders.nothing", r"loaders \(.*loaders\.py\) has no nothing\."),
+    "no such function": ("loaders.nothing", r"loaders \(.*loaders\.py\) has no nothing\. It defines: nothing_useful, "
+                                            r"raises\."),
     "a module that fails to import": ("broken.load", r"importing broken raised ZeroDivisionError: division by zero "
                                                       r"\(.*broken\.py, line 1\)"),
     "a function that raises": ("loaders.raises", r"calling loaders\.raises\(\) raised KeyError: 'x' "
                                                  r"\(.*loaders\.py, line 3\)"),
     "not callable": ("loaders.NUMBER", r"is not callable \(its type: int\)"),
     "returns something else": ("loaders.nothing_useful", r"it holds a str; diagnose takes a dict of"),
-    "not module.function": ("load", r"name a function as module\.function"),
+    "not module.function": ("load", r"name it as module\.name"),
 }
 
 

@@ -143,8 +143,8 @@ def test_a_target_model_gets_the_datas_shape_and_its_own_arguments():
 
 
 BAD_TARGETS = {
-    "no such module": (["model._target_=nomodule.Net"], r"there is no module 'nomodule' on the current directory"),
-    "no such attribute": (["model._target_=yournets.nets.Nope"], r"has no 'Nope'. Its classes: .*ResNet"),
+    "no such module": (["model._target_=nomodule.Net"], r"no module nomodule was found in .* or on PYTHONPATH"),
+    "no such attribute": (["model._target_=yournets.nets.Nope"], r"has no Nope\. It defines: .*ResNet"),
     "not a module": (["model._target_=yournets.nets.NOT_A_MODULE"], r"is a int, not a torch.nn.Module class"),
     "constructor raises": (["model._target_=yournets.nets.Raises", "model.width=3"],
                            r"Raises\(.*width=3\) raised ValueError: width 3 is not supported"),

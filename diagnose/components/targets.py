@@ -7,14 +7,11 @@ The project's own components keep their short names (`act=gelu`); `_target_` is 
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from diagnose import checks
+from diagnose import checks, user_code
 from diagnose.errors import UserError
 from diagnose.kinds import IDENTITY, RELU_LIKE, SATURATING, SMOOTH
 from diagnose.lazy import later
@@ -70,27 +67,7 @@ def locate(group: str, path: str | None) -> Any:
     if not path or "." not in path:
         raise UserError(f"{group}={TARGET} needs {group}._target_=<module>.<Class>, the import path of your class "
                         f"(e.g. {group}._target_=mynets.{_example(group)}); got {path!r}.")
-    here = str(Path.cwd())
-    if here not in sys.path and "" not in sys.path:  # an installed console script does not put it there
-        sys.path.insert(0, here)
-    module_name, _, attribute = path.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name and module_name.startswith(err.name):  # the module itself, not one it imports
-            raise UserError(f"{group}._target_={path}: there is no module '{err.name}' on the current directory "
-                            f"({here}) or PYTHONPATH. Run diagnose where {module_name.replace('.', '/')}.py is, or "
-                            f"add its folder to PYTHONPATH.") from None
-        raise UserError(f"{group}._target_={path}: importing {module_name} failed: {err}.") from None
-    except Exception as err:  # noqa: BLE001 - the user's module failed as it was imported
-        raise UserError(f"{group}._target_={path}: importing {module_name} raised {type(err).__name__}: "
-                        f"{err}.") from None
-    if not hasattr(module, attribute):
-        classes = sorted(name for name, value in vars(module).items() if inspect.isclass(value)
-                         and value.__module__ == module.__name__)
-        raise UserError(f"{group}._target_={path}: module {module_name} ({getattr(module, '__file__', '?')}) has no "
-                        f"'{attribute}'. Its classes: {', '.join(classes) or 'none'}.")
-    return getattr(module, attribute)
+    return user_code.locate(f"{group}._target_", path)
 
 
 def find_class(group: str, path: str) -> type:

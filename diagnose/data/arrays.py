@@ -2,11 +2,7 @@
 datasets are and laid out as they are: (N, C, H, W) images, uint8 or float32, and feature vectors as (N, F, 1, 1), so
 that batching, centring per channel (here: per feature) and the MLP take them unchanged."""
 
-import importlib
-import os
 import pickle
-import sys
-import traceback
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +13,7 @@ import torch
 
 from diagnose.data.datasets import RawData
 from diagnose.errors import UserError
+from diagnose.user_code import first_line, locate, said
 
 # Each array's name, and the other spelling accepted for it: Keras's (keras.datasets.*.load_data() and its mnist.npz).
 KEYS = {"train_x": "x_train", "train_y": "y_train", "test_x": "x_test", "test_y": "y_test"}
@@ -83,7 +80,7 @@ def _read_file(path: Path, source: str) -> dict[str, Any]:
                         f"'train_y': ..., 'test_x': ..., 'test_y': ...}}, path).") from None
     except Exception as err:  # noqa: BLE001 - any parse failure of a user's file means the same to the user
         reader = "numpy.load" if path.suffix == ".npz" else "torch.load"
-        raise UserError(f"{source}: {reader} cannot read it ({type(err).__name__}: {_first_line(err)}). Is it "
+        raise UserError(f"{source}: {reader} cannot read it ({type(err).__name__}: {first_line(err)}). Is it "
                         f"complete, and saved by {'numpy.savez' if path.suffix == '.npz' else 'torch.save'}?") from None
 
 
@@ -227,61 +224,12 @@ def _as_nchw(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 def _call(target: str) -> object:
     """What the function `target` returns, called without arguments."""
-    function = _locate(target)
+    function = locate("data._target_", target)
     if not callable(function):
         raise UserError(f"data._target_={target} is not callable (its type: {type(function).__name__}); name a "
                         f"function that returns your arrays.")
     try:
         return function()
     except Exception as err:  # noqa: BLE001 - the user's code: say where it failed, in one line
-        raise UserError(f"data._target_={target}: calling {target}() raised {_said(err)}. It is called without "
+        raise UserError(f"data._target_={target}: calling {target}() raised {said(err)}. It is called without "
                         f"arguments and must return {_HOLDS}.") from None
-
-
-def _locate(target: str) -> object:
-    """The object `target` names (package.module.attribute...), imported from the current directory or PYTHONPATH."""
-    parts = target.split(".")
-    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
-        raise UserError(f"data._target_={target}: name a function as module.function (e.g. mydata.load, for "
-                        f"mydata.py in the folder diagnose runs from).")
-    here = os.getcwd()
-    if here not in sys.path and "" not in sys.path:  # the console script's path lacks it; `python -m` has it
-        sys.path.insert(0, here)
-    tried = []
-    for cut in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:cut])
-        try:
-            found = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name is not None and (module_name + ".").startswith(err.name + "."):
-                tried.append(module_name)  # no such module: a shorter name may be one, with the rest its attributes
-                continue
-            raise _import_failed(target, module_name, err) from None
-        except Exception as err:  # noqa: BLE001 - the user's module failed while it was imported
-            raise _import_failed(target, module_name, err) from None
-        for depth, attribute in enumerate(parts[cut:], start=cut):
-            if not hasattr(found, attribute):
-                owner = ".".join(parts[:depth])
-                raise UserError(f"data._target_={target}: {owner} ({getattr(found, '__file__', None) or 'found'}) has "
-                                f"no {attribute}.")
-            found = getattr(found, attribute)
-        return found
-    raise UserError(f"data._target_={target}: no module {' or '.join(tried)} was found in {here} (where diagnose runs) "
-                    f"or on PYTHONPATH. Run diagnose from the folder that holds {parts[0]}.py (or the package "
-                    f"{parts[0]}/), or add that folder to PYTHONPATH.")
-
-
-def _import_failed(target: str, module: str, err: Exception) -> UserError:
-    return UserError(f"data._target_={target}: importing {module} raised {_said(err)}.")
-
-
-def _said(err: Exception) -> str:
-    """The error in one line, with the line of the user's code that raised it (not diagnose's, nor importlib's)."""
-    machinery = (str(Path(importlib.__file__).parent), "<")  # importlib's own frames, real and frozen
-    frames = [f for f in traceback.extract_tb(err.__traceback__)[1:] if not f.filename.startswith(machinery)]
-    where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
-    return f"{type(err).__name__}: {_first_line(err)}{where}"
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [""])[0]
