@@ -16,6 +16,10 @@ from diagnose.results import RunMetrics
 
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+SUMMARY_CSV = "summary.csv"  # a sweep folder's table of its jobs (diagnose.sweep.summary)
+FINDINGS_JSON = "findings.json"
+# a folder that holds a sweep: Hydra writes the first as the sweep starts, diagnose the second when it ends
+SWEEP_MARKS = ("multirun.yaml", SUMMARY_CSV)
 
 # What the machine, not the code, got wrong when a write fails: the user can fix it
 ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}

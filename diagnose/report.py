@@ -16,11 +16,11 @@ from diagnose.console import line, print_findings, print_tables
 from diagnose.diagnostics import metrics as metric_table
 from diagnose.diagnostics.metrics import LayerMetric
 from diagnose.errors import UserError
+from diagnose.files import CHECKPOINT_FILE, METRICS_FILE
 from diagnose.findings import as_dicts
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
 from diagnose.sweep.sensitivity import series_name
 from diagnose.sweep.summary import METRICS, cell, report_findings, sweep_findings, sweep_table
-from diagnose.training.outputs import CHECKPOINT_FILE, METRICS_FILE
 
 TRAINED = ("completed", "diverged", "interrupted")  # the statuses of a run that has steps to count
 

@@ -51,8 +51,8 @@ def test_a_hostile_command_line_is_one_paragraph_exit_2_and_no_folder(case, tmp_
 
 def completed_run(folder):
     """A run folder as a completed run leaves it, as far as `diagnose report` reads it."""
+    from diagnose.files import write_metrics
     from diagnose.results import Evaluation, Final, RunMetrics
-    from diagnose.training.outputs import write_metrics
 
     folder.mkdir(parents=True)
     write_metrics(folder, RunMetrics(status="completed", steps=4, wall_time_s=1.5, images_per_s=100.0,

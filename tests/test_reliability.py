@@ -249,8 +249,8 @@ def test_report_reads_results_without_importing_torch(tmp_path):
     import subprocess
     import sys
 
+    from diagnose.files import write_metrics
     from diagnose.results import Evaluation, Final
-    from diagnose.training.outputs import write_metrics
 
     write_metrics(tmp_path, RunMetrics(status="completed", steps=10, final=Final(val_acc=0.9),
                                        history=[Evaluation(10, 1.0, 0.3, 0.9)]))

@@ -20,12 +20,12 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from diagnose.cli.commands import main
 from diagnose.errors import UserError
+from diagnose.files import write_metrics
 from diagnose.findings import about
 from diagnose.results import Final, Finding, NoiseScale, RunMetrics
 from diagnose.sweep.critical_batch import Fit, Series, critical_batch_figure
 from diagnose.sweep.runs import RunRecord, find_runs
 from diagnose.sweep.summary import cell, report_findings, summarise_sweep, sweep_table
-from diagnose.training.outputs import write_metrics
 
 SWEEP_TINY = [o for o in TINY if not o.startswith("batch=")]
 

@@ -22,9 +22,9 @@ from rich.table import Table
 from diagnose import console as terminal
 from diagnose.build import build_run
 from diagnose.config import to_dict
+from diagnose.files import read_metrics
 from diagnose.results import Finding
 from diagnose.training.loop import train
-from diagnose.training.outputs import read_metrics
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TABLE = re.compile(r"^[┏┃┡│└┌├]")  # a line of a rich table (its borders)

@@ -57,7 +57,7 @@ def _run_task(cfg: DictConfig, work: Callable[[DictConfig, Job], RunMetrics]) ->
 
 def _failed(err: Exception, cfg: DictConfig, out_dir: Path, sweep: bool, command: str = "train") -> int:
     """Say why a run of `command` failed, in one paragraph, record it in its metrics.json; the exit code."""
-    from diagnose.training.outputs import METRICS_FILE, write_metrics
+    from diagnose.files import METRICS_FILE, write_metrics
 
     whose = f"job {out_dir.name} failed: " if sweep else ""
     if isinstance(err, UserError):
@@ -122,7 +122,8 @@ def requeued(out_dir: Path) -> dict | None:
     in its own folder before it stopped. submitit brings a requeued job back with the same Hydra job, folder
     included; SLURM counts its restarts. None at a job's first start, and for one stopped before its first
     checkpoint, which starts again."""
-    from diagnose.training.outputs import CHECKPOINT_FILE, load_checkpoint
+    from diagnose.files import CHECKPOINT_FILE
+    from diagnose.training.outputs import load_checkpoint
 
     if os.environ.get("SLURM_RESTART_COUNT", "0") in ("", "0") or not (out_dir / CHECKPOINT_FILE).exists():
         return None
@@ -178,7 +179,7 @@ def _plain(value: object) -> object:
 
 
 def _status_of(run_dir: Path) -> str | None:
-    from diagnose.training.outputs import read_metrics
+    from diagnose.files import read_metrics
 
     try:
         return read_metrics(run_dir).status

@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import IO
 
 from diagnose.errors import UserError
+from diagnose.files import SWEEP_MARKS
 
 LOCK_FILE = ".diagnose.lock"  # holds the owner's pid
 RESULTS = ("metrics.json", "checkpoint.pt", "check.json")  # a run's or a probe's, a check's
-SWEEP_MARKS = ("multirun.yaml", "summary.csv")  # Hydra writes the first as a sweep starts, diagnose the second
 
 _held: dict[Path, IO[str]] = {}  # folder -> its open lock file: the OS drops the lock when the process ends
 

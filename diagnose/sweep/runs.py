@@ -7,8 +7,8 @@ from typing import Any
 import yaml
 
 from diagnose.errors import UserError
+from diagnose.files import CHECKPOINT_FILE, METRICS_FILE, read_metrics
 from diagnose.results import RunMetrics
-from diagnose.training.outputs import CHECKPOINT_FILE, METRICS_FILE, read_metrics
 
 
 @dataclass

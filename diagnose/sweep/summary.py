@@ -14,6 +14,7 @@ from rich.table import Table
 from diagnose.config import Thresholds
 from diagnose.console import console as shared_console
 from diagnose.console import line, print_findings, print_tables
+from diagnose.files import FINDINGS_JSON, SUMMARY_CSV
 from diagnose.findings import SEVERITIES, Finding, about, as_dicts, as_markdown, bn_small_batch
 from diagnose.sweep.critical_batch import Series, critical_batches, no_fit_note, worth_fitting, write_critical_batches
 from diagnose.sweep.runs import RunRecord, find_runs, swept_keys
@@ -53,8 +54,6 @@ def cell(run: RunRecord, name: str) -> str:
     return about(value) if name == "b_simple" else f"{value:.4f}"
 
 
-SUMMARY_CSV = "summary.csv"
-FINDINGS_JSON = "findings.json"
 
 
 def _order(value: object) -> tuple:

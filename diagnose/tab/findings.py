@@ -5,8 +5,8 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from diagnose.files import FINDINGS_JSON
 from diagnose.results import Finding, RunMetrics
-from diagnose.sweep.summary import FINDINGS_JSON
 from diagnose.tab.targets import SWEEP, Target
 
 SEVERITIES = ("error", "warning", "info")  # the order of the jobs' rules; any other severity comes last

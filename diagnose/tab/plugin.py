@@ -12,7 +12,7 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import Request, Response, exceptions
 
-from diagnose.training.outputs import METRICS_FILE
+from diagnose.files import METRICS_FILE
 
 STATIC = Path(__file__).parent / "static"
 

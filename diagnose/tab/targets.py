@@ -6,12 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diagnose.errors import UserError
+from diagnose.files import FINDINGS_JSON, METRICS_FILE, SWEEP_MARKS
 from diagnose.sweep.runs import RunRecord, find_runs
-from diagnose.sweep.summary import FINDINGS_JSON, SUMMARY_CSV
-from diagnose.training.outputs import METRICS_FILE
 
 RUN, PROBE, SWEEP = "run", "probe", "sweep"
-SWEEP_MARKS = ("multirun.yaml", SUMMARY_CSV)  # Hydra writes the first when a sweep starts, diagnose the second
 
 
 @dataclass

@@ -6,15 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from diagnose.errors import UserError
-
-# metrics.json's: the run folder's other readers (the tab, a sweep's summary) import them from here too
-from diagnose.files import (  # noqa: F401
-    CHECKPOINT_FILE,
-    METRICS_FILE,
-    read_metrics,
-    replace_atomically,
-    write_metrics,
-)
+from diagnose.files import CHECKPOINT_FILE, replace_atomically
 
 
 def log_into(run_dir: Path) -> None:
