@@ -85,7 +85,7 @@ def run_steps(mode: str, args: argparse.Namespace) -> tuple[list[tuple[str, floa
                 profiler.disable()
             timed.append((kind, clock() - started))
         watch.detach()
-    text = extra_ops(ops, profiled, args.top) if ops else ""
+    text = extra_ops(ops, profiled, args.top) if "plain" in ops else ""  # main says why there is none
     if profiler:
         stream = io.StringIO()
         pstats.Stats(profiler, stream=stream).sort_stats(args.sort).print_stats(args.top)
@@ -127,6 +127,8 @@ def main() -> None:
     args = parser.parse_args()
 
     runs = {mode: run_steps(mode, args) for mode in args.modes}
+    if not all(any(kind == "plain" for kind, _ in timed[1:]) for timed, _ in runs.values()):
+        raise SystemExit(f"{args.steps} steps measure at every step: no plain step to compare with (try --steps 300)")
     base = statistics.median(s for kind, s in runs[args.modes[0]][0] if kind == "plain")
     print(f"default CNN, {args.data}, batch {args.batch}, {args.steps} steps, threads={args.threads}, {args.clock} "
           f"time; step 1 left out (warm-up); ms")
