@@ -107,8 +107,9 @@ def test_bf16_autocast_runs(cfg_factory, tmp_path):
 @pytest.mark.slow
 def test_default_cnn_reaches_80_percent_on_a_fashion_mnist_subset(tmp_path):
     needs_fashion()
+    # 1,000 held out rather than 5,000: a third of the test's time went to evaluating them (test accuracy 0.820)
     cfg = compose_config(["data=fashion_mnist", f"data.root={tmp_path / 'none'}", "data.download=false",
-                          "data.subset=10000", "epochs=3", "device=cpu"])
+                          "data.subset=10000", "data.val_size=1000", "epochs=3", "device=cpu"])
     metrics = run_tiny(cfg, tmp_path / "run")
     assert metrics.final.test_acc >= 0.80, metrics.final
 
