@@ -43,6 +43,7 @@ def preload() -> None:
     import matplotlib.backends.backend_agg
     import matplotlib.figure
     import matplotlib.ticker  # noqa: F401  (the depth figure's, which diagnose imports on first use)
+    import torch._decomp.decompositions_for_jvp  # noqa: F401  (the probe's torch.func.jacfwd scripts them: ~1 s)
     import torch._dynamo  # noqa: F401  (torch.optim's first optimizer imports it: ~1 s)
     import torch.utils.tensorboard  # noqa: F401
 
