@@ -1,4 +1,5 @@
 import atexit
+import logging
 import os
 import re
 import signal
@@ -105,6 +106,21 @@ def _fresh(env: Mapping[str, str]) -> bool:
 
 _CLI_SERVER = CliServer()
 atexit.register(_CLI_SERVER.close)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """A test that runs a command in-process (`main([...])`) has Hydra configure logging: the handlers it adds (a run's
+    train.log, the terminal's stream) would go on receiving the next tests' lines, twice, or into a closed file.
+    Each test gets the loggers as the one before it found them."""
+    loggers = [logging.getLogger(), logging.getLogger("diagnose")]
+    before = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in loggers]
+    yield
+    for logger, handlers, level, propagate in before:
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
