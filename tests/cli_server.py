@@ -161,7 +161,7 @@ class CliServer:
         if self.server is None or self.server.poll() is not None:
             self.server = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                            text=True)
-            json.loads(self.server.stdout.readline())  # {"ready"}: its imports done
+            self._reply("ready")  # its imports done
         return self.server
 
     def _fork(self, args: list[str], cwd: Path, env: dict, folder: str, streams: tuple, session: bool = False,
@@ -172,7 +172,7 @@ class CliServer:
                    "stderr": streams[2], "session": session, "sigint": sigint, "ready": str(ready)}
         server.stdin.write(json.dumps(request) + "\n")
         server.stdin.flush()
-        pid = json.loads(server.stdout.readline())["pid"]
+        pid = self._reply("pid")
         while not ready.exists():
             try:
                 os.kill(pid, 0)
@@ -182,7 +182,15 @@ class CliServer:
         return pid
 
     def _returncode(self) -> int:
-        return json.loads(self.server.stdout.readline())["returncode"]
+        return self._reply("returncode")
+
+    def _reply(self, key: str) -> int:
+        """The server's next answer; where it died instead, an error saying so (its traceback is on stderr)."""
+        line = self.server.stdout.readline()
+        if not line:
+            raise RuntimeError(f"tests/cli_server.py ended (exit code {self.server.wait()}) where it was to send its "
+                               f"{key}: see its traceback above, or run the test with DIAGNOSE_TEST_FRESH=1")
+        return json.loads(line)[key]
 
     def run(self, command: list[str], cwd: Path, timeout: float, env: dict) -> subprocess.CompletedProcess:
         """As subprocess.run(command, capture_output=True, text=True)."""
