@@ -150,15 +150,32 @@ def serve() -> None:
 # Test side
 
 
+READ_AT_START = ("OMP_", "MKL_", "KMP_", "GOMP_", "TORCH", "CUDA", "LD_", "PYTHON", "MALLOC")
+
+
+def read_at_start(env: dict[str, str] | os._Environ) -> dict[str, str]:
+    """The variables a process reads once, as it starts: torch's and its thread pools' (PYTHONPATH aside: a child
+    puts it on sys.path itself)."""
+    return {key: value for key, value in env.items() if key.startswith(READ_AT_START) and key != "PYTHONPATH"}
+
+
 class CliServer:
     """One server per test process, started at its first use; `busy` while a started command runs."""
 
     def __init__(self):
         self.server: subprocess.Popen | None = None
         self.busy = False
+        self.environment: dict[str, str] = {}  # what the server read as it started
+
+    def fits(self, env: dict[str, str]) -> bool:
+        """Whether a child of the server can be the process started with `env`: the server is free, and it started
+        with what `env` says for the variables read at start (or will, started now)."""
+        running = self.server is not None and self.server.poll() is None
+        return not self.busy and read_at_start(env) == (self.environment if running else read_at_start(os.environ))
 
     def _started(self) -> subprocess.Popen:
         if self.server is None or self.server.poll() is not None:
+            self.environment = read_at_start(os.environ)
             self.server = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                            text=True)
             self._reply("ready")  # its imports done

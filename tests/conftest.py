@@ -5,7 +5,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +92,10 @@ def start_cli(args: list[str], cwd: Path, env: dict | None = None, stdout: bool 
                             **streams)
 
 
-def _fresh(env: Mapping[str, str]) -> bool:
-    """Whether `diagnose` must start afresh: the server has another command running, the environment differs in
-    what a process reads once as it starts (torch's and its thread pools' variables), or DIAGNOSE_TEST_FRESH=1."""
-    prefixes = ("OMP_", "MKL_", "KMP_", "GOMP_", "TORCH", "CUDA", "LD_", "PYTHON", "MALLOC")
-
-    def read_at_start(env: Mapping[str, str]) -> dict[str, str]:
-        return {key: value for key, value in env.items() if key.startswith(prefixes) and key != "PYTHONPATH"}
-
-    return (_CLI_SERVER.busy or os.environ.get("DIAGNOSE_TEST_FRESH") == "1"
-            or read_at_start(env) != read_at_start(os.environ))
+def _fresh(env: dict[str, str]) -> bool:
+    """Whether `diagnose` must start afresh: the server has another command running or started with another value of
+    a variable read at start (torch's and its thread pools'), or DIAGNOSE_TEST_FRESH=1 asks for it."""
+    return os.environ.get("DIAGNOSE_TEST_FRESH") == "1" or not _CLI_SERVER.fits(env)
 
 
 _CLI_SERVER = CliServer()

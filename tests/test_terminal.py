@@ -107,6 +107,16 @@ def test_the_tests_forked_diagnose_says_and_exits_as_a_fresh_one(runs, tmp_path,
     assert any(TABLE.match(line) for line in forked.stderr.splitlines())  # a table: drawn to the width
 
 
+def test_the_server_forks_only_what_a_fresh_process_would_be():
+    from cli_server import CliServer
+
+    server, env = CliServer(), dict(os.environ)
+    assert server.fits({**env, "COLUMNS": "60", "PYTHONPATH": "elsewhere"})  # read by the command itself
+    assert not server.fits({**env, "OMP_NUM_THREADS": "7"})  # read by torch's thread pool as the process starts
+    server.busy = True  # a started command holds it
+    assert not server.fits(env)
+
+
 @pytest.mark.parametrize("where", ["terminal", "piped"])
 def test_report_at_80_columns_shows_every_layer_name_and_the_folder_whole(runs, where, tmp_path):
     run, _ = runs
