@@ -150,12 +150,14 @@ def serve() -> None:
 # Test side
 
 
-READ_AT_START = ("OMP_", "MKL_", "KMP_", "GOMP_", "TORCH", "CUDA", "LD_", "PYTHON", "MALLOC")
+# read once, as a process starts: by the interpreter, the loader, the allocator and the thread pools that torch's
+# import sets up (torch's own TORCH* variables are read when used, and torch sets some itself, e.g. inductor's cache)
+READ_AT_START = ("PYTHON", "LD_", "MALLOC", "OMP_", "GOMP_", "KMP_", "MKL_")
 
 
 def read_at_start(env: dict[str, str] | os._Environ) -> dict[str, str]:
-    """The variables a process reads once, as it starts: torch's and its thread pools' (PYTHONPATH aside: a child
-    puts it on sys.path itself)."""
+    """The variables of `env` a process reads once, as it starts (PYTHONPATH aside: a child puts it on sys.path
+    itself)."""
     return {key: value for key, value in env.items() if key.startswith(READ_AT_START) and key != "PYTHONPATH"}
 
 
@@ -165,19 +167,19 @@ class CliServer:
     def __init__(self):
         self.server: subprocess.Popen | None = None
         self.busy = False
-        self.environment: dict[str, str] = {}  # what the server read as it started
+        # the environment the server starts with, whenever that is: the test process's as it began, not as a test
+        # may have patched it by then
+        self.environment = dict(os.environ)
 
     def fits(self, env: dict[str, str]) -> bool:
-        """Whether a child of the server can be the process started with `env`: the server is free, and it started
-        with what `env` says for the variables read at start (or will, started now)."""
-        running = self.server is not None and self.server.poll() is None
-        return not self.busy and read_at_start(env) == (self.environment if running else read_at_start(os.environ))
+        """Whether a child of the server can be the process started with `env`: the server is free, and `env` says
+        what the server's environment says for the variables read at start."""
+        return not self.busy and read_at_start(env) == read_at_start(self.environment)
 
     def _started(self) -> subprocess.Popen:
         if self.server is None or self.server.poll() is not None:
-            self.environment = read_at_start(os.environ)
             self.server = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           text=True)
+                                           text=True, env=self.environment)
             self._reply("ready")  # its imports done
         return self.server
 

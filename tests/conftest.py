@@ -94,7 +94,7 @@ def start_cli(args: list[str], cwd: Path, env: dict | None = None, stdout: bool 
 
 def _fresh(env: dict[str, str]) -> bool:
     """Whether `diagnose` must start afresh: the server has another command running or started with another value of
-    a variable read at start (torch's and its thread pools'), or DIAGNOSE_TEST_FRESH=1 asks for it."""
+    a variable read at start (the interpreter's, the thread pools'), or DIAGNOSE_TEST_FRESH=1 asks for it."""
     return os.environ.get("DIAGNOSE_TEST_FRESH") == "1" or not _CLI_SERVER.fits(env)
 
 
