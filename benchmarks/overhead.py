@@ -20,10 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import workload  # benchmarks/: the run these benchmarks time
+
 # mode -> its overrides: the presets, and the default one with the gradient noise scale turned on
 MODES = {"off": ["diag=off"], "default": ["diag=default"], "default+noise": ["diag=default", "diag.noise_every=100"],
          "full": ["diag=full"]}
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -35,8 +36,7 @@ def worker(args: argparse.Namespace) -> None:
     from diagnose.training.loop import train
 
     overrides = [*MODES[args.worker], f"steps={args.steps}", f"device={args.device}", f"batch={args.batch}",
-                 f"data={args.data}", "data.val_size=1000", f"threads={args.threads}"]
-    overrides += ["data.subset=10000"] if args.data != "synthetic" else ["data.train_count=11000"]
+                 *workload.data_overrides(args.data), f"threads={args.threads}"]
     cfg = composed("train", overrides)
     run = build_run(cfg)
     reset_peak_rss()  # measure the peak during training, not while the dataset was decompressed
@@ -74,9 +74,7 @@ def measure(mode: str, args: argparse.Namespace, steps: int, env: dict | None = 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="fashion_mnist" if FASHION.is_dir() else "synthetic")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch", type=int, default=128)
+    workload.add_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", default="auto", help="CPU threads: auto (the CLI's default) or a number")

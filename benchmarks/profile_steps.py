@@ -23,11 +23,10 @@ import pstats
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
+import workload  # benchmarks/: the run these benchmarks time
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 PROFILED = 5  # steps of each class that --profile torch profiles
 
 
@@ -43,9 +42,8 @@ def run_steps(mode: str, args: argparse.Namespace) -> tuple[list[tuple[str, floa
     from diagnose.training.batches import batch_indices, training_batch
     from diagnose.training.loop import monitor_for, train_step
 
-    overrides = [f"diag={mode}", f"steps={args.steps}", f"batch={args.batch}", f"data={args.data}",
-                 "data.val_size=1000", f"threads={args.threads}"]
-    overrides += ["data.subset=10000"] if args.data != "synthetic" else ["data.train_count=11000"]
+    overrides = [f"diag={mode}", f"steps={args.steps}", f"batch={args.batch}", *workload.data_overrides(args.data),
+                 f"threads={args.threads}"]
     run = build_run(composed("train", overrides))
     diag, last = run.diag, run.total_steps
     generator = torch.Generator(device=run.device).manual_seed(run.seed)
@@ -114,9 +112,7 @@ def extra_ops(ops: dict[str, dict[str, list[float]]], profiled: dict[str, int], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="fashion_mnist" if FASHION.is_dir() else "synthetic")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch", type=int, default=128)
+    workload.add_arguments(parser)
     parser.add_argument("--threads", default="1")
     parser.add_argument("--modes", nargs="+", default=["off", "default"])
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",

@@ -13,17 +13,16 @@ profile_steps.py's run is one of these, at one point of the run; here each kind 
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
+import workload  # benchmarks/: the run these benchmarks time
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 KINDS = ("plain", "stats", "probe", "stats+probe")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="fashion_mnist" if FASHION.is_dir() else "synthetic")
+    parser.add_argument("--data", default="fashion_mnist" if workload.FASHION.is_dir() else "synthetic")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--steps", type=int, default=300, help="the run whose cadences the last line adds up")
@@ -39,8 +38,7 @@ def main() -> None:
     from diagnose.training.batches import batch_indices, training_batch
     from diagnose.training.loop import train_step
 
-    overrides = ["diag=default", "steps=100000", f"data={args.data}", "data.val_size=1000", f"threads={args.threads}"]
-    overrides += ["data.subset=10000"] if args.data != "synthetic" else ["data.train_count=11000"]
+    overrides = ["diag=default", "steps=100000", *workload.data_overrides(args.data), f"threads={args.threads}"]
     run = build_run(composed("train", overrides))
     torch.set_num_threads(args.threads)
     always = Schedule(always=True)

@@ -23,17 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+import workload  # benchmarks/: the run these benchmarks time
+
 LOOPS = ["plain", "watch", "off", "default"]  # a plain loop, under watch, diagnose train diag=off and default
 
 
 def config(diag: str, args: argparse.Namespace):  # noqa: ANN201 - a TrainConfig, imported with torch
     from diagnose.cli.overrides import composed
 
-    data = ["data=fashion_mnist", "data.subset=10000"] if args.data == "fashion_mnist" else \
-        ["data=synthetic", "data.train_count=11000"]
-    return composed("train", [*data, f"batch={args.batch}", f"steps={args.steps}", f"diag={diag}",
-                              f"device={args.device}", f"threads={args.threads}", "data.val_size=1000"])
+    return composed("train", [*workload.data_overrides(args.data), f"batch={args.batch}", f"steps={args.steps}",
+                              f"diag={diag}", f"device={args.device}", f"threads={args.threads}"])
 
 
 def steps_per_s(kind: str, args: argparse.Namespace) -> float:
@@ -92,9 +91,7 @@ def steps_per_s(kind: str, args: argparse.Namespace) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="fashion_mnist" if FASHION.is_dir() else "synthetic")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch", type=int, default=128)
+    workload.add_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", default="2", help="CPU threads of every loop (a number, or auto)")
     parser.add_argument("--device", default="auto")
