@@ -9,7 +9,7 @@ test's environment and its own stdin/stdout/stderr (files, pipes or a terminal),
 
 Both ends are here: `serve` runs in the server (this file as a script), `CliServer` in the test process
 (tests/conftest.py: `run_cli`, `start_cli`), which also decides what must not differ from a fresh process (the
-variables that torch and its thread pools read at import) and starts a fresh one there.
+variables read as a process starts: READ_AT_START) and starts a fresh one there.
 
 Protocol, one JSON line each way on the server's stdin/stdout: {"args", "cwd", "env", "stdin", "stdout", "stderr"
 (paths, or None for /dev/null), "session" (a session of its own, as start_new_session), "sigint" (Python's Ctrl-C
@@ -24,6 +24,7 @@ import io
 import json
 import os
 import pkgutil
+import shutil
 import signal
 import subprocess
 import sys
@@ -276,10 +277,7 @@ class Started:
         self.returncode = server._returncode()
         for fd in held:
             os.close(fd)
-        with contextlib.suppress(OSError):
-            for name in os.listdir(folder):
-                os.unlink(os.path.join(folder, name))
-            os.rmdir(folder)
+        shutil.rmtree(folder, ignore_errors=True)
         server.busy = False
         self._ended.set()
 

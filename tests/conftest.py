@@ -67,9 +67,9 @@ def cfg_factory() -> Callable[..., DictConfig]:
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `diagnose ARGS` as a user would, in `cwd`, and capture everything it prints: a process of its own, forked
-    from a `python -m diagnose` that has done its imports (tests/cli_server.py), or started afresh where the
-    environment differs in what torch reads at import, the server is busy, or DIAGNOSE_TEST_FRESH=1 asks for it."""
-    command, full_env = [sys.executable, "-m", "diagnose", *args], {**os.environ, "COLUMNS": "200", **(env or {})}
+    from a `python -m diagnose` that has done its imports (tests/cli_server.py), or started afresh where `_fresh`
+    says so."""
+    command, full_env = _invocation(args, env)
     if _fresh(full_env):
         return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
     return _CLI_SERVER.run(command, cwd, timeout, full_env)
@@ -82,7 +82,7 @@ def start_cli(args: list[str], cwd: Path, env: dict | None = None, stdout: bool 
     (start_new_session); `sigint`: Python's Ctrl-C handler even where the tests run with SIGINT ignored (nohup).
     Forked from the server as run_cli's runs are; what comes back has Popen's pid, stdout, stderr, poll, wait,
     communicate, send_signal and kill."""
-    command, full_env = [sys.executable, "-m", "diagnose", *args], {**os.environ, "COLUMNS": "200", **(env or {})}
+    command, full_env = _invocation(args, env)
     if not _fresh(full_env):
         return _CLI_SERVER.start(command, cwd, full_env, stdout, tty, session, sigint)
     streams = {"stdin": tty, "stdout": tty, "stderr": tty} if tty is not None else \
@@ -90,6 +90,11 @@ def start_cli(args: list[str], cwd: Path, env: dict | None = None, stdout: bool 
     return subprocess.Popen(command, cwd=cwd, env=full_env, text=tty is None, start_new_session=session,
                             preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if sigint else None,
                             **streams)
+
+
+def _invocation(args: list[str], env: dict | None) -> tuple[list[str], dict[str, str]]:
+    """`python -m diagnose ARGS`, and its environment: this process's, 200 columns wide, `env` on top."""
+    return [sys.executable, "-m", "diagnose", *args], {**os.environ, "COLUMNS": "200", **(env or {})}
 
 
 def _fresh(env: dict[str, str]) -> bool:
