@@ -370,7 +370,7 @@ def rss_mb() -> float:
     return int(line.split()[1]) / 1024
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=6)
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
 def test_no_memory_growth_over_300_logged_steps(tmp_path):
     model = model_for("model.widths=[16,32]", shape=(1, 16, 16))

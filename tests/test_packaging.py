@@ -17,7 +17,7 @@ from diagnose.data.sources import SOURCES
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=8)
 def test_wheel_installs_into_a_fresh_venv_and_trains_from_another_directory(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),

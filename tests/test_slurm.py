@@ -40,7 +40,7 @@ def sweep_dir_of(folder: Path) -> Path:
     return sweep
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=12)
 def test_a_sweep_on_slurm_sums_up_as_with_the_local_launcher_and_a_failing_job_gives_its_exit_code(slurm_env, tmp_path,
                                                                                                    capsys):
     # one sweep for both (each costs ~35 s): 4 jobs, one of which fails (GN's 8 groups do not divide 6 channels)
@@ -80,7 +80,7 @@ def slurm_job_of(sweep: Path, timeout: float = 120) -> str:
     raise AssertionError(f"no SLURM job in {sweep}")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=18)
 def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(slurm_env, tmp_path):
     # epochs of 1000 steps (1500 steps, ~2 s of training), the SLURM signal after step 200: the checkpoint it
     # resumes from is the interruption's, not an epoch end's

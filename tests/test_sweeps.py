@@ -246,7 +246,7 @@ def test_a_sweep_of_enough_batch_sizes_draws_the_critical_batch_with_a_title_tha
     assert critical_batch_figure([drawn]).axes[0].get_title() == f"{title} (median B_simple dotted)"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=7)
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_launchers_run_a_tiny_sweep(launcher, tmp_path):
     extra = ["hydra.launcher.timeout_min=5"] if launcher == "submitit_local" else ["hydra.launcher.n_jobs=2"]
@@ -326,7 +326,7 @@ def test_optuna_searches_the_learning_rate(tmp_path):
     assert "best_value" in (sweep / "optimization_results.yaml").read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=9)
 def test_batchnorm_collapses_at_batch_2_while_groupnorm_does_not(tmp_path):
     """The lecture's BN-vs-GN result on real data: an MLP, where BatchNorm1d at batch 2 normalises each
     feature over two numbers. Same epochs at each batch size, lr scaled linearly with the batch."""

@@ -104,7 +104,7 @@ def test_bf16_autocast_runs(cfg_factory, tmp_path):
     assert run_tiny(cfg_factory("precision=bf16"), tmp_path).status == "completed"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=22)
 def test_default_cnn_reaches_80_percent_on_a_fashion_mnist_subset(tmp_path):
     needs_fashion()
     # 1,000 held out rather than 5,000: a third of the test's time went to evaluating them (test accuracy 0.820)
