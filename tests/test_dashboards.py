@@ -1,6 +1,7 @@
 """What a run writes for TensorBoard, read back from the event file and through a real TensorBoard server."""
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import test_sweeps
+import torch
 from conftest import FASHION, TINY, TINY_DATA, compose_config, events_of, needs_fashion, scalars, tags
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
@@ -17,9 +19,10 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from diagnose.build import build_model, build_run
 from diagnose.config import to_dict
 from diagnose.diagnostics.dashboard import custom_scalars_layout
-from diagnose.diagnostics.depth import PANELS, depth_figure
+from diagnose.diagnostics.depth import PANELS, DepthPlot, depth_figure
 from diagnose.diagnostics.layer_stats import Schedule
 from diagnose.diagnostics.layers import depth_labels, measured_layers
+from diagnose.diagnostics.writing import png_of
 from diagnose.training.loop import train
 
 LAYERS = ["features.0.conv", "features.0.norm", "features.0.act", "features.2.conv", "features.2.act"]
@@ -101,6 +104,22 @@ def test_the_depth_figure_draws_the_logits_as_a_point_of_their_own_not_on_the_co
         assert list(logits.get_xdata()) == [31] and logits.get_linestyle() == "None"  # a marker, no line
         assert list(logits.get_ydata()) == [now[f"{metric}/head"]]
         assert list(lines["logits, head (at init)"].get_ydata()) == [2 * now[f"{metric}/head"]]
+
+
+def test_a_redrawn_depth_figure_is_the_image_of_one_built_afresh():
+    layers = mlp_layers(4)
+    plot = DepthPlot(layers)
+    for seed in range(6):  # a run's figures: one has nothing finite to draw in a panel, one nothing at all
+        values = 10 ** (11 * torch.rand(2 * len(layers), generator=torch.Generator().manual_seed(seed)) - 8)
+        now = {f"{metric}/{layer.name}": values[2 * i + k].item() for i, layer in enumerate(layers)
+               for k, (metric, _) in enumerate(PANELS)}
+        if seed == 2:
+            now.update({tag: math.nan for tag in now if tag.startswith("grad_norm/")})
+        if seed == 4:
+            now = {tag: math.inf for tag in now}
+        first = {tag: 3 * value for tag, value in now.items()}
+        title = f"run, step {seed}"
+        assert png_of(plot.show(now, first, title)) == png_of(depth_figure(layers, now, first, title)), seed
 
 
 def test_a_long_run_name_is_shortened_in_the_middle_to_fit_the_depth_figure():
