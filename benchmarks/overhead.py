@@ -78,20 +78,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", default="auto", help="CPU threads: auto (the CLI's default) or a number")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="the modes to measure (off is always among them: the ratios are to it)")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
 
-    speed_runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    modes = ["off", *(mode for mode in args.modes if mode != "off")]
+    speed_runs: dict[str, list[dict]] = {mode: [] for mode in modes}
     for _ in range(args.rounds):
-        for mode in MODES:
+        for mode in modes:
             speed_runs[mode].append(measure(mode, args, args.steps))
     # Memory in runs of their own: a fixed mmap threshold makes glibc hand every large block back to the OS
     # when it is freed, so peak RSS follows what is live rather than the order of past allocations (it also
     # slows the CPU down, which is why speed is measured without it).
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-    memory_runs = {mode: measure(mode, args, min(args.steps, 100), env) for mode in MODES}
+    memory_runs = {mode: measure(mode, args, min(args.steps, 100), env) for mode in modes}
 
     device = speed_runs["off"][0].get("gpu", speed_runs["off"][0]["device"])
     print(f"default CNN, {args.data}, batch {args.batch}, {args.steps} steps, {args.rounds} rounds, "
@@ -100,7 +103,7 @@ def main() -> None:
     off_speed = statistics.median(r["steps_per_s"] for r in speed_runs["off"])
     off_memory = memory_runs["off"][memory_key]
     print(f"{'diag':<14} {'steps/s':>8} {'vs off':>7} {memory_key:>13} {'vs off':>7}")
-    for mode in MODES:
+    for mode in modes:
         speed = statistics.median(r["steps_per_s"] for r in speed_runs[mode])
         memory = memory_runs[mode][memory_key]
         print(f"{mode:<14} {speed:8.2f} {speed / off_speed:7.3f} {memory:13.1f} {memory / off_memory:7.3f}")

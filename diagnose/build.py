@@ -37,7 +37,7 @@ from diagnose.data.arrays import read_arrays
 from diagnose.data.batches import to_input
 from diagnose.data.datasets import DeviceData, read_dataset, read_sample, split
 from diagnose.data.synthetic import make_synthetic
-from diagnose.diagnostics.layer_stats import CURVE_POINTS, stride
+from diagnose.diagnostics.layer_stats import stride
 from diagnose.diagnostics.layers import Layer, discover_layers, measured_layers
 from diagnose.errors import UserError
 from diagnose.models import MODELS
@@ -46,6 +46,8 @@ from diagnose.models.layout import to_best_layout
 from diagnose.models.modes import batch_statistics
 from diagnose.registry import Options, lookup, make, settings
 from diagnose.training.threads import Threads, training_pass
+
+LOSS_POINTS = 20  # a short run's training-loss curve gets at least this many points (a host read each, nothing more)
 
 DEVICES: dict[str, Callable[[], bool]] = {  # name -> is it on this machine; auto takes the first that is
     "cuda": torch.cuda.is_available,
@@ -237,7 +239,7 @@ def build_run(config: TrainConfig) -> Run:
         augment=config.data.augment,
         autocast_dtype=torch.bfloat16 if config.precision == "bf16" else None,
         seed=config.seed,
-        log_every=stride(config.log_every, total_steps, CURVE_POINTS),  # a short run's loss curve has points too
+        log_every=stride(config.log_every, total_steps, LOSS_POINTS),
         act=act,
         norm=norm,
         diag=config.diag,

@@ -140,12 +140,12 @@ def test_a_long_run_name_is_shortened_in_the_middle_to_fit_the_depth_figure():
 def test_full_diagnostics_measure_every_step(run_dir):
     values = scalars(run_dir)
     assert [step for step, _ in values["act_std/features.0.act"]] == list(range(1, 13))
-    # the probe at initialisation and often enough for 10 points: every 2 steps here, below probe_every=4
-    assert [step for step, _ in values["dead/features.0.act"]] == [1, 2, 4, 6, 8, 10, 12]
+    # the probe at initialisation and often enough for 5 points: every 3 steps here, below probe_every=4
+    assert [step for step, _ in values["dead/features.0.act"]] == [1, 3, 6, 9, 12]
 
 
 @pytest.mark.parametrize(("every", "last", "measured"), [
-    (100, 78, [1, *range(4, 77, 4), 78]),  # a short run: 20 points, not one
+    (100, 78, [1, *range(6, 77, 6), 78]),  # a short run: 15 points, not one
     (100, 5000, [1, *range(100, 5001, 100)]),  # a long one: every 100 steps
     (0, 78, []),  # diag=off measures nothing
 ])

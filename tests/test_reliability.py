@@ -66,7 +66,8 @@ def test_an_error_after_training_keeps_the_trained_state_and_says_failed(tmp_pat
 
 
 def test_metrics_json_is_strict_json_and_reads_back_its_non_finite_values(tmp_path):
-    cfg = compose_config([*TINY, "lr=1e12", "norm=none", "steps=20", "optim.momentum=0.0"])
+    # statistics every step: the step that diverged is measured
+    cfg = compose_config([*TINY, "lr=1e12", "norm=none", "steps=20", "optim.momentum=0.0", "diag.every=1"])
     metrics = train(build_run(cfg), tmp_path, to_dict(cfg))
     assert metrics.status == "diverged"
     text = (tmp_path / "metrics.json").read_text()
