@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -302,7 +303,14 @@ def test_a_stopped_local_sweep_saves_its_running_jobs_and_leaves_no_process(how,
         os.killpg(sweep.pid, signal.SIGINT)
     else:  # `kill PID`: the launcher alone, which passes the stop on
         os.kill(sweep.pid, signal.SIGTERM)
-    out, err = sweep.communicate(timeout=120)
+    try:
+        out, err = sweep.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # seen once in a full run, not reproduced: say what each job had done
+        with contextlib.suppress(ProcessLookupError):  # not left training 100,000 steps beside the rest of the suite
+            os.killpg(sweep.pid, signal.SIGKILL)
+        out, err = sweep.communicate(timeout=30)
+        logs = {p.parent.name: p.read_text()[-600:] for p in tmp_path.glob("outputs/multirun/**/train.log")}
+        pytest.fail(f"the sweep did not end within 120 s of the {how}; it printed:\n{err[-3000:]}\njobs' logs: {logs}")
     assert sweep.returncode == 130, err
     said = " ".join(err.split())
     assert "Interrupted: the running jobs stopped and saved" in said and "Traceback" not in said
