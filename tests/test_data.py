@@ -196,6 +196,26 @@ def test_read_dataset_finds_the_debian_fashion_mnist(tmp_path):
     assert raw.train_y.dtype == np.int64 and sorted(np.unique(raw.test_y)) == list(range(10))
 
 
+def test_a_sweeps_next_job_gets_the_dataset_read_last_unless_its_files_changed(tmp_path, no_system_datasets,
+                                                                              monkeypatch):
+    arrays = write_mnist_like(tmp_path / "data" / "mnist", n_train=12)
+    decoded = []
+    monkeypatch.setattr(datasets_module, "_read", lambda *args, read=datasets_module._read: decoded.append(1) or
+                        read(*args))
+    first = read_dataset("mnist", tmp_path / "data", download=False)
+    data = split(first, val_size=2, subset=None, device=torch.device("cpu"))
+    data.test_x += 1  # a run changing what it holds changes nothing that is kept
+    data.train_x += 1
+    again = read_dataset("mnist", tmp_path / "data", download=False)
+    assert len(decoded) == 1 and again is first  # the same files, unchanged: not decoded again
+    np.testing.assert_array_equal(again.test_x[:, 0], arrays["t10k-images-idx3-ubyte"])
+    np.testing.assert_array_equal(again.train_x[:, 0], arrays["train-images-idx3-ubyte"])
+    write_mnist_like(tmp_path / "data" / "mnist", n_train=14)  # replaced: read afresh
+    assert len(read_dataset("mnist", tmp_path / "data", download=False).train_x) == 14 and len(decoded) == 2
+    read_sample(SAMPLE)  # another dataset in between: the last one read is the one kept
+    assert len(read_dataset("mnist", tmp_path / "data", download=False).train_x) == 14 and len(decoded) == 4
+
+
 def test_read_dataset_uses_the_debian_spelling_of_the_system_folder(tmp_path, no_system_datasets):
     arrays = write_mnist_like(no_system_datasets / "fashion-mnist")
     raw = read_dataset("fashion_mnist", tmp_path / "data", download=False)
