@@ -398,8 +398,8 @@ def test_no_memory_growth_over_300_logged_steps(tmp_path):
 
 
 def test_a_depth_figure_leaves_nothing_for_the_cyclic_collector():
-    """Each figure is freed as it is written (the youngest generation collected), not left for a full collection;
-    the image reaches TensorBoard as a PNG of the figure's size."""
+    """The run's one figure is redrawn, and what each draw leaves is freed as it is written (the youngest generation
+    collected), not left for a full collection; the image reaches TensorBoard as a PNG of the figure's size."""
     model = model_for("model.widths=[4,8]")
     writer = RecordingWriter()
     images = []
@@ -413,6 +413,7 @@ def test_a_depth_figure_leaves_nothing_for_the_cyclic_collector():
     for step in range(2, 7):
         figure.draw(step)
     assert len(gc.get_objects()) - before < 200  # a figure left to the collector holds ~10,000 objects
+    assert figure._plot is not None and figure._plot.figure is not None  # one figure, kept for the next draw
     assert len(images) == 6 and images[-1].encoded_image_string.startswith(b"\x89PNG")
     assert (images[-1].width, images[-1].height) == (990, 378)  # 11 x 4.2 inches at 90 dpi
 
