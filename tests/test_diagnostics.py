@@ -24,6 +24,7 @@ from diagnose.diagnostics.depth import DepthFigure
 from diagnose.diagnostics.landscape import landscape
 from diagnose.diagnostics.layer_stats import ActivationStats, Schedule, WeightStats
 from diagnose.diagnostics.layers import measured_layers
+from diagnose.diagnostics.metrics import LAYER_METRICS, Seen
 from diagnose.diagnostics.monitor import Monitor
 from diagnose.diagnostics.stats import ZERO_BLOCK, histograms, mean_std, norm_from, sign_agreement, zero_fraction
 from diagnose.models.modes import batch_statistics
@@ -293,6 +294,17 @@ def test_zero_fraction_counted_block_by_block_is_the_exact_share_of_zeros(layout
     assert x.numel() > ZERO_BLOCK or layout == "sliced"
     assert zero_fraction(x).item() == pytest.approx((x == 0).double().mean().item(), abs=1e-7)
     assert zero_fraction(x).item() == (1 - x.sign().abs().sum(dtype=torch.float32) / x.numel()).item()
+
+
+def test_a_nan_entry_is_not_counted_as_an_exact_zero():
+    """torch.sign(NaN) is 0: the fast count would take the NaNs of a diverging step's output for zeros."""
+    (act_zero,) = [metric for metric in LAYER_METRICS if metric.name == "act_zero"]
+    for size in (100, 2 * ZERO_BLOCK):  # counted at once, and block by block
+        x = torch.zeros(size)
+        x[:10], x[10:20] = float("nan"), 1.0
+        assert act_zero.compute(Seen(x, None, None)).item() == pytest.approx((size - 20) / size)
+        x[:10] = 0.0
+        assert act_zero.compute(Seen(x, None, None)).item() == pytest.approx((size - 10) / size)
 
 
 @pytest.mark.parametrize("entry, blew_up", [(float("nan"), True), (float("inf"), True), (3e38, False)])

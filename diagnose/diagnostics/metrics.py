@@ -86,7 +86,13 @@ def _saturation(seen: Seen) -> torch.Tensor:
 
 
 def _zero_fraction(seen: Seen) -> torch.Tensor:
-    return _stats().zero_fraction(seen.x)
+    # torch.sign(NaN) is 0, so the fast count would take a NaN entry for an exact zero. A tensor with a NaN or Inf
+    # entry (the step that diverged; its mean says so) is counted the plain way. The check is a host read, free on
+    # the CPU; on a GPU it would make the host wait every measuring step, so there a NaN still counts as a zero
+    x = seen.x
+    if x.device.type == "cpu" and not seen.mean.isfinite():
+        return (x == 0).sum() / x.numel()
+    return _stats().zero_fraction(x)
 
 
 UPDATE_RATIO_REFERENCE = 1e-3  # Karpathy's rule of thumb for the update/weight ratio
