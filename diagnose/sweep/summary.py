@@ -54,8 +54,6 @@ def cell(run: RunRecord, name: str) -> str:
     return about(value) if name == "b_simple" else f"{value:.4f}"
 
 
-
-
 def _order(value: object) -> tuple:
     """Numbers by value, then the rest by text: batch 4 before 16."""
     return (0, value, "") if isinstance(value, int | float) and not isinstance(value, bool) else (1, 0, str(value))
